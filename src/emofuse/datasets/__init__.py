@@ -1,0 +1,12 @@
+"""Stage ① — dataset recipes: raw corpora → JSONL manifests of :class:`~emofuse.records.Utterance`."""
+
+from emofuse.datasets.base import (
+    DATASETS,
+    Dataset,
+    DatasetRecipe,
+    RecipeConfig,
+    load_dataset,
+    open_prepared,
+)
+
+__all__ = ["DATASETS", "Dataset", "DatasetRecipe", "RecipeConfig", "load_dataset", "open_prepared"]

@@ -1,0 +1,16 @@
+"""Stage ② — feature extraction: manifests → cached arrays per utterance."""
+
+from emofuse.features.base import EXTRACTORS, FeatureExtractor, OutputSpec, get_extractor
+from emofuse.features.pipeline import ExtractionReport, extract_features
+from emofuse.features.store import FeatureCache, FeatureStore
+
+__all__ = [
+    "EXTRACTORS",
+    "ExtractionReport",
+    "FeatureCache",
+    "FeatureExtractor",
+    "FeatureStore",
+    "OutputSpec",
+    "extract_features",
+    "get_extractor",
+]

@@ -1,0 +1,174 @@
+"""The feature-extractor interface and the ``EXTRACTORS`` registry.
+
+An extractor reads one input of an utterance (its text, its audio, or its faces) and returns
+named arrays, each declared in :meth:`FeatureExtractor.outputs`: a ``vector`` of shape ``(dim,)``
+or a ``sequence`` of shape ``(T, dim)``. Heavy models are loaded lazily in :meth:`setup`, so
+building an extractor (and listing the registry) stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from emofuse import __version__
+from emofuse.config import Config, fingerprint, validate_config
+from emofuse.errors import ConfigError, EmofuseError, InputError
+from emofuse.records import Utterance
+from emofuse.registry import Registry
+
+EXTRACTORS: Registry[type[FeatureExtractor]] = Registry("extractor", "emofuse.features")
+"""Every feature extractor, by name. ``emofuse features list`` prints it."""
+
+FeatureModality = Literal["text", "audio", "face"]
+
+
+class OutputSpec(BaseModel):
+    """Shape contract of one named output of an extractor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dim: int
+    kind: Literal["vector", "sequence"]
+    description: str = ""
+
+    def check(self, array: np.ndarray, name: str, owner: str) -> None:
+        """Raise :class:`EmofuseError` if ``array`` breaks the contract (an extractor bug)."""
+        want_ndim = 1 if self.kind == "vector" else 2
+        if array.ndim != want_ndim or array.shape[-1] != self.dim:
+            raise EmofuseError(
+                f"extractor {owner!r} output {name!r} has shape {array.shape}, "
+                f"declared {self.kind} of dim {self.dim}"
+            )
+        if not np.isfinite(array).all():
+            raise EmofuseError(f"extractor {owner!r} output {name!r} holds NaN or inf")
+
+
+Features = dict[str, np.ndarray]
+
+
+class FeatureExtractor(ABC):
+    """Base class of every extractor.
+
+    Subclasses set ``modality``, a ``Config`` (a :class:`~emofuse.config.Config` subclass with
+    documented defaults), ``dependencies`` (distributions whose versions enter the
+    fingerprint), and implement :meth:`outputs` and :meth:`extract` (or :meth:`extract_batch`
+    when batching pays). Bump ``version`` whenever the arrays for the same input change.
+    """
+
+    name: ClassVar[str]
+    modality: ClassVar[FeatureModality]
+    Config: ClassVar[type[Config]] = Config
+    version: ClassVar[str] = "1"
+    dependencies: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Config | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise ConfigError("pass either a config object or keyword options, not both")
+        self.config = config if config is not None else validate_config(self.Config, options, f"extractor {self.name!r}")
+        self._ready = False
+
+    # -- contract -------------------------------------------------------------------------
+    @abstractmethod
+    def outputs(self) -> dict[str, OutputSpec]:
+        """Named outputs with their shapes; must not need :meth:`setup`."""
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Load models. Called once before the first extraction; override in subclasses."""
+
+    @abstractmethod
+    def extract(self, utt: Utterance) -> Features:
+        """Features of one utterance.
+
+        Raises:
+            InputError: the utterance's input is missing, corrupt or unusable.
+        """
+
+    def extract_batch(self, utts: list[Utterance]) -> list[Features | InputError]:
+        """Features of several utterances; a bad item yields its :class:`InputError` in place."""
+        self.ensure_ready()
+        out: list[Features | InputError] = []
+        for utt in utts:
+            try:
+                out.append(self.extract(utt))
+            except InputError as err:
+                out.append(err)
+        return out
+
+    # -- identity of inputs and outputs ----------------------------------------------------
+    def source_path(self, utt: Utterance) -> Path | None:
+        """The media file this extractor reads for ``utt`` (``None`` for text extractors)."""
+        return None
+
+    def signature(self, utt: Utterance) -> str:
+        """Identity of the input read for ``utt``; a change means the cached features are stale.
+
+        Files are identified by path, size and modification time, plus the utterance's time span.
+        """
+        path = self.source_path(utt)
+        if path is None:
+            payload = f"text:{utt.text or ''}"
+        else:
+            try:
+                st = os.stat(path)
+                payload = f"file:{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                payload = f"missing:{path}"
+            payload += f":{utt.start}:{utt.end}"
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:20]
+
+    def fingerprint(self) -> str:
+        """Hash of name, version, config and the versions of ``dependencies``."""
+        return fingerprint(self.name, self.version, self.config, _versions(self.dependencies), __version__)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (written as the cache's ``config.json``)."""
+        return {
+            "extractor": self.name,
+            "modality": self.modality,
+            "version": self.version,
+            "config": self.config.model_dump(mode="json"),
+            "dependencies": _versions(self.dependencies),
+            "emofuse_version": __version__,
+            "outputs": {k: v.model_dump() for k, v in self.outputs().items()},
+        }
+
+    def ensure_ready(self) -> None:
+        """Run :meth:`setup` once."""
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    def validate(self, feats: Features) -> Features:
+        """Check ``feats`` against :meth:`outputs` and cast to contiguous float32."""
+        specs = self.outputs()
+        if set(feats) != set(specs):
+            raise EmofuseError(f"extractor {self.name!r} returned {sorted(feats)}, declared {sorted(specs)}")
+        out = {}
+        for key, arr in feats.items():
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            specs[key].check(arr, key, self.name)
+            out[key] = arr
+        return out
+
+
+def get_extractor(name: str, **options: Any) -> FeatureExtractor:
+    """Build a registered extractor by name with keyword config options."""
+    return EXTRACTORS.get(name)(**options)
+
+
+def _versions(dists: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for d in dists:
+        try:
+            out[d] = importlib.metadata.version(d)
+        except importlib.metadata.PackageNotFoundError:
+            out[d] = "missing"
+    return out

@@ -1,0 +1,202 @@
+"""Run extractors over utterances into a :class:`~emofuse.features.store.FeatureStore`.
+
+Two engines give the same arrays:
+
+* ``local`` — batches in this process.
+* ``ray`` — batches spread over Ray actors (a local cluster by default, or ``address`` for a
+  running one); each actor builds its own extractor and writes its own shards, which the store
+  makes safe.
+
+Work already in the store (same extractor fingerprint, same input signature) is skipped, so a
+killed job started again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from emofuse.errors import ConfigError, InputError, MissingDependencyError
+from emofuse.features.base import EXTRACTORS, FeatureExtractor, Features
+from emofuse.features.store import FeatureStore
+from emofuse.records import Utterance
+
+Engine = Literal["local", "ray"]
+Progress = Callable[[int], None]
+"""Called with the number of utterances just finished (ok or failed)."""
+
+
+@dataclass
+class ExtractionReport:
+    """What one extraction run did.
+
+    Attributes:
+        extractor: Registry name.
+        fingerprint: The cache folder name (hash of extractor, config, versions).
+        cache_dir: Where the arrays are.
+        total: Utterances asked for.
+        cached: Already present before this run.
+        extracted: Extracted now.
+        failed: ``id → problem`` for utterances skipped because their input is unusable
+            (including failures recorded by earlier runs).
+        seconds: Wall time of this run.
+    """
+
+    extractor: str
+    fingerprint: str
+    cache_dir: Path
+    total: int
+    cached: int = 0
+    extracted: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "extractor": self.extractor,
+            "fingerprint": self.fingerprint,
+            "cache_dir": str(self.cache_dir),
+            "total": self.total,
+            "cached": self.cached,
+            "extracted": self.extracted,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def extract_features(
+    utterances: Iterable[Utterance],
+    extractor: FeatureExtractor,
+    store: FeatureStore | str | os.PathLike[str],
+    *,
+    batch_size: int = 32,
+    engine: Engine = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    progress: Progress | None = None,
+) -> ExtractionReport:
+    """Extract and store features for every utterance that has none yet.
+
+    Args:
+        utterances: What to extract; ids must be unique.
+        extractor: A configured extractor.
+        store: A :class:`FeatureStore` or its root folder.
+        batch_size: Utterances per call of ``extract_batch`` and per shard.
+        engine: ``"local"`` or ``"ray"``.
+        address: Ray cluster address (``engine="ray"``); ``None`` starts a local cluster.
+        workers: Ray actors to start; default: the cluster's CPUs.
+        retry_failed: Also retry utterances whose earlier extraction failed.
+        progress: Callback receiving the count of utterances finished by each batch.
+
+    Returns:
+        An :class:`ExtractionReport`; bad inputs are listed in ``failed``, never raised.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    utts = list(utterances)
+    _check_unique(utts)
+    cache = store.cache(extractor)
+    started = time.perf_counter()
+    todo = cache.pending(utts, extractor, retry_failed=retry_failed)
+    report = ExtractionReport(
+        extractor.name, extractor.fingerprint(), cache.dir, total=len(utts), cached=len(utts) - len(todo)
+    )
+    if progress and report.cached:
+        progress(report.cached)
+    if todo:
+        if engine == "local":
+            _run_local(todo, extractor, cache, batch_size, progress)
+        elif engine == "ray":
+            _run_ray(todo, extractor, store.root, batch_size, address, workers, progress)
+        else:
+            raise ConfigError(f"unknown engine {engine!r}; choose 'local' or 'ray'")
+    wanted = {u.id for u in utts}
+    errors = cache.errors()
+    report.failed = {k: v for k, v in errors.items() if k in wanted}
+    report.extracted = len(todo) - sum(1 for u in todo if u.id in report.failed)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batches(items: list[Utterance], size: int) -> Iterator[list[Utterance]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _process(extractor: FeatureExtractor, batch: list[Utterance]) -> list[tuple[Utterance, str, Features | InputError]]:
+    results = extractor.extract_batch(batch)
+    if len(results) != len(batch):
+        raise RuntimeError(f"extractor {extractor.name!r} returned {len(results)} results for {len(batch)} inputs")
+    out = []
+    for utt, res in zip(batch, results, strict=True):
+        if not isinstance(res, InputError):
+            res = extractor.validate(res)
+        out.append((utt, extractor.signature(utt), res))
+    return out
+
+
+def _run_local(todo, extractor, cache, batch_size, progress) -> None:
+    extractor.ensure_ready()
+    for batch in _batches(todo, batch_size):
+        cache.write(_process(extractor, batch))
+        if progress:
+            progress(len(batch))
+
+
+def _run_ray(todo, extractor, root, batch_size, address, workers, progress) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("the ray engine", "ray", extra="ray") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+        if address is None:
+            init["num_cpus"] = workers or os.cpu_count() or 1
+        ray.init(**init)
+    try:
+        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        n = min(n, max(1, -(-len(todo) // batch_size)))
+        actor_cls = ray.remote(num_cpus=1)(_RayWorker)
+        spec = (extractor.name, extractor.config.model_dump(mode="json"), str(root))
+        actors = [actor_cls.remote(*spec) for _ in range(n)]
+        pool = ray.util.ActorPool(actors)
+        payloads = [[u.model_dump(mode="json") for u in b] for b in _batches(todo, batch_size)]
+        for done in pool.map_unordered(lambda a, p: a.run.remote(p), payloads):
+            if progress:
+                progress(done)
+        for a in actors:
+            ray.kill(a)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+class _RayWorker:
+    """A Ray actor holding one extractor and writing straight into the shared store."""
+
+    def __init__(self, name: str, config: dict[str, Any], root: str) -> None:
+        cls = EXTRACTORS.get(name)
+        self.extractor = cls(cls.Config.model_validate(config))
+        self.cache = FeatureStore(root).cache(self.extractor)
+        self.extractor.ensure_ready()
+
+    def run(self, payload: list[dict[str, Any]]) -> int:
+        batch = [Utterance.model_validate(p) for p in payload]
+        self.cache.write(_process(self.extractor, batch))
+        return len(batch)
+
+
+def _check_unique(utts: list[Utterance]) -> None:
+    seen: set[str] = set()
+    for u in utts:
+        if u.id in seen:
+            raise InputError(u.id, "utterance id appears twice in the input; ids must be unique")
+        seen.add(u.id)

@@ -1,0 +1,194 @@
+"""The feature store: fingerprinted, atomic, resumable, safe with concurrent writers.
+
+Layout::
+
+    <root>/<extractor>/<fingerprint>/
+        config.json      what produced these arrays (extractor, config, dependency versions)
+        index.jsonl      append-only; one row per finished utterance: id, input signature,
+                         shard (or the error that made it fail)
+        shards/*.safetensors
+        .lock            serialises index appends between processes (Ray workers)
+
+A shard is written under a temporary name and renamed into place, *then* its rows are appended
+to the index. A job killed at any point leaves either a complete shard with complete rows, or an
+orphan shard that no row names (ignored and overwritten by nothing: names are unique). A torn
+last index line is ignored when read. The newest row of an id wins, so re-extracting a changed
+source simply appends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+from emofuse.errors import InputError
+from emofuse.features.base import FeatureExtractor, Features
+from emofuse.records import Utterance, dump_json
+
+_SEP = "::"
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One row of ``index.jsonl``."""
+
+    id: str
+    sig: str
+    shard: str | None = None
+    error: str | None = None
+
+
+class FeatureCache:
+    """Cached features of one extractor configuration (one fingerprint folder).
+
+    Example:
+        >>> cache = FeatureStore("cache").cache(extractor)      # doctest: +SKIP
+        >>> todo = cache.pending(utterances, extractor)         # doctest: +SKIP
+        >>> cache.get("dia0_utt0")["pooled"].shape              # doctest: +SKIP
+        (384,)
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], describe: dict[str, Any] | None = None):
+        self.dir = Path(directory)
+        self.shards_dir = self.dir / "shards"
+        self.index_path = self.dir / "index.jsonl"
+        self._lock = FileLock(str(self.dir / ".lock"))
+        self._index: dict[str, IndexRow] = {}
+        self._index_pos = 0
+        self._open: dict[str, Any] = {}
+        self.shards_dir.mkdir(parents=True, exist_ok=True)
+        if describe is not None and not (self.dir / "config.json").exists():
+            with self._lock:
+                if not (self.dir / "config.json").exists():
+                    dump_json(self.dir / "config.json", describe)
+
+    # -- reading the index ----------------------------------------------------------------
+    def index(self) -> dict[str, IndexRow]:
+        """Newest row per utterance id (re-reads only what was appended since last time)."""
+        if not self.index_path.exists():
+            return self._index
+        with self.index_path.open("rb") as fh:
+            fh.seek(self._index_pos)
+            chunk = fh.read()
+        if not chunk:
+            return self._index
+        end = chunk.rfind(b"\n") + 1  # a torn last line (killed writer) is left for later
+        for line in chunk[:end].splitlines():
+            try:
+                row = json.loads(line)
+                self._index[row["id"]] = IndexRow(row["id"], row["sig"], row.get("shard"), row.get("error"))
+            except (json.JSONDecodeError, KeyError):
+                continue
+        self._index_pos += end
+        return self._index
+
+    def pending(
+        self, utts: Iterable[Utterance], extractor: FeatureExtractor, *, retry_failed: bool = False
+    ) -> list[Utterance]:
+        """The utterances with no current entry: new, changed since extraction, or (optionally) failed."""
+        index = self.index()
+        todo = []
+        for utt in utts:
+            row = index.get(utt.id)
+            if row is None or row.sig != extractor.signature(utt) or (retry_failed and row.error):
+                todo.append(utt)
+        return todo
+
+    def errors(self) -> dict[str, str]:
+        """``id → problem`` for every utterance whose newest row is a failure."""
+        return {k: r.error for k, r in self.index().items() if r.error}
+
+    def ids(self) -> list[str]:
+        """Ids with features available."""
+        return [k for k, r in self.index().items() if r.shard]
+
+    def __contains__(self, utt_id: object) -> bool:
+        row = self.index().get(utt_id)  # type: ignore[arg-type]
+        return row is not None and row.shard is not None
+
+    # -- reading arrays -------------------------------------------------------------------
+    def get(self, utt_id: str) -> Features:
+        """The arrays stored for ``utt_id``.
+
+        Raises:
+            KeyError: nothing is stored for it.
+            InputError: its extraction failed (the message is the recorded problem).
+        """
+        row = self.index().get(utt_id)
+        if row is None:
+            raise KeyError(f"no features for {utt_id!r} in {self.dir}")
+        if row.error:
+            raise InputError(utt_id, row.error)
+        from safetensors import safe_open
+
+        handle = self._open.get(row.shard)  # type: ignore[arg-type]
+        if handle is None:
+            handle = safe_open(str(self.shards_dir / row.shard), framework="numpy")  # type: ignore[operator]
+            self._open[row.shard] = handle  # type: ignore[index]
+        prefix = utt_id + _SEP
+        return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+
+    # -- writing --------------------------------------------------------------------------
+    def write(self, results: list[tuple[Utterance, str, Features | InputError]]) -> None:
+        """Store one batch: ``(utterance, input signature, features or error)`` triples.
+
+        The shard is complete on disk before any index row names it.
+        """
+        from safetensors.numpy import save_file
+
+        tensors: dict[str, np.ndarray] = {}
+        rows: list[dict[str, Any]] = []
+        shard = f"{uuid.uuid4().hex}.safetensors"
+        for utt, sig, res in results:
+            if isinstance(res, InputError):
+                rows.append({"id": utt.id, "sig": sig, "error": res.problem})
+                continue
+            for key, arr in res.items():
+                tensors[f"{utt.id}{_SEP}{key}"] = np.ascontiguousarray(arr)
+            rows.append({"id": utt.id, "sig": sig, "shard": shard})
+        if tensors:
+            tmp = self.shards_dir / f".{shard}.tmp"
+            save_file(tensors, str(tmp))
+            _fsync(tmp)
+            os.replace(tmp, self.shards_dir / shard)
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        with self._lock:
+            with self.index_path.open("ab") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+
+class FeatureStore:
+    """A folder of :class:`FeatureCache` s, one per extractor name and fingerprint.
+
+    Args:
+        root: The cache folder (created on first write).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+
+    def cache(self, extractor: FeatureExtractor) -> FeatureCache:
+        """The cache for this extractor's current configuration (created if needed)."""
+        return FeatureCache(self.root / extractor.name / extractor.fingerprint(), extractor.describe())
+
+    def caches(self) -> list[Path]:
+        """Every fingerprint folder present."""
+        return sorted(p.parent for p in self.root.glob("*/*/config.json"))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,172 @@
+"""The records that flow through emofuse: :class:`Utterance` and JSONL manifests.
+
+Everything downstream of a dataset recipe reads manifests, never dataset-specific code. Records
+are immutable; edits return copies (``utt.model_copy(update=...)`` or the ``with_*`` helpers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from emofuse.config import format_validation_error
+from emofuse.errors import InputError
+
+Modality = Literal["text", "audio", "video", "image"]
+"""Input kinds an utterance can carry. ``video`` files are also the source of face and audio features."""
+
+SPLITS = ("train", "val", "test")
+
+
+class Labels(BaseModel):
+    """Ground-truth annotations of one utterance. Every field is optional.
+
+    Attributes:
+        emotion: Discrete emotion label, a name from the dataset's ``TaskSpec.emotion_labels``.
+        sentiment: Continuous sentiment score in the dataset's ``TaskSpec.sentiment_range``.
+        sentiment_class: Discrete sentiment (e.g. MELD's negative/neutral/positive).
+        per_modality: Emotion labels given per modality (``{"audio": "happy", "text": "neutral"}``),
+            as EmotionTalk and CH-SIMS annotate them.
+        extra: Any other dataset-specific annotation, kept verbatim.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    emotion: str | None = None
+    sentiment: float | None = None
+    sentiment_class: str | None = None
+    per_modality: dict[str, str] = Field(default_factory=dict)
+    extra: dict[str, str | float | int | None] = Field(default_factory=dict)
+
+
+class Utterance(BaseModel):
+    """One unit of analysis: a clip, a turn of a dialogue, an image, or a sentence.
+
+    Attributes:
+        id: Unique within its dataset; safe to use as a file-name stem.
+        dataset: Name of the recipe that produced it (``"meld"``, ``"folder"``, …).
+        split: ``"train"``, ``"val"`` or ``"test"``, or ``None`` for unlabelled inputs.
+        dialogue_id: The conversation it belongs to, if any.
+        turn: Its 0-based position in the dialogue.
+        speaker: Speaker tag, if known. Models never need it.
+        start: Start time in seconds within ``media`` (``None`` = from the beginning).
+        end: End time in seconds within ``media`` (``None`` = to the end).
+        media: Paths of the media carrying it, by kind (``{"audio": ..., "video": ...}``).
+        text: Transcript or sentence.
+        language: BCP-47 language of ``text`` (``"en"``, ``"zh"``).
+        labels: Ground truth, if annotated.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    dataset: str
+    split: str | None = None
+    dialogue_id: str | None = None
+    turn: int | None = None
+    speaker: str | None = None
+    start: float | None = None
+    end: float | None = None
+    media: dict[Literal["audio", "video", "image"], str] = Field(default_factory=dict)
+    text: str | None = None
+    language: str | None = None
+    labels: Labels = Field(default_factory=Labels)
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_usable(cls, v: str) -> str:
+        if not v or v != v.strip() or any(c in v for c in "\n\r\t/\\"):
+            raise ValueError("id must be non-empty, without slashes, tabs or newlines")
+        return v
+
+    @model_validator(mode="after")
+    def _times_are_ordered(self) -> Utterance:
+        if self.start is not None and self.start < 0:
+            raise ValueError("start must be >= 0")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+    def with_text(self, text: str | None, language: str | None = None) -> Utterance:
+        """A copy with a new transcript (e.g. from ASR)."""
+        return self.model_copy(update={"text": text, "language": language or self.language})
+
+    def with_media(self, **paths: str) -> Utterance:
+        """A copy with media paths added or replaced."""
+        return self.model_copy(update={"media": {**self.media, **paths}})
+
+    def modalities(self) -> set[str]:
+        """The input kinds this utterance carries."""
+        kinds = set(self.media)
+        if self.text is not None and self.text.strip():
+            kinds.add("text")
+        return kinds
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[Utterance]:
+    """Read a JSONL manifest; errors name the file and the line."""
+    return list(iter_manifest(path))
+
+
+def iter_manifest(path: str | os.PathLike[str]) -> Iterator[Utterance]:
+    """Lazily read a JSONL manifest, one :class:`Utterance` per non-empty line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "manifest does not exist")
+    with p.open(encoding="utf-8") as fh:
+        try:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield Utterance.model_validate_json(line)
+                except ValidationError as err:
+                    raise InputError(p, format_validation_error(err, f"line {lineno}")) from None
+        except UnicodeDecodeError as err:
+            raise InputError(p, f"manifest is not UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def write_manifest(path: str | os.PathLike[str], utterances: Iterable[Utterance]) -> Path:
+    """Write utterances as JSONL, atomically (a temp file renamed into place). Ids must be unique."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for utt in utterances:
+                if utt.id in seen:
+                    raise InputError(p, f"duplicate utterance id {utt.id!r}")
+                seen.add(utt.id)
+                fh.write(utt.model_dump_json(exclude_defaults=True) + "\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def group_dialogues(utterances: Iterable[Utterance]) -> dict[str, list[Utterance]]:
+    """Group utterances by ``dialogue_id`` (ordered by ``turn``); stand-alone ones form singletons."""
+    groups: dict[str, list[Utterance]] = {}
+    for utt in utterances:
+        groups.setdefault(utt.dialogue_id or utt.id, []).append(utt)
+    for turns in groups.values():
+        turns.sort(key=lambda u: (u.turn is None, u.turn or 0))
+    return groups
+
+
+def dump_json(path: str | os.PathLike[str], data: object) -> Path:
+    """Write JSON atomically."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+    return p
