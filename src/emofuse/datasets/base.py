@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from emofuse import __version__
+from emofuse._version import __version__
 from emofuse.config import Config, fingerprint, validate_config
 from emofuse.errors import ConfigError, InputError
 from emofuse.records import Utterance, dump_json, read_manifest, write_manifest

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from emofuse import __version__
+from emofuse._version import __version__
 from emofuse.config import Config, fingerprint, validate_config
 from emofuse.errors import ConfigError, EmofuseError, InputError
 from emofuse.records import Utterance

@@ -161,7 +161,11 @@ class FeatureCache:
             os.replace(tmp, self.shards_dir / shard)
         payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
         with self._lock:
-            with self.index_path.open("ab") as fh:
+            with self.index_path.open("ab+") as fh:
+                if fh.tell() > 0:  # a writer killed mid-line left a torn row: end it first
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        payload = b"\n" + payload
                 fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())

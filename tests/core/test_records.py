@@ -1,0 +1,83 @@
+import pytest
+
+from emofuse.errors import InputError
+from emofuse.records import (
+    Labels,
+    Utterance,
+    group_dialogues,
+    read_manifest,
+    write_manifest,
+)
+from emofuse.spec import TaskSpec
+
+
+def _u(i, **kw):
+    return Utterance(id=f"u{i}", dataset="t", **kw)
+
+
+def test_utterance_is_frozen_and_copies():
+    u = _u(0, text="hi")
+    with pytest.raises(Exception):
+        u.text = "no"  # type: ignore[misc]
+    v = u.with_text("héllo", language="fr").with_media(audio="a.wav")
+    assert (u.text, v.text, v.language, v.media) == ("hi", "héllo", "fr", {"audio": "a.wav"})
+    assert v.modalities() == {"text", "audio"}
+    assert _u(1, text="  ").modalities() == set()
+
+
+@pytest.mark.parametrize("bad", ["", " x", "a/b", "a\nb"])
+def test_utterance_rejects_unusable_ids(bad):
+    with pytest.raises(ValueError):
+        Utterance(id=bad, dataset="t")
+
+
+def test_utterance_rejects_bad_spans():
+    with pytest.raises(ValueError):
+        _u(0, start=2.0, end=1.0)
+    with pytest.raises(ValueError):
+        _u(0, start=-1.0)
+
+
+def test_manifest_round_trip_non_ascii(tmp_path):
+    utts = [
+        _u(0, text="我今天非常开心", language="zh", labels=Labels(sentiment=0.8)),
+        _u(1, text="don’t", dialogue_id="d", turn=1, labels=Labels(emotion="joy", per_modality={"audio": "sad"})),
+        _u(2, media={"video": "ví deo/ñ.mp4"}, start=0.5, end=1.5),
+    ]
+    path = write_manifest(tmp_path / "m.jsonl", utts)
+    assert read_manifest(path) == utts
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_manifest_errors_name_file_and_line(tmp_path):
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"id": "a", "dataset": "t"}\n\n{"id": "b", "dataset": "t", "colour": 1}\n')
+    with pytest.raises(InputError) as err:
+        read_manifest(p)
+    assert "m.jsonl" in str(err.value) and "line 3" in str(err.value) and "colour" in str(err.value)
+    p.write_bytes(b'{"id": "\xff", "dataset": "t"}\n')
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_manifest(p)
+    with pytest.raises(InputError, match="does not exist"):
+        read_manifest(tmp_path / "none.jsonl")
+    with pytest.raises(InputError, match="duplicate"):
+        write_manifest(tmp_path / "d.jsonl", [_u(0), _u(0)])
+
+
+def test_group_dialogues_orders_turns():
+    utts = [_u(2, dialogue_id="d", turn=1), _u(1, dialogue_id="d", turn=0), _u(3)]
+    groups = group_dialogues(utts)
+    assert [u.id for u in groups["d"]] == ["u1", "u2"] and list(groups) == ["d", "u3"]
+
+
+def test_taskspec_validation():
+    spec = TaskSpec(name="x", emotion_labels=["a", "b"])
+    assert spec.num_emotions == 2 and spec.emotion_index("b") == 1
+    with pytest.raises(KeyError, match="not one of"):
+        spec.emotion_index("c")
+    with pytest.raises(ValueError):
+        TaskSpec(name="none")
+    with pytest.raises(ValueError):
+        TaskSpec(name="dup", emotion_labels=["a", "a"])
+    with pytest.raises(ValueError):
+        TaskSpec(name="r", sentiment_range=(1.0, -1.0))

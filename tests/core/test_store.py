@@ -1,0 +1,157 @@
+import multiprocessing as mp
+import os
+
+import numpy as np
+import pytest
+
+from emofuse.config import Config
+from emofuse.errors import ConfigError, EmofuseError, InputError
+from emofuse.features.base import FeatureExtractor, OutputSpec
+from emofuse.features.pipeline import extract_features
+from emofuse.features.store import FeatureStore
+from emofuse.records import Utterance
+
+
+class CountConfig(Config):
+    scale: float = 1.0
+
+
+class FileStats(FeatureExtractor):
+    """Deterministic test extractor: byte statistics of utt.media['audio']."""
+
+    name = "file-stats"
+    modality = "audio"
+    Config = CountConfig
+    calls = 0
+
+    def outputs(self):
+        return {"vec": OutputSpec(dim=3, kind="vector"), "seq": OutputSpec(dim=2, kind="sequence")}
+
+    def source_path(self, utt):
+        return utt.media.get("audio")
+
+    def extract(self, utt):
+        FileStats.calls += 1
+        data = np.frombuffer(open(utt.media["audio"], "rb").read(), dtype=np.uint8).astype(np.float32)
+        if data.size == 0:
+            raise InputError(utt.media["audio"], "file is empty")
+        s = self.config.scale
+        seq = np.stack([data[: min(5, data.size)], data[: min(5, data.size)] * 2], axis=1) * s
+        return {"vec": np.array([data.mean(), data.std(), data.size], dtype=np.float32) * s, "seq": seq}
+
+
+def _utts(tmp_path, n=10, empty=()):
+    out = []
+    for i in range(n):
+        p = tmp_path / f"f{i}.bin"
+        p.write_bytes(b"" if i in empty else bytes(range(i, i + 20)))
+        out.append(Utterance(id=f"u{i}", dataset="t", media={"audio": str(p)}))
+    return out
+
+
+def _arrays(cache, ids):
+    return {i: cache.get(i) for i in ids}
+
+
+def test_extract_store_and_skip_cached(tmp_path):
+    utts = _utts(tmp_path)
+    ext = FileStats()
+    store = FeatureStore(tmp_path / "cache")
+    rep = extract_features(utts, ext, store, batch_size=3)
+    assert (rep.total, rep.cached, rep.extracted, rep.failed) == (10, 0, 10, {})
+    cache = store.cache(ext)
+    assert sorted(cache.ids()) == sorted(u.id for u in utts)
+    got = cache.get("u3")
+    assert got["vec"].shape == (3,) and got["seq"].shape == (5, 2)
+    assert (cache.dir / "config.json").is_file()
+    assert len(list((cache.dir / "shards").glob("*.safetensors"))) == 4
+    again = extract_features(utts, FileStats(), store)
+    assert (again.cached, again.extracted) == (10, 0)
+
+
+def test_fingerprint_separates_configs(tmp_path):
+    utts = _utts(tmp_path, 2)
+    store = FeatureStore(tmp_path / "cache")
+    extract_features(utts, FileStats(), store)
+    rep = extract_features(utts, FileStats(scale=2.0), store)
+    assert rep.extracted == 2
+    a, b = store.cache(FileStats()), store.cache(FileStats(scale=2.0))
+    assert a.dir != b.dir
+    np.testing.assert_allclose(b.get("u1")["vec"], 2 * a.get("u1")["vec"])
+
+
+def test_changed_source_is_reextracted(tmp_path):
+    utts = _utts(tmp_path, 3)
+    store = FeatureStore(tmp_path / "cache")
+    extract_features(utts, FileStats(), store)
+    p = tmp_path / "f1.bin"
+    p.write_bytes(bytes(range(100, 140)))
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    rep = extract_features(utts, FileStats(), store)
+    assert (rep.cached, rep.extracted) == (2, 1)
+    assert store.cache(FileStats()).get("u1")["vec"][2] == 40
+
+
+def test_bad_items_reported_rest_kept_and_retry(tmp_path):
+    utts = _utts(tmp_path, 5, empty={2})
+    store = FeatureStore(tmp_path / "cache")
+    rep = extract_features(utts, FileStats(), store, batch_size=2)
+    assert list(rep.failed) == ["u2"] and "file is empty" in rep.failed["u2"]
+    assert rep.extracted == 4
+    cache = store.cache(FileStats())
+    with pytest.raises(InputError, match="file is empty"):
+        cache.get("u2")
+    FileStats.calls = 0
+    rep2 = extract_features(utts, FileStats(), store)
+    assert FileStats.calls == 0 and list(rep2.failed) == ["u2"]  # unchanged bad input not retried
+    (tmp_path / "f2.bin").write_bytes(b"fixed!")
+    rep3 = extract_features(utts, FileStats(), store, retry_failed=True)
+    assert rep3.failed == {} and cache.get("u2")["vec"][2] == 6
+
+
+def test_torn_index_line_and_orphan_shard_are_ignored(tmp_path):
+    utts = _utts(tmp_path, 4)
+    store = FeatureStore(tmp_path / "cache")
+    extract_features(utts[:2], FileStats(), store)
+    cache = store.cache(FileStats())
+    with cache.index_path.open("ab") as fh:  # a writer killed mid-line
+        fh.write(b'{"id": "u2", "sig": "abc", "sha')
+    (cache.shards_dir / "orphan.safetensors").write_bytes(b"half a shard")
+    fresh = FeatureStore(tmp_path / "cache").cache(FileStats())
+    assert sorted(fresh.ids()) == ["u0", "u1"]
+    rep = extract_features(utts, FileStats(), store)
+    assert rep.extracted == 2
+    # the torn line was completed by the next append; the index stays readable
+    assert sorted(FeatureStore(tmp_path / "cache").cache(FileStats()).ids()) == ["u0", "u1", "u2", "u3"]
+
+
+def _worker(args):
+    root, paths = args
+    utts = [Utterance(id=os.path.basename(p), dataset="t", media={"audio": p}) for p in paths]
+    extract_features(utts, FileStats(), FeatureStore(root), batch_size=1)
+
+
+def test_concurrent_writers_share_one_cache(tmp_path):
+    utts = _utts(tmp_path, 24)
+    paths = [u.media["audio"] for u in utts]
+    root = str(tmp_path / "cache")
+    with mp.get_context("fork").Pool(4) as pool:
+        pool.map(_worker, [(root, paths[i::4]) for i in range(4)])
+    cache = FeatureStore(root).cache(FileStats())
+    assert len(cache.ids()) == 24
+    lines = cache.index_path.read_text().splitlines()
+    assert len(lines) == 24  # every append landed whole
+
+
+def test_contract_violations_are_errors(tmp_path):
+    class Liar(FileStats):
+        def extract(self, utt):
+            return {"vec": np.zeros(4), "seq": np.zeros((2, 2))}
+
+    with pytest.raises(EmofuseError, match="declared vector of dim 3"):
+        extract_features(_utts(tmp_path, 1), Liar(), tmp_path / "c")
+    with pytest.raises(ConfigError):
+        extract_features(_utts(tmp_path, 1), FileStats(), tmp_path / "c", batch_size=0)
+    dup = _utts(tmp_path, 1) * 2
+    with pytest.raises(InputError, match="twice"):
+        extract_features(dup, FileStats(), tmp_path / "c")
