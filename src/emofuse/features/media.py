@@ -226,6 +226,9 @@ def load_audio(
     if t0 < 0 or t1 <= t0:
         raise InputError(p, f"invalid time span {_span(start, end)}")
 
+    riff = _riff_shortfall(p)
+    if riff:
+        raise InputError(p, f"file is truncated: {riff} bytes missing by its WAV header")
     with _open(p, "audio") as c:
         if not c.streams.audio:
             raise InputError(p, "has no audio track")
@@ -281,6 +284,23 @@ def load_audio(
             p, f"audio too short ({wave.size / sr:.3f} s, need at least {min_duration:g} s)"
         )
     return wave
+
+
+def _riff_shortfall(p: Path) -> int:
+    """Bytes missing from a RIFF/WAVE file according to its header (0 if complete or not RIFF).
+
+    FFmpeg decodes a WAV cut short without complaint, so this reads the RIFF size field. Streamed
+    WAVs that never filled in their size (0 or 0xFFFFFFFF) are not judged.
+    """
+    with p.open("rb") as fh:
+        head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0
+    declared = int.from_bytes(head[4:8], "little") + 8
+    if declared in (8, 0xFFFFFFFF + 8):
+        return 0
+    actual = p.stat().st_size
+    return declared - actual if declared > actual + 8 else 0  # a missing pad byte is common
 
 
 def _is_uncompressed(stream: Any) -> bool:
