@@ -31,7 +31,12 @@ def ravdess_speech(tmp_path: Path) -> Path:
     """Prepare the real RAVDESS recipe and return a manifest of its 192 speech wavs."""
     out = DATASETS.get("ravdess")(root=shared_subdir("ravdess")).prepare(tmp_path / "ravdess")
     utts = [u for f in sorted(out.glob("*.jsonl")) for u in read_manifest(f)]
-    speech = [u for u in utts if "audio" in u.media and "video" not in u.media]
+    # the one audio-visual clip is paired with its speech wav; keep the wavs only
+    speech = [
+        u.model_copy(update={"media": {"audio": u.media["audio"]}})
+        for u in utts
+        if "audio" in u.media
+    ]
     assert len(speech) == 192
     from emofuse.records import write_manifest
 
