@@ -1,0 +1,460 @@
+"""Bring your own data: a folder of media files and/or a CSV manifest.
+
+Dataset card
+============
+
+**What it is.** Your own recordings, face images or sentences, turned into emofuse
+:class:`~emofuse.records.Utterance` records so every later stage (features, models,
+evaluation) can run on them.
+
+**Licence.** Whatever licence your data carries; emofuse copies nothing.
+
+**Two ways in.**
+
+1. *A CSV manifest* (``csv=`` option, or ``root=`` pointing at the ``.csv`` file itself). UTF-8,
+   one row per utterance, a header with these columns (only ``path`` is required):
+
+   ========== ==========================================================================
+   column     meaning
+   ========== ==========================================================================
+   path       media file, relative to the CSV's folder or absolute; may be empty in a
+              row that has ``text`` (text-only utterance)
+   id         utterance id (default: the path without its suffix, ``/`` → ``__``)
+   text       transcript or sentence
+   label      emotion name (checked against the ``labels`` option when given)
+   sentiment  continuous sentiment score (a number)
+   split      ``train`` / ``val`` / ``test`` (``dev``, ``valid``, ``validation`` → ``val``)
+   dialogue   conversation id; rows of one dialogue form an ordered context
+   turn       integer position in the dialogue (default: order of the rows)
+   speaker    speaker tag (models never need it)
+   start/end  segment bounds in seconds within the media file
+   language   BCP-47 language of ``text`` (default: the ``language`` option)
+   ========== ==========================================================================
+
+   Any other column is an error (``extra_columns="keep"`` stores them in ``labels.extra``).
+2. *A plain folder* (no CSV). Every media file under ``root`` becomes one utterance; files
+   sharing a path stem (``clip.wav`` + ``clip.mp4``) become one utterance with both media, and a
+   sidecar ``clip.txt`` gives its transcript. ``label_from_parent=True`` reads the emotion from
+   the parent folder name (``<root>/happy/clip.wav``).
+
+Media kinds by suffix — audio: wav, flac, mp3, m4a, ogg; video: mp4, mkv, mov, avi, webm;
+image: jpg, jpeg, png, bmp. Files are not decoded here (feature extractors do that and report
+unreadable files).
+
+**Expected tree** (either form)::
+
+    my_data/                          my_data/
+      labels.csv   (path,text,label)    happy/a.wav  happy/a.txt
+      clips/a.wav  clips/b.mp4          sad/b.wav    sad/b.mp4
+
+**Splits.** From the ``split`` column, else every utterance is in the ``split`` option
+(default ``test``: bring-your-own data is usually for evaluation or inference).
+
+**Label map.** The ``labels`` option (ordered), else the sorted set of labels seen. Continuous
+sentiment uses the ``sentiment_range`` option, else ``(-1, 1)`` when every score lies in it and
+``(-3, 3)`` otherwise. A folder with no labels at all gets a placeholder task (sentiment in
+``(-1, 1)``, no metrics); models bring their own task for inference.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from emofuse.config import format_validation_error
+from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
+from emofuse.errors import ConfigError, InputError
+from emofuse.records import Labels, Utterance
+from emofuse.spec import TaskSpec
+
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".ogg"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+
+CSV_COLUMNS = (
+    "id", "path", "text", "label", "sentiment", "split",
+    "dialogue", "turn", "speaker", "start", "end", "language",
+)  # fmt: skip
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "dev": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+_UNSAFE = re.compile(r"[/\\\t\r\n]+")
+_MAX_LISTED = 5
+
+
+def media_kind(path: str | os.PathLike[str]) -> Literal["audio", "video", "image"] | None:
+    """The media kind of a file from its suffix (case-insensitive), or ``None``."""
+    suffix = Path(path).suffix.lower()
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    return None
+
+
+def safe_id(relative: str | os.PathLike[str]) -> str:
+    """An utterance id from a relative path: suffix dropped, separators → ``__``.
+
+    Example:
+        >>> safe_id("spk1/take 2.wav")
+        'spk1__take 2'
+    """
+    p = Path(relative)
+    stem = p.with_suffix("").as_posix() if p.suffix else p.as_posix()
+    return _UNSAFE.sub("__", stem).strip().strip("_") or "utt"
+
+
+def read_csv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a UTF-8 CSV (a BOM is accepted) into its header and rows of stripped strings.
+
+    Raises:
+        InputError: naming the file when it is missing, not UTF-8, empty or malformed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "CSV file does not exist")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            p,
+            f"CSV is not UTF-8 (invalid byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "re-save it as UTF-8",
+        ) from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if not header:
+            raise InputError(p, "CSV is empty (no header row)")
+        reader.fieldnames = header
+        rows = []
+        for row in reader:
+            if None in row:
+                raise InputError(p, f"line {reader.line_num}: more fields than header columns")
+            rows.append({k: (v or "").strip() for k, v in row.items()})
+    except csv.Error as err:
+        raise InputError(p, f"malformed CSV ({err})") from None
+    return header, rows
+
+
+class FolderConfig(RecipeConfig):
+    """Options of the ``folder`` recipe."""
+
+    csv: Path | None = Field(
+        None,
+        description="CSV manifest (relative to root or absolute). None: scan the folder for media "
+        "(or use root itself when it is a .csv file).",
+    )
+    labels: list[str] | None = Field(
+        None, description="Ordered emotion label set. None: the sorted labels seen in the data."
+    )
+    split: str = Field("test", description="Split of utterances whose CSV row has no split.")
+    language: str | None = Field(None, description="BCP-47 language of the transcripts, e.g. 'en'.")
+    sentiment_range: tuple[float, float] | None = Field(
+        None,
+        description="(low, high) of the sentiment column. "
+        "None: (-1, 1) if every score fits, else (-3, 3).",
+    )
+    label_from_parent: bool = Field(
+        False,
+        description="Without a CSV: take each file's emotion label from its parent folder name.",
+    )
+    extra_columns: Literal["error", "keep"] = Field(
+        "error", description="Unknown CSV columns: 'error', or 'keep' them in labels.extra."
+    )
+    recursive: bool = Field(True, description="Without a CSV: also scan subfolders.")
+
+
+@DATASETS.register("folder")
+class FolderRecipe(DatasetRecipe):
+    """Your own media folder or CSV manifest (see the module docstring for the dataset card)."""
+
+    folder = None
+    Config = FolderConfig
+    config: FolderConfig
+
+    def __init__(self, config: FolderConfig | None = None, **options: Any) -> None:
+        super().__init__(config, **options)
+        self._loaded: list[Utterance] | None = None
+        if self.config.split not in ("train", "val", "test"):
+            raise ConfigError(
+                f"dataset {self.name!r}: split {self.config.split!r} is not one of train, val, test"
+            )
+
+    # -- locating the inputs -------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        """The data folder (the CSV's folder when ``root`` names a CSV file)."""
+        given = self.config.root
+        if given is not None and Path(given).expanduser().is_file():
+            return Path(given).expanduser().parent
+        return super().root
+
+    def csv_path(self) -> Path | None:
+        """The CSV manifest in use, or ``None`` for a plain media folder."""
+        given = self.config.root
+        if self.config.csv is not None:
+            p = Path(self.config.csv).expanduser()
+            return p if p.is_absolute() else self.root / p
+        if given is not None and Path(given).expanduser().is_file():
+            return Path(given).expanduser()
+        return None
+
+    def check(self) -> None:
+        """Check that the root exists and that the CSV (if any) does."""
+        root = self.root
+        csv_file = self.csv_path()
+        if csv_file is not None and not csv_file.is_file():
+            raise InputError(csv_file, f"CSV manifest not found (root {root})")
+
+    # -- the task ------------------------------------------------------------------------
+    def spec(self) -> TaskSpec:
+        """Labels seen (or configured) and the sentiment range of the data."""
+        utts = self._utterances()
+        seen = sorted({u.labels.emotion for u in utts if u.labels.emotion})
+        labels = self.config.labels or seen or None
+        scores = [u.labels.sentiment for u in utts if u.labels.sentiment is not None]
+        rng = self.config.sentiment_range
+        if rng is None and scores:
+            rng = (-1.0, 1.0) if all(-1.0 <= s <= 1.0 for s in scores) else (-3.0, 3.0)
+        metrics: list[str] = []
+        if labels:
+            metrics += ["wf1", "wa", "ua"]
+        if rng is not None:
+            metrics += ["mae", "corr"]
+        if not labels and rng is None:
+            rng = (-1.0, 1.0)  # unlabelled: placeholder task, models bring their own
+        return TaskSpec(
+            name=self.name,
+            emotion_labels=labels,
+            sentiment_range=rng,
+            conversational=any(u.dialogue_id for u in utts),
+            language=self.config.language or next((u.language for u in utts if u.language), "en"),
+            metrics=metrics,
+        )
+
+    def load(self) -> list[Utterance]:
+        """Read the CSV manifest, or scan the folder for media."""
+        self._loaded = None
+        return list(self._utterances())
+
+    def _utterances(self) -> list[Utterance]:
+        if self._loaded is None:
+            csv_file = self.csv_path()
+            utts = (
+                self._from_csv(csv_file) if csv_file is not None else self._from_folder(self.root)
+            )
+            self._check_labels(utts, csv_file or self.root)
+            self._loaded = utts
+        return self._loaded
+
+    # -- CSV -------------------------------------------------------------------------------
+    def _from_csv(self, csv_file: Path) -> list[Utterance]:
+        header, rows = read_csv_rows(csv_file)
+        lowered = [h.lower() for h in header]
+        if len(set(lowered)) != len(lowered):
+            raise InputError(csv_file, f"duplicate column names in header {header}")
+        if "path" not in lowered:
+            raise InputError(
+                csv_file,
+                f"CSV needs a 'path' column; header is {header}. Columns: {', '.join(CSV_COLUMNS)}",
+            )
+        unknown = [h for h in header if h.lower() not in CSV_COLUMNS]
+        if unknown and self.config.extra_columns == "error":
+            raise InputError(
+                csv_file,
+                f"unknown column(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(CSV_COLUMNS)} "
+                "(or set extra_columns='keep' to store them in labels.extra)",
+            )
+        base = csv_file.parent
+        problems: list[str] = []
+        out: list[Utterance] = []
+        turns: dict[str, int] = {}
+        ids: dict[str, int] = {}
+        for n, raw in enumerate(rows, 1):
+            row = {k.lower(): v for k, v in raw.items()}
+            where = f"row {n} (line {n + 1})"
+            try:
+                utt = self._row_to_utterance(n, row, raw, base, unknown, turns)
+            except _RowError as err:
+                problems.append(f"{where}: {err}")
+                continue
+            if utt.id in ids:
+                problems.append(
+                    f"{where}: duplicate id {utt.id!r} (first in row {ids[utt.id]}); "
+                    "add an 'id' column"
+                )
+                continue
+            ids[utt.id] = n
+            out.append(utt)
+        if problems:
+            more = (
+                f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
+            )
+            raise InputError(csv_file, "; ".join(problems[:_MAX_LISTED]) + more)
+        if not out:
+            raise InputError(csv_file, "CSV has a header but no rows")
+        return out
+
+    def _row_to_utterance(
+        self,
+        n: int,
+        row: dict[str, str],
+        raw: dict[str, str],
+        base: Path,
+        unknown: list[str],
+        turns: dict[str, int],
+    ) -> Utterance:
+        media: dict[str, str] = {}
+        text = row.get("text") or None
+        rel = row.get("path", "")
+        if rel:
+            p = Path(rel).expanduser()
+            full = p if p.is_absolute() else base / p
+            kind = media_kind(full)
+            if kind is None:
+                raise _RowError(f"{rel!r} is not a known media type (audio, video or image suffix)")
+            if not full.is_file():
+                raise _RowError(f"file not found: {full}")
+            media[kind] = str(full)
+        elif text is None:
+            raise _RowError("needs a path or a text")
+        uid = row.get("id") or (safe_id(rel) if rel else f"row{n}")
+        label = row.get("label") or None
+        sentiment = _number(row.get("sentiment"), "sentiment")
+        split = self.config.split
+        if row.get("split"):
+            split = SPLIT_ALIASES.get(row["split"].lower())
+            if split is None:
+                raise _RowError(f"split {row['split']!r} is not one of train, val, test")
+        dialogue = row.get("dialogue") or None
+        turn: int | None = None
+        if row.get("turn"):
+            try:
+                turn = int(row["turn"])
+            except ValueError:
+                raise _RowError(f"turn {row['turn']!r} is not an integer") from None
+        elif dialogue is not None:
+            turn = turns.get(dialogue, 0)
+        if dialogue is not None:
+            turns[dialogue] = max(turns.get(dialogue, 0), (turn or 0) + 1)
+        extra = {k: raw[k] or None for k in unknown}
+        try:
+            return Utterance(
+                id=uid,
+                dataset=self.name,
+                split=split,
+                dialogue_id=dialogue,
+                turn=turn,
+                speaker=row.get("speaker") or None,
+                start=_number(row.get("start"), "start"),
+                end=_number(row.get("end"), "end"),
+                media=media,
+                text=text,
+                language=row.get("language") or self.config.language,
+                labels=Labels(emotion=label, sentiment=sentiment, extra=extra),
+            )
+        except ValidationError as err:
+            raise _RowError(format_validation_error(err, "invalid record")) from None
+
+    # -- plain folder ------------------------------------------------------------------------
+    def _from_folder(self, root: Path) -> list[Utterance]:
+        files = root.rglob("*") if self.config.recursive else root.glob("*")
+        groups: dict[str, dict[str, Path]] = {}
+        for f in sorted(files):
+            if f.name.startswith(".") or not f.is_file():
+                continue
+            kind = media_kind(f)
+            if kind is None:
+                continue
+            rel = f.relative_to(root)
+            key = rel.with_suffix("").as_posix()
+            kinds = groups.setdefault(key, {})
+            if kind in kinds:
+                raise InputError(
+                    f,
+                    f"two {kind} files share the stem {key!r} "
+                    f"({kinds[kind].name}, {f.name}); rename one",
+                )
+            kinds[kind] = f
+        if not groups:
+            raise InputError(
+                root,
+                "no media files found (audio: "
+                + ", ".join(sorted(AUDIO_SUFFIXES | VIDEO_SUFFIXES | IMAGE_SUFFIXES))
+                + "); pass csv=… for a manifest",
+            )
+        out = []
+        seen: set[str] = set()
+        for key, kinds in groups.items():
+            first = next(iter(kinds.values()))
+            sidecar = first.with_suffix(".txt")
+            text = None
+            if sidecar.is_file():
+                try:
+                    text = sidecar.read_text(encoding="utf-8-sig").strip() or None
+                except UnicodeDecodeError:
+                    raise InputError(
+                        sidecar, "transcript is not UTF-8; re-save it as UTF-8"
+                    ) from None
+            label = (
+                first.parent.name
+                if self.config.label_from_parent and first.parent != root
+                else None
+            )
+            uid = safe_id(key)
+            if uid in seen:
+                raise InputError(
+                    first, f"utterance id {uid!r} is not unique after making it file-name safe"
+                )
+            seen.add(uid)
+            out.append(
+                Utterance(
+                    id=uid,
+                    dataset=self.name,
+                    split=self.config.split,
+                    media={k: str(p) for k, p in kinds.items()},
+                    text=text,
+                    language=self.config.language,
+                    labels=Labels(emotion=label),
+                )
+            )
+        return out
+
+    def _check_labels(self, utts: Iterable[Utterance], source: Path) -> None:
+        allowed = self.config.labels
+        if not allowed:
+            return
+        bad = sorted(
+            {u.labels.emotion for u in utts if u.labels.emotion and u.labels.emotion not in allowed}
+        )
+        if bad:
+            raise InputError(
+                source, f"label(s) {', '.join(map(repr, bad))} not in the labels option {allowed}"
+            )
+
+
+class _RowError(Exception):
+    """A problem with one CSV row (collected, then raised as one InputError)."""
+
+
+def _number(value: str | None, column: str) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise _RowError(f"{column} {value!r} is not a number") from None

@@ -1,0 +1,132 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emofuse.datasets import DATASETS, load_dataset, open_prepared
+from emofuse.errors import ConfigError, InputError
+
+
+def _wav(path: Path, seconds: float = 0.2) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, 0.1 * np.sin(2 * np.pi * 220 * t), 16000)
+    return path
+
+
+@pytest.fixture
+def csv_dataset(tmp_path: Path) -> Path:
+    _wav(tmp_path / "clips" / "a.wav")
+    _wav(tmp_path / "clips" / "bé 雪.wav")
+    (tmp_path / "clips" / "face.png").write_bytes(b"not decoded here")
+    (tmp_path / "data.csv").write_text(
+        "path,text,label,sentiment,split,dialogue,speaker,start,end\n"
+        "clips/a.wav,hello there,happy,0.5,train,d1,A,0.0,0.1\n"
+        "clips/bé 雪.wav,你好,sad,-0.5,dev,d1,B,,\n"
+        f"{tmp_path / 'clips' / 'face.png'},,happy,,test,,,,\n",
+        encoding="utf-8",
+    )
+    return tmp_path / "data.csv"
+
+
+def test_csv_manifest(csv_dataset: Path) -> None:
+    ds = load_dataset("folder", root=csv_dataset.parent, csv="data.csv")
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 1, "val": 1, "test": 1}
+    a, b = ds["train"][0], ds["val"][0]
+    assert a.id == "clips__a" and a.media["audio"].endswith("a.wav")
+    assert (a.start, a.end) == (0.0, 0.1)
+    assert b.id == "clips__bé 雪" and b.text == "你好" and b.labels.sentiment == -0.5
+    assert (a.dialogue_id, a.turn, b.turn) == ("d1", 0, 1)
+    assert ds["test"][0].media == {"image": str(csv_dataset.parent / "clips" / "face.png")}
+    assert ds.spec.emotion_labels == ["happy", "sad"]
+    assert ds.spec.sentiment_range == (-1.0, 1.0) and ds.spec.conversational
+    # root may name the CSV itself
+    same = load_dataset("folder", root=csv_dataset)
+    assert [u.id for u in same.all()] == [u.id for u in ds.all()]
+
+
+def test_csv_configured_labels_and_prepare_roundtrip(csv_dataset: Path, tmp_path: Path) -> None:
+    labels = ["neutral", "happy", "sad"]
+    recipe = DATASETS.get("folder")(root=csv_dataset, labels=labels)
+    out = recipe.prepare(tmp_path / "prepared")
+    back = open_prepared(out)
+    assert back.spec.emotion_labels == labels
+    assert {k: [u.model_dump() for u in v] for k, v in back.splits.items()} == {
+        k: [u.model_dump() for u in v] for k, v in recipe.dataset().splits.items()
+    }
+    with pytest.raises(InputError, match=r"'happy', 'sad'.*not in the labels option"):
+        load_dataset("folder", root=csv_dataset, labels=["neutral"])
+
+
+def test_plain_folder_with_sidecars_and_non_ascii(tmp_path: Path) -> None:
+    _wav(tmp_path / "spk1" / "Ünïcödé 情绪.wav")
+    (tmp_path / "spk1" / "Ünïcödé 情绪.txt").write_text("I am so happy\n", encoding="utf-8")
+    _wav(tmp_path / "spk1" / "two.wav")
+    (tmp_path / "spk1" / "two.mp4").write_bytes(b"\x00")
+    (tmp_path / "notes.md").write_text("ignored")
+    ds = load_dataset("folder", root=tmp_path)
+    utts = {u.id: u for u in ds["test"]}
+    assert set(utts) == {"spk1__Ünïcödé 情绪", "spk1__two"}
+    assert utts["spk1__Ünïcödé 情绪"].text == "I am so happy"
+    assert set(utts["spk1__two"].media) == {"audio", "video"}
+    assert all(u.labels.emotion is None for u in utts.values())
+    ds2 = load_dataset("folder", root=tmp_path, label_from_parent=True, split="train")
+    assert {u.labels.emotion for u in ds2["train"]} == {"spk1"}
+
+
+def test_plain_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="split 'holdout'"):
+        load_dataset("folder", root=tmp_path, split="holdout")
+    with pytest.raises(InputError, match="no media files found"):
+        load_dataset("folder", root=tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        load_dataset("folder", root=tmp_path / "nope")
+    _wav(tmp_path / "x.wav")
+    _wav(tmp_path / "x.flac")
+    with pytest.raises(InputError, match="share the stem"):
+        load_dataset("folder", root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ("text,label\nhi,happy\n", "needs a 'path' column"),
+        ("path,label,mood\na.wav,happy,x\n", "unknown column.*'mood'"),
+        ("path,label\na.wav,happy\nmissing.wav,sad\n", r"row 2 \(line 3\): file not found"),
+        ("path,sentiment\na.wav,high\n", r"row 1 .*sentiment 'high' is not a number"),
+        ("path,split\na.wav,holdout\n", "split 'holdout'"),
+        ("path,label\nnotes.txt,happy\n", "not a known media type"),
+        ("path,start,end\na.wav,2,1\n", "must be after start"),
+        ("path\n", "no rows"),
+        ("path,label\na.wav,happy\na.wav,sad\n", "duplicate id 'a'"),
+    ],
+)
+def test_bad_csv(tmp_path: Path, content: str, pattern: str) -> None:
+    _wav(tmp_path / "a.wav")
+    (tmp_path / "notes.txt").write_text("x")
+    csv = tmp_path / "bad.csv"
+    csv.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match=pattern) as err:
+        load_dataset("folder", root=csv)
+    assert err.value.path == str(csv)
+
+
+def test_non_utf8_csv_and_keep_extra_columns(tmp_path: Path) -> None:
+    _wav(tmp_path / "a.wav")
+    csv = tmp_path / "latin.csv"
+    csv.write_bytes("path,text\na.wav,café\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"not UTF-8.*re-save it as UTF-8") as err:
+        load_dataset("folder", root=csv)
+    assert err.value.path == str(csv)
+    csv.write_text("\ufeffpath,text,mood\na.wav,café,calm\n", encoding="utf-8")
+    (u,) = load_dataset("folder", root=csv, extra_columns="keep").all()
+    assert u.text == "café" and u.labels.extra == {"mood": "calm"}
+
+
+def test_text_only_rows(tmp_path: Path) -> None:
+    csv = tmp_path / "sentences.csv"
+    csv.write_text("path,text,sentiment\n,great movie,2.5\n,awful,-3\n", encoding="utf-8")
+    ds = load_dataset("folder", root=csv, language="en")
+    assert [u.id for u in ds["test"]] == ["row1", "row2"]
+    assert ds.spec.sentiment_range == (-3.0, 3.0) and ds.spec.emotion_labels is None
