@@ -556,6 +556,9 @@ def features_extract(
         plan = {e: utts for e in dict.fromkeys(extractor)}
     else:
         plan = default_extractors(utts)
+        for missing in [k for k in plan if k not in EXTRACTORS]:
+            out.print(f"[dim]{missing}: not available in this installation, skipped[/dim]")
+            del plan[missing]
         if not plan:
             raise ConfigError(f"{name}: no utterance has text, audio, video or image input")
     configs = _extractor_configs(extractor_config, list(plan))
@@ -582,6 +585,7 @@ def features_extract(
             TimeElapsedColumn(),
             console=err,
             transient=True,
+            disable=not err.is_terminal,
         ) as bar:
             task = bar.add_task(f"{ext_name:>16}", total=len(items))
             report = extract_features(
