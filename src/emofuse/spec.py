@@ -10,6 +10,26 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+METRICS: dict[str, str] = {
+    "accuracy": "emotion: fraction of correct predictions",
+    "weighted_f1": "emotion: F1 averaged over classes weighted by support (sklearn average='weighted')",
+    "macro_f1": "emotion: unweighted mean of per-class F1",
+    "wa": "speech emotion: weighted accuracy (= accuracy)",
+    "ua": "speech emotion: unweighted accuracy (= balanced accuracy, mean per-class recall)",
+    "has0_acc2": "MOSI/MOSEI: binary accuracy, truth >= 0 vs pred >= 0, all samples",
+    "has0_f1": "MOSI/MOSEI: weighted F1 of the has0 binary split",
+    "non0_acc2": "MOSI/MOSEI: binary accuracy on samples with truth != 0, > 0 vs > 0",
+    "non0_f1": "MOSI/MOSEI: weighted F1 of the non0 binary split",
+    "acc7": "MOSI/MOSEI: clip to [-3, 3], round, exact match",
+    "acc5": "MOSI/MOSEI: clip to [-2, 2], round; CH-SIMS: 5 bins at -0.7, -0.1, 0.1, 0.7",
+    "acc3": "CH-SIMS: bins [-1, -0.1], (-0.1, 0.1], (0.1, 1]",
+    "acc2": "CH-SIMS: bins [-1, 0] vs (0, 1]",
+    "f1": "CH-SIMS: weighted F1 on the acc2 bins",
+    "mae": "sentiment: mean absolute error, unclipped",
+    "corr": "sentiment: Pearson correlation",
+}
+"""Metric names a :class:`TaskSpec` may list, with the definition each follows (FIELD.md §D)."""
+
 SentimentScheme = Literal["mosi", "sims"]
 """How continuous sentiment is binned for metrics: MOSI/MOSEI in [-3, 3], CH-SIMS in [-1, 1]."""
 
@@ -47,6 +67,9 @@ class TaskSpec(BaseModel):
             raise ValueError("a task needs emotion_labels, sentiment_range or sentiment_classes")
         if self.emotion_labels and len(set(self.emotion_labels)) != len(self.emotion_labels):
             raise ValueError("emotion_labels must be unique")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
         if self.sentiment_range and self.sentiment_range[0] >= self.sentiment_range[1]:
             raise ValueError("sentiment_range must be (low, high) with low < high")
         return self

@@ -100,7 +100,7 @@ class EmotionTalkRecipe(DatasetRecipe):
             per_modality_labels=["audio", "video", "text"],
             conversational=True,
             language="zh",
-            metrics=["wf1", "wa", "ua", "mae", "corr"],
+            metrics=["weighted_f1", "wa", "ua", "mae", "corr"],
         )
 
     def required_files(self) -> list[str]:

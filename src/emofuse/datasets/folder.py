@@ -231,7 +231,7 @@ class FolderRecipe(DatasetRecipe):
             rng = (-1.0, 1.0) if all(-1.0 <= s <= 1.0 for s in scores) else (-3.0, 3.0)
         metrics: list[str] = []
         if labels:
-            metrics += ["wf1", "wa", "ua"]
+            metrics += ["weighted_f1", "wa", "ua"]
         if rng is not None:
             metrics += ["mae", "corr"]
         if not labels and rng is None:

@@ -101,7 +101,7 @@ class ImagesRecipe(DatasetRecipe):
         return TaskSpec(
             name=self.config.task_name,
             emotion_labels=list(self.config.labels),
-            metrics=["wa", "ua", "wf1"],
+            metrics=["wa", "ua", "weighted_f1"],
         )
 
     def check(self) -> None:

@@ -1,0 +1,100 @@
+"""Contract tests generated from the registries: every component gets them for free."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+
+import pytest
+
+from emofuse.config import Config
+from emofuse.datasets import DATASETS, RecipeConfig, load_dataset
+from emofuse.errors import ConfigError
+from emofuse.features import EXTRACTORS
+from emofuse.spec import TaskSpec
+
+from conftest import SHARED
+
+# Datasets that need a root and the folder under ../shared/data holding one.
+NEEDS_ROOT = {
+    name: cls.folder
+    for name, cls in DATASETS.items()
+    if cls.folder is not None
+}
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_recipe_has_a_dataset_card_and_strict_config(name):
+    cls = DATASETS.get(name)
+    card = (cls.__doc__ or "") + (importlib.import_module(cls.__module__).__doc__ or "")
+    assert len(card) > 300, f"{name}: the dataset card (docstring) is missing or too short"
+    assert "licen" in card.lower(), f"{name}: the dataset card must state the licence"
+    assert issubclass(cls.Config, RecipeConfig)
+    with pytest.raises(ConfigError, match="unknown key 'no_such_option'"):
+        cls(no_such_option=1)
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_ROOT))
+def test_recipe_records_agree_with_its_spec(name, monkeypatch):
+    folder = NEEDS_ROOT[name]
+    if name in {"folder", "mmsa"}:
+        pytest.skip(f"{name} has no default data")
+    if SHARED is None or not (SHARED / folder).is_dir():
+        pytest.skip(f"real data folder {folder!r} not found under ../shared/data")
+    monkeypatch.setenv("EMOFUSE_DATA", os.fspath(SHARED))
+    ds = load_dataset(name)
+    spec = ds.spec
+    assert isinstance(spec, TaskSpec)
+    assert set(ds.splits) <= {"train", "val", "test"}, ds.splits.keys()
+    ids = [u.id for u in ds.all()]
+    assert len(ids) == len(set(ids)), f"{name}: utterance ids are not unique"
+    labels = set(spec.emotion_labels or [])
+    for u in ds.all():
+        assert u.dataset == name
+        if u.labels.emotion is not None:
+            assert u.labels.emotion in labels, f"{u.id}: {u.labels.emotion!r} not in {labels}"
+        if u.labels.sentiment is not None and spec.sentiment_range is not None:
+            lo, hi = spec.sentiment_range
+            assert lo <= u.labels.sentiment <= hi and not math.isnan(u.labels.sentiment)
+
+
+@pytest.mark.parametrize("name", EXTRACTORS.names())
+def test_extractor_config_outputs_and_fingerprint(name):
+    cls = EXTRACTORS.get(name)
+    assert issubclass(cls.Config, Config)
+    ext = cls()
+    outs = ext.outputs()
+    assert outs, f"{name} declares no outputs"
+    assert cls.modality in {"text", "audio", "face"}
+    assert ext.fingerprint() == cls().fingerprint()
+    json.dumps(ext.describe())
+    with pytest.raises(ConfigError, match="unknown key 'no_such_option'"):
+        cls(no_such_option=1)
+
+
+def _input_for(modality: str):
+    sample = load_dataset("sample").all()
+    if modality == "text":
+        return [u for u in sample if u.text]
+    if modality == "audio":
+        return sample
+    return [u for u in sample if "video" in u.media or "image" in u.media]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXTRACTORS.names())
+def test_extractor_outputs_match_declared_shapes(name):
+    """The test lhotse's opensmile feature_dim bug would have failed: declared dim == real shape."""
+    cls = EXTRACTORS.get(name)
+    ext = cls()
+    utts = _input_for(cls.modality)
+    if name == "e5":
+        utts = [u.with_text("我今天非常开心", language="zh") for u in utts]
+    assert utts, f"no bundled sample input for modality {cls.modality}"
+    results = ext.extract_batch(utts[:2])
+    assert len(results) == len(utts[:2])
+    for res in results:
+        assert not isinstance(res, Exception), f"{name} failed on the bundled sample: {res}"
+        ext.validate(res)
