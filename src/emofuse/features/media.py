@@ -228,7 +228,7 @@ def load_audio(
 
     riff = _riff_shortfall(p)
     if riff:
-        raise InputError(p, f"file is truncated: {riff} bytes missing by its WAV header")
+        raise InputError(p, f"file is truncated ({riff} bytes short of its WAV header)")
     with _open(p, "audio") as c:
         if not c.streams.audio:
             raise InputError(p, "has no audio track")
@@ -490,7 +490,7 @@ def _sample_frames(
     # Targets after the last decoded frame but within its display time.
     if prev is not None:
         target = t0 + k / fps
-        if target < t1 and target <= prev[1] + 1.0 / rate and prev[1] >= t0 - 0.5 / rate:
+        if target < t1 and target < prev[1] + 1.0 / rate - 1e-6 and prev[1] >= t0 - 0.5 / rate:
             emit(*prev)
 
 

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import shared_subdir
+from emofuse.errors import InputError
+from emofuse.features.media import (
+    check_not_silent,
+    load_audio,
+    probe,
+    read_frames,
+    read_image,
+)
+from emofuse.testing import write_bad_media, write_wav
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return write_bad_media(tmp_path_factory.mktemp("media"))
+
+
+def _raises(fn, path, problem):
+    with pytest.raises(InputError) as info:
+        fn(path)
+    err = info.value
+    assert err.path == str(path)
+    assert problem in err.problem
+    assert str(path) in str(err) and problem in str(err)
+    return err
+
+
+# -- bad inputs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("empty", "file is empty"),
+        ("corrupt", "cannot decode audio"),
+        ("truncated", "file is truncated"),
+        ("truncated_header", "file is truncated"),
+        ("noaudio", "has no audio track"),
+        ("short", "audio too short"),
+        ("transcript_latin1", "cannot decode audio"),
+        ("image", "has no audio track"),
+    ],
+)
+def test_load_audio_refuses_bad_inputs(media, key, problem):
+    _raises(load_audio, media[key], problem)
+
+
+def test_missing_file(tmp_path):
+    for fn in (load_audio, probe, read_frames, read_image):
+        _raises(fn, tmp_path / "nope.wav", "does not exist")
+
+
+def test_span_outside_media(media):
+    with pytest.raises(InputError, match="outside the media") as info:
+        load_audio(media["speech"], start=5.0, end=6.0)
+    assert info.value.path == str(media["speech"])
+    with pytest.raises(InputError, match="invalid time span"):
+        load_audio(media["speech"], start=1.0, end=0.5)
+    with pytest.raises(InputError, match="audio too short"):
+        load_audio(media["speech"], start=1.45)  # 0.05 s left
+
+
+def test_silence_is_decoded_but_flagged(media):
+    wave = load_audio(media["silent"])
+    assert wave.shape == (16000,) and not wave.any()
+    with pytest.raises(InputError, match="audio is silent") as info:
+        check_not_silent(wave, media["silent"])
+    assert info.value.path == str(media["silent"])
+    check_not_silent(load_audio(media["speech"]), media["speech"])  # no raise
+
+
+def test_probe_and_frames_refuse_bad_inputs(media):
+    _raises(probe, media["corrupt"], "cannot decode media")
+    _raises(probe, media["empty"], "file is empty")
+    _raises(lambda p: read_frames(p), media["speech"], "has no video stream")
+    _raises(lambda p: read_frames(p), media["corrupt"], "cannot decode video")
+    _raises(read_image, media["corrupt_image"], "cannot decode image")
+    _raises(read_image, media["speech"], "cannot decode image")
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def test_formats_decode_to_the_same_signal(media):
+    ref = load_audio(media["speech"])
+    assert ref.dtype == np.float32 and ref.shape == (24000,)
+    np.testing.assert_allclose(load_audio(media["pcm24"]), ref, atol=1e-4)
+    np.testing.assert_allclose(load_audio(media["u8"]), ref, atol=1.0 / 64)  # 8-bit steps
+
+
+def test_stereo_44k_is_mixed_and_resampled(media):
+    wave = load_audio(media["stereo_44k"], sr=16000)
+    assert wave.shape == (24000,)
+    raw, sr = sf.read(media["stereo_44k"], dtype="float32")
+    assert sr == 44100 and raw.shape[1] == 2
+    import soxr
+
+    expect = soxr.resample(raw.mean(axis=1), 44100, 16000, quality="HQ")
+    np.testing.assert_allclose(wave, expect, atol=1e-5)
+
+
+def test_span_matches_slice_of_whole(media):
+    whole = load_audio(media["stereo_44k"])
+    part = load_audio(media["stereo_44k"], start=0.4, end=1.1)
+    assert part.size == round(0.7 * 16000)
+    np.testing.assert_allclose(part, whole[6400 : 6400 + part.size], atol=1e-5)
+    tail = load_audio(media["speech"], start=1.0, end=9.0)  # end past the media is cut
+    assert tail.size == 8000
+
+
+def test_unicode_path(tmp_path, media):
+    p = write_wav(tmp_path / "émotion 声音.wav", load_audio(media["speech"]), 16000)
+    assert load_audio(p).shape == (24000,)
+    img = tmp_path / "visage ✓.png"
+    img.write_bytes(media["image"].read_bytes())
+    assert read_image(img).shape == (24, 32, 3)
+
+
+def test_probe_fields(media):
+    a = probe(media["stereo_44k"])
+    assert (a.has_audio, a.has_video, a.sample_rate, a.channels) == (True, False, 44100, 2)
+    assert a.duration == pytest.approx(1.5)
+    v = probe(media["video"])
+    assert (v.width, v.height, v.fps, v.frames) == (64, 48, 10.0, 10)
+
+
+def test_read_frames_uniform_and_deterministic(media):
+    frames, times = read_frames(media["video"], fps=5.0)
+    assert [f.shape for f in frames] == [(48, 64, 3)] * 5 and frames[0].dtype == np.uint8
+    np.testing.assert_allclose(times, [0.0, 0.2, 0.4, 0.6, 0.8])
+    again, times2 = read_frames(media["video"], fps=5.0)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
+    np.testing.assert_array_equal(times, times2)
+    _, t_sub = read_frames(media["video"], fps=5.0, start=0.3, end=0.75, max_frames=2)
+    np.testing.assert_allclose(t_sub, [0.3, 0.5])
+    with pytest.raises(InputError, match="no video frame"):
+        read_frames(media["video"], start=5.0)
+
+
+def test_read_image_rgb(media):
+    img = read_image(media["image"])
+    assert img.shape == (24, 32, 3) and img.dtype == np.uint8
+    rng = np.random.default_rng(0)
+    rng.integers(0, 256, 4096, dtype=np.uint8)  # write_bad_media draws corrupt.wav first
+    np.testing.assert_array_equal(img, rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+
+
+# -- real data ------------------------------------------------------------------------------
+
+RAVDESS_AV = "av/01-01-01-01-01-01-01.mp4"
+
+
+@pytest.mark.shared_data
+def test_audio_out_of_real_ravdess_video():
+    path = shared_subdir("ravdess") / RAVDESS_AV
+    info = probe(path)
+    assert info.has_audio and info.has_video and (info.width, info.height) == (1280, 720)
+    t = time.perf_counter()
+    wave = load_audio(path)
+    elapsed = time.perf_counter() - t
+    assert abs(wave.size / 16000 - info.duration) < 0.05
+    check_not_silent(wave, path)
+    assert elapsed < 2.0
+    part = load_audio(path, start=1.0, end=2.0)
+    np.testing.assert_allclose(part, wave[16000:32000], atol=1e-5)
+
+
+@pytest.mark.shared_data
+def test_frames_of_real_ravdess_video():
+    path = shared_subdir("ravdess") / RAVDESS_AV
+    t = time.perf_counter()
+    frames, times = read_frames(path, fps=5.0)
+    elapsed = time.perf_counter() - t
+    assert len(frames) == 17 and frames[0].shape == (720, 1280, 3)
+    assert np.all(np.abs(np.diff(times) - 0.2) < 1 / 29.97)
+    assert elapsed < 5.0
+
+
+@pytest.mark.shared_data
+def test_real_mosi_stereo_wav():
+    path = shared_subdir("mosi") / "media" / "03bSnISJMiM_1.wav"
+    raw, sr = sf.read(path, dtype="float32")
+    assert raw.ndim == 2 and sr == 16000
+    wave = load_audio(path)
+    np.testing.assert_allclose(wave, raw.mean(axis=1), atol=1e-6)
+    check_not_silent(wave, path)

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import shared_subdir
+from emofuse.errors import ConfigError, InputError
+from emofuse.features.media import load_audio, probe
+from emofuse.records import Utterance
+from emofuse.testing import write_bad_media, write_wav
+
+pytest.importorskip("silero_vad")
+pytest.importorskip("faster_whisper")
+
+from emofuse.features.asr import Transcriber
+from emofuse.features.vad import VadConfig, detect_speech, speech_ratio
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return write_bad_media(tmp_path_factory.mktemp("asr_media"))
+
+
+@pytest.fixture(scope="module")
+def asr():
+    return Transcriber(threads=2)
+
+
+def _clip(actor: int = 1, emotion: str = "03"):
+    root = shared_subdir("ravdess") / "speech16k"
+    return root / f"03-01-{emotion}-02-01-01-{actor:02d}.wav"
+
+
+def test_vad_config_validates():
+    with pytest.raises(ConfigError, match="unknown key 'treshold'"):
+        detect_speech(np.zeros(16000, np.float32), treshold=0.3)
+    assert VadConfig().threshold == 0.5
+
+
+def test_vad_silence_and_bad_file(media):
+    assert detect_speech(media["silent"]) == []
+    assert detect_speech(np.zeros(8000, np.float32)) == []
+    with pytest.raises(InputError, match="cannot decode audio") as info:
+        detect_speech(media["corrupt"])
+    assert info.value.path == str(media["corrupt"])
+    assert speech_ratio([(0.0, 1.0), (2.0, 2.5)], 5.0) == pytest.approx(0.3)
+
+
+def test_asr_refuses_other_languages():
+    with pytest.raises(ConfigError, match="English only"):
+        Transcriber(language="zh")
+    assert Transcriber(language="en-US").config.language == "en"
+
+
+@pytest.mark.shared_data
+def test_vad_on_real_speech():
+    path = _clip()
+    duration = probe(path).duration
+    segs = detect_speech(path)
+    assert segs, "no speech found in a RAVDESS clip"
+    assert all(0 <= a < b <= duration + 1e-3 for a, b in segs)
+    assert 0.2 < speech_ratio(segs, duration) < 0.9  # RAVDESS clips have lead-in/out silence
+    # Same result from an array at another rate, and file-clock times for a span.
+    wave44 = load_audio(path, sr=44100)
+    assert detect_speech(wave44, 44100)[0][0] == pytest.approx(segs[0][0], abs=0.05)
+    spanned = detect_speech(path, start=0.5)
+    assert spanned[0][0] == pytest.approx(segs[0][0], abs=0.05)
+
+
+@pytest.mark.shared_data
+def test_asr_on_real_speech(asr):
+    tr = asr.transcribe(_clip())
+    text = tr.text.lower()
+    assert "door" in text and "talking" in text
+    words = tr.words
+    assert words and all(0 <= w.start <= w.end <= tr.duration + 0.05 for w in words)
+    assert all(0 <= w.probability <= 1 for w in words)
+    # A span keeps times on the file clock.
+    spanned = asr.transcribe(_clip(), start=0.5)
+    assert "door" in spanned.text.lower()
+    assert spanned.words[0].start >= 0.5
+
+
+@pytest.mark.shared_data
+def test_asr_on_real_video_and_silence(asr, media):
+    tr = asr.transcribe(shared_subdir("ravdess") / "av" / "01-01-01-01-01-01-01.mp4")
+    assert "door" in tr.text.lower()
+    assert asr.transcribe(media["silent"]).segments == []
+    with pytest.raises(InputError, match="has no audio track"):
+        asr.transcribe(media["noaudio"])
+
+
+@pytest.mark.shared_data
+def test_segment_media_splits_a_recording(asr, tmp_path):
+    clips = [load_audio(_clip(a, e)) for a, e in ((1, "03"), (2, "05"))]
+    gap = np.zeros(16000, np.float32)
+    path = write_wav(tmp_path / "call.wav", np.concatenate([clips[0], gap, clips[1]]), 16000)
+    boundary = (clips[0].size + gap.size) / 16000
+    utts = asr.segment_media(path, dataset="calls")
+    assert [u.id for u in utts] == ["call_seg000", "call_seg001"]
+    assert utts[0].end <= boundary <= utts[1].start
+    assert all("door" in (u.text or "").lower() for u in utts)
+    assert all(u.media == {"audio": str(path)} and u.dataset == "calls" for u in utts)
+
+
+def test_segment_media_without_speech(asr, media):
+    with pytest.raises(InputError, match="no speech found") as info:
+        asr.segment_media(media["silent"])
+    assert info.value.path == str(media["silent"])
+
+
+@pytest.mark.shared_data
+def test_transcribe_utterances_fills_only_missing_text(asr, media):
+    clip = str(_clip())
+    utts = [
+        Utterance(id="a", dataset="t", media={"audio": clip}),
+        Utterance(id="b", dataset="t", media={"audio": clip}, text="given"),
+        Utterance(id="c", dataset="t", media={"audio": clip}, language="zh"),
+        Utterance(id="d", dataset="t", media={"audio": str(media["corrupt"])}),
+    ]
+    with pytest.raises(InputError, match="cannot decode audio"):
+        asr.transcribe_utterances(utts)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = asr.transcribe_utterances(utts, on_error="keep")
+    assert "door" in out[0].text.lower() and out[0].language == "en"
+    assert out[1] is utts[1] and out[2] is utts[2] and out[3] is utts[3]
+    assert utts[0].text is None  # inputs are not modified
+    messages = " ".join(str(w.message) for w in caught)
+    assert "English only" in messages and "'d' not transcribed" in messages
