@@ -25,12 +25,16 @@ SHARED = _shared_data_dir()
 def shared_data() -> Path:
     """``../shared/data`` (or ``$EMOFUSE_SHARED_DATA``); skips the test when absent."""
     if SHARED is None:
-        pytest.skip("real benchmark data not found: set EMOFUSE_SHARED_DATA or place shared/data beside the repo")
+        pytest.skip(
+            "real benchmark data not found: set EMOFUSE_SHARED_DATA or place shared/data beside the repo"
+        )
     return SHARED
 
 
 def shared_subdir(name: str) -> Path:
     """A dataset folder under the shared data, or skip naming what is missing."""
     if SHARED is None or not (SHARED / name).is_dir():
-        pytest.skip(f"real data folder {name!r} not found under ../shared/data (or $EMOFUSE_SHARED_DATA)")
+        pytest.skip(
+            f"real data folder {name!r} not found under ../shared/data (or $EMOFUSE_SHARED_DATA)"
+        )
     return SHARED / name

@@ -9,20 +9,15 @@ import os
 
 import pytest
 
+from conftest import SHARED
 from emofuse.config import Config
 from emofuse.datasets import DATASETS, RecipeConfig, load_dataset
 from emofuse.errors import ConfigError
 from emofuse.features import EXTRACTORS
 from emofuse.spec import TaskSpec
 
-from conftest import SHARED
-
 # Datasets that need a root and the folder under ../shared/data holding one.
-NEEDS_ROOT = {
-    name: cls.folder
-    for name, cls in DATASETS.items()
-    if cls.folder is not None
-}
+NEEDS_ROOT = {name: cls.folder for name, cls in DATASETS.items() if cls.folder is not None}
 
 
 @pytest.mark.parametrize("name", DATASETS.names())

@@ -56,7 +56,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise InputError(p, f"not a valid {'JSON' if p.suffix == '.json' else 'YAML'} file ({err})") from None
+        raise InputError(
+            p, f"not a valid {'JSON' if p.suffix == '.json' else 'YAML'} file ({err})"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -96,7 +98,13 @@ def config_schema_table(cls: type[BaseModel]) -> list[tuple[str, str, str, str]]
     """``(name, type, default, description)`` rows for documentation and ``emofuse config``."""
     rows = []
     for name, field in cls.model_fields.items():
-        ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-        default = "required" if field.is_required() else json.dumps(field.get_default(call_default_factory=True), default=str)
+        ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace(
+            "typing.", ""
+        )
+        default = (
+            "required"
+            if field.is_required()
+            else json.dumps(field.get_default(call_default_factory=True), default=str)
+        )
         rows.append((name, ann, default, field.description or ""))
     return rows

@@ -129,7 +129,9 @@ def iter_manifest(path: str | os.PathLike[str]) -> Iterator[Utterance]:
                 except ValidationError as err:
                     raise InputError(p, format_validation_error(err, f"line {lineno}")) from None
         except UnicodeDecodeError as err:
-            raise InputError(p, f"manifest is not UTF-8 ({err.reason} at byte {err.start})") from None
+            raise InputError(
+                p, f"manifest is not UTF-8 ({err.reason} at byte {err.start})"
+            ) from None
 
 
 def write_manifest(path: str | os.PathLike[str], utterances: Iterable[Utterance]) -> Path:

@@ -15,6 +15,7 @@ module to import.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata
@@ -64,16 +65,18 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             with self._lock:
                 existing = self._items.get(name)
-                if existing is not None and existing is not obj and _qualname(existing) != _qualname(obj):
+                if (
+                    existing is not None
+                    and existing is not obj
+                    and _qualname(existing) != _qualname(obj)
+                ):
                     raise ConfigError(
                         f"{self.kind} {name!r} is registered twice: "
                         f"{_qualname(existing)} and {_qualname(obj)}"
                     )
                 self._items[name] = obj
-                try:
+                with contextlib.suppress(AttributeError, TypeError):
                     obj.name = name  # type: ignore[attr-defined]
-                except (AttributeError, TypeError):
-                    pass
             return obj
 
         return decorator
@@ -89,7 +92,9 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             close = difflib.get_close_matches(name, list(self._items), n=1, cutoff=0.5)
-            raise UnknownComponentError(self.kind, name, self._items, close[0] if close else None) from None
+            raise UnknownComponentError(
+                self.kind, name, self._items, close[0] if close else None
+            ) from None
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

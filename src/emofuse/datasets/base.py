@@ -58,7 +58,9 @@ class Dataset:
         try:
             return self.splits[split]
         except KeyError:
-            raise KeyError(f"{self.name} has no split {split!r}; splits: {list(self.splits)}") from None
+            raise KeyError(
+                f"{self.name} has no split {split!r}; splits: {list(self.splits)}"
+            ) from None
 
     def all(self) -> list[Utterance]:
         """Every utterance of every split."""
@@ -67,7 +69,8 @@ class Dataset:
     def counts(self, by: str = "emotion") -> dict[str, dict[str, int]]:
         """Label counts per split; ``by`` is a :class:`~emofuse.records.Labels` field name."""
         return {
-            s: dict(Counter(str(getattr(u.labels, by)) for u in utts)) for s, utts in self.splits.items()
+            s: dict(Counter(str(getattr(u.labels, by)) for u in utts))
+            for s, utts in self.splits.items()
         }
 
 
@@ -87,7 +90,11 @@ class DatasetRecipe(ABC):
     def __init__(self, config: RecipeConfig | None = None, **options: Any) -> None:
         if config is not None and options:
             raise ConfigError("pass either a config object or keyword options, not both")
-        self.config = config if config is not None else validate_config(self.Config, options, f"dataset {self.name!r}")
+        self.config = (
+            config
+            if config is not None
+            else validate_config(self.Config, options, f"dataset {self.name!r}")
+        )
 
     @property
     def root(self) -> Path:
@@ -96,10 +103,14 @@ class DatasetRecipe(ABC):
         if root is None and self.folder is not None and os.environ.get(DATA_ENV):
             root = Path(os.environ[DATA_ENV]) / self.folder
         if root is None:
-            raise ConfigError(f"dataset {self.name!r} needs a root folder (option root=… or ${DATA_ENV})")
+            raise ConfigError(
+                f"dataset {self.name!r} needs a root folder (option root=… or ${DATA_ENV})"
+            )
         root = Path(root).expanduser()
         if not root.is_dir():
-            raise InputError(root, f"dataset root for {self.name!r} does not exist or is not a folder")
+            raise InputError(
+                root, f"dataset root for {self.name!r} does not exist or is not a folder"
+            )
         return root
 
     @abstractmethod
@@ -205,7 +216,9 @@ def open_prepared(path: str | os.PathLike[str]) -> Dataset:
             raise InputError(p, "no such manifest file or prepared-dataset folder")
         files = sorted(p.glob("*.jsonl"))
         if not files:
-            raise InputError(p, "folder holds no *.jsonl manifests (run `emofuse datasets prepare` first)")
+            raise InputError(
+                p, "folder holds no *.jsonl manifests (run `emofuse datasets prepare` first)"
+            )
         splits = {f.stem: read_manifest(f) for f in files}
         spec_file = p / "spec.json"
         meta = p / "dataset.json"
@@ -213,6 +226,12 @@ def open_prepared(path: str | os.PathLike[str]) -> Dataset:
     if spec_file.is_file():
         spec = TaskSpec.model_validate_json(spec_file.read_text())
     else:
-        labels = sorted({u.labels.emotion for us in splits.values() for u in us if u.labels.emotion})
-        spec = TaskSpec(name=name, emotion_labels=labels or None, sentiment_range=None if labels else (-1.0, 1.0))
+        labels = sorted(
+            {u.labels.emotion for us in splits.values() for u in us if u.labels.emotion}
+        )
+        spec = TaskSpec(
+            name=name,
+            emotion_labels=labels or None,
+            sentiment_range=None if labels else (-1.0, 1.0),
+        )
     return Dataset(name, spec, splits)

@@ -72,7 +72,11 @@ class FeatureExtractor(ABC):
     def __init__(self, config: Config | None = None, **options: Any) -> None:
         if config is not None and options:
             raise ConfigError("pass either a config object or keyword options, not both")
-        self.config = config if config is not None else validate_config(self.Config, options, f"extractor {self.name!r}")
+        self.config = (
+            config
+            if config is not None
+            else validate_config(self.Config, options, f"extractor {self.name!r}")
+        )
         self._ready = False
 
     # -- contract -------------------------------------------------------------------------
@@ -126,7 +130,9 @@ class FeatureExtractor(ABC):
 
     def fingerprint(self) -> str:
         """Hash of name, version, config and the versions of ``dependencies``."""
-        return fingerprint(self.name, self.version, self.config, _versions(self.dependencies), __version__)
+        return fingerprint(
+            self.name, self.version, self.config, _versions(self.dependencies), __version__
+        )
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (written as the cache's ``config.json``)."""
@@ -150,7 +156,9 @@ class FeatureExtractor(ABC):
         """Check ``feats`` against :meth:`outputs` and cast to contiguous float32."""
         specs = self.outputs()
         if set(feats) != set(specs):
-            raise EmofuseError(f"extractor {self.name!r} returned {sorted(feats)}, declared {sorted(specs)}")
+            raise EmofuseError(
+                f"extractor {self.name!r} returned {sorted(feats)}, declared {sorted(specs)}"
+            )
         out = {}
         for key, arr in feats.items():
             arr = np.ascontiguousarray(arr, dtype=np.float32)

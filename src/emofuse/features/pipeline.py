@@ -106,7 +106,11 @@ def extract_features(
     started = time.perf_counter()
     todo = cache.pending(utts, extractor, retry_failed=retry_failed)
     report = ExtractionReport(
-        extractor.name, extractor.fingerprint(), cache.dir, total=len(utts), cached=len(utts) - len(todo)
+        extractor.name,
+        extractor.fingerprint(),
+        cache.dir,
+        total=len(utts),
+        cached=len(utts) - len(todo),
     )
     if progress and report.cached:
         progress(report.cached)
@@ -130,10 +134,14 @@ def _batches(items: list[Utterance], size: int) -> Iterator[list[Utterance]]:
         yield items[i : i + size]
 
 
-def _process(extractor: FeatureExtractor, batch: list[Utterance]) -> list[tuple[Utterance, str, Features | InputError]]:
+def _process(
+    extractor: FeatureExtractor, batch: list[Utterance]
+) -> list[tuple[Utterance, str, Features | InputError]]:
     results = extractor.extract_batch(batch)
     if len(results) != len(batch):
-        raise RuntimeError(f"extractor {extractor.name!r} returned {len(results)} results for {len(batch)} inputs")
+        raise RuntimeError(
+            f"extractor {extractor.name!r} returned {len(results)} results for {len(batch)} inputs"
+        )
     out = []
     for utt, res in zip(batch, results, strict=True):
         if not isinstance(res, InputError):
@@ -157,7 +165,11 @@ def _run_ray(todo, extractor, root, batch_size, address, workers, progress) -> N
         raise MissingDependencyError("the ray engine", "ray", extra="ray") from None
     started_here = not ray.is_initialized()
     if started_here:
-        init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+        init: dict[str, Any] = {
+            "address": address,
+            "include_dashboard": False,
+            "log_to_driver": False,
+        }
         if address is None:
             init["num_cpus"] = workers or os.cpu_count() or 1
         ray.init(**init)

@@ -84,7 +84,9 @@ class FeatureCache:
         for line in chunk[:end].splitlines():
             try:
                 row = json.loads(line)
-                self._index[row["id"]] = IndexRow(row["id"], row["sig"], row.get("shard"), row.get("error"))
+                self._index[row["id"]] = IndexRow(
+                    row["id"], row["sig"], row.get("shard"), row.get("error")
+                )
             except (json.JSONDecodeError, KeyError):
                 continue
         self._index_pos += end
@@ -134,7 +136,9 @@ class FeatureCache:
             handle = safe_open(str(self.shards_dir / row.shard), framework="numpy")  # type: ignore[operator]
             self._open[row.shard] = handle  # type: ignore[index]
         prefix = utt_id + _SEP
-        return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+        return {
+            k[len(prefix) :]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)  # noqa: SIM118
+        }
 
     # -- writing --------------------------------------------------------------------------
     def write(self, results: list[tuple[Utterance, str, Features | InputError]]) -> None:
@@ -160,15 +164,14 @@ class FeatureCache:
             _fsync(tmp)
             os.replace(tmp, self.shards_dir / shard)
         payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-        with self._lock:
-            with self.index_path.open("ab+") as fh:
-                if fh.tell() > 0:  # a writer killed mid-line left a torn row: end it first
-                    fh.seek(-1, os.SEEK_END)
-                    if fh.read(1) != b"\n":
-                        payload = b"\n" + payload
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with self._lock, self.index_path.open("ab+") as fh:
+            if fh.tell() > 0:  # a writer killed mid-line left a torn row: end it first
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    payload = b"\n" + payload
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 class FeatureStore:
@@ -183,7 +186,9 @@ class FeatureStore:
 
     def cache(self, extractor: FeatureExtractor) -> FeatureCache:
         """The cache for this extractor's current configuration (created if needed)."""
-        return FeatureCache(self.root / extractor.name / extractor.fingerprint(), extractor.describe())
+        return FeatureCache(
+            self.root / extractor.name / extractor.fingerprint(), extractor.describe()
+        )
 
     def caches(self) -> list[Path]:
         """Every fingerprint folder present."""
