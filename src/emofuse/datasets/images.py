@@ -120,10 +120,8 @@ class ImagesRecipe(DatasetRecipe):
     def load(self) -> list[Utterance]:
         """Every image, from ``labels.csv`` or the folder tree."""
         root = self.root
-        if (root / "labels.csv").is_file():
-            items = self._from_csv(root / "labels.csv")
-        else:
-            items = self._from_tree(root)
+        csv = root / "labels.csv"
+        items = self._from_csv(csv) if csv.is_file() else self._from_tree(root)
         if not items:
             raise InputError(
                 root,
