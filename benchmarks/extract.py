@@ -147,14 +147,20 @@ def rate(n: int, seconds: float) -> float:
 
 
 # -- benchmarks ------------------------------------------------------------------------------
-def bench_text(name: str, utts, warmup: int = 64) -> dict[str, Any]:
-    ext, setup_s = timed_setup(name)
-    bs = getattr(ext.config, "batch_size", 64)
-    run_batches(ext, utts[:warmup], bs)
-    seconds, failed = run_batches(ext, utts, bs)
+def bench_text(name: str, utts, chunk: int, warmup: int = 64, **options: Any) -> dict[str, Any]:
+    """Items/s of ``extract_batch`` called with ``chunk`` utterances (as extract_features does).
+
+    The extractor sorts each call's texts by length and encodes them ``batch_size`` at a time.
+    """
+    ext, setup_s = timed_setup(name, **options)
+    run_batches(ext, utts[:warmup], warmup)
+    seconds, failed = run_batches(ext, utts, chunk)
     return {
         "items": len(utts),
-        "batch_size": bs,
+        "call_size": chunk,
+        "batch_size": getattr(ext.config, "batch_size", None),
+        "options": options,
+        "outputs": list(ext.outputs()),
         "setup_s": round(setup_s, 3),
         "seconds": round(seconds, 3),
         "items_per_s": rate(len(utts), seconds),
@@ -183,13 +189,13 @@ def bench_media(name: str, utts, repeats: int = 1) -> dict[str, Any]:
     }
 
 
-def bench_meld_all(meld_utts) -> dict[str, Any]:
+def bench_meld_all(meld_utts, chunk: int) -> dict[str, Any]:
     from emofuse.features import FeatureStore, extract_features
 
     ext, setup_s = timed_setup("minilm")
     with tempfile.TemporaryDirectory(prefix="emofuse-bench-") as tmp:
         t = time.perf_counter()
-        rep = extract_features(meld_utts, ext, FeatureStore(tmp), batch_size=256)
+        rep = extract_features(meld_utts, ext, FeatureStore(tmp), batch_size=chunk)
         wall = time.perf_counter() - t
         size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
     return {
@@ -281,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--text-items", type=int, default=2048, help="Utterances for minilm / e5 rates."
     )
+    parser.add_argument(
+        "--text-chunk", type=int, default=256, help="Utterances per extract_batch call (text)."
+    )
     parser.add_argument("--audio-items", type=int, default=192, help="RAVDESS wavs for egemaps.")
     parser.add_argument(
         "--whisper-items", type=int, default=64, help="RAVDESS wavs for whisper-encoder."
@@ -320,15 +329,20 @@ def main(argv: list[str] | None = None) -> int:
         meld_all = meld.all()
         if "minilm" in wanted:
             log("minilm on MELD …")
-            res["minilm"] = bench_text("minilm", meld["train"][: args.text_items])
+            train = meld["train"][: args.text_items]
+            res["minilm"] = bench_text("minilm", train, args.text_chunk)
             res["minilm"]["data"] = "MELD train utterances"
+            res["minilm_pooled_only"] = bench_text(
+                "minilm", train, args.text_chunk, token_states=False
+            )
+            res["minilm_pooled_only"]["data"] = "MELD train utterances"
         if "meld-all" in wanted:
             log(f"minilm on all {len(meld_all)} MELD utterances (extract_features) …")
-            res["meld_all_minilm"] = bench_meld_all(meld_all)
+            res["meld_all_minilm"] = bench_meld_all(meld_all, args.text_chunk)
     if "e5" in wanted and available("e5"):
         log("e5 on CH-SIMS v2 …")
         sims = DATASETS.get("simsv2")(root=data / "simsv2").dataset().all()
-        res["e5"] = bench_text("e5", sims[: args.text_items])
+        res["e5"] = bench_text("e5", sims[: args.text_items], args.text_chunk)
         res["e5"]["data"] = "CH-SIMS v2 Chinese transcripts"
     ravdess = None
     if {"egemaps", "whisper-encoder"} & set(wanted):
