@@ -114,6 +114,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine skews every number here."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 # -- helpers ---------------------------------------------------------------------------------
 def timed_setup(name: str, **options: Any):
     from emofuse.features import get_extractor
@@ -308,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git": git_state(),
         "machine": machine(),
+        "load_average_start": load_average(),
         "data": str(data),
         "results": {},
         "skipped": {},
@@ -373,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         res["video_1min"] = bench_video(clip, names)
 
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results["load_average_end"] = load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(res, indent=2))

@@ -401,3 +401,9 @@ def test_prepare_with_asr_fills_missing_transcripts(tmp_path):
     ]
     # RAVDESS statement 01: "Kids are talking by the door"
     assert "kids are talking by the door" in utt.text.lower()
+
+
+def test_unknown_split_is_exit_2_listing_the_splits(tmp_path):
+    res = invoke("features", "extract", "--dataset", "sample", "--split", "train", "--cache", str(tmp_path))
+    assert res.exit_code == 2
+    assert "'train'" in res.output and "test" in res.output

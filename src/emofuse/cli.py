@@ -479,6 +479,9 @@ def _load_utterances(
         from emofuse.datasets import open_prepared
 
         ds = open_prepared(source)  # type: ignore[arg-type]
+    unknown = [s for s in splits or [] if s not in ds.splits]
+    if unknown:
+        raise ConfigError(f"{ds.name} has no split {unknown[0]!r}; splits: {', '.join(ds.splits)}")
     utts = [u for s in splits for u in ds[s]] if splits else ds.all()
     return ds.name, utts
 
