@@ -301,7 +301,8 @@ def datasets_prepare(
         Path | None, typer.Option("--out", help="Output folder (default runs/datasets/NAME).")
     ] = None,
     option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="Recipe option key=value.")
+        list[str] | None,
+        typer.Option("--option", "-o", metavar="KEY=VALUE", help="Recipe option key=value."),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="Recipe options as YAML.")] = None,
     force: Annotated[
@@ -517,12 +518,20 @@ def features_extract(
     dataset: Annotated[str | None, typer.Option(help="Load this dataset recipe directly.")] = None,
     root: Annotated[Path | None, typer.Option(help="Root folder for --dataset.")] = None,
     option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="Recipe option key=value.")
+        list[str] | None,
+        typer.Option("--option", "-o", metavar="KEY=VALUE", help="Recipe option key=value."),
     ] = None,
-    split: Annotated[list[str] | None, typer.Option(help="Only these splits (repeatable).")] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(metavar="SPLIT", help="Only these splits (repeatable).")
+    ] = None,
     extractor: Annotated[
         list[str] | None,
-        typer.Option("--extractor", "-e", help="Extractor name (repeatable); default: by input."),
+        typer.Option(
+            "--extractor",
+            "-e",
+            metavar="NAME",
+            help="Extractor name (repeatable); default: by input.",
+        ),
     ] = None,
     extractor_config: Annotated[
         Path | None, typer.Option(help="YAML: {extractor: {option: value}} (flat with one -e).")
