@@ -13,6 +13,7 @@ RANKS = {
     "records": 0,
     "spec": 0,
     "resources": 0,
+    "metrics": 0,
     "datasets": 1,
     "features": 2,
     "models": 3,
@@ -81,9 +82,14 @@ def test_no_heavy_imports_at_module_level():
         "fastapi",
     }
     bad = []
+    # models/ and train.py are torch code through and through: they may import torch at the top,
+    # and nothing cheap (the CLI's --help, the registries of earlier stages) imports them.
+    torch_ok = {"torch"}
     for path in PKG.rglob("*.py"):
         if path.name == "testing.py":
             continue
+        rel = path.relative_to(PKG)
+        allowed = torch_ok if rel.parts[0] in {"models", "train.py"} else set()
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
             names = []
@@ -92,6 +98,6 @@ def test_no_heavy_imports_at_module_level():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             for n in names:
-                if n.split(".")[0] in heavy:
+                if n.split(".")[0] in heavy - allowed:
                     bad.append(f"{path.relative_to(PKG)}: top-level import of {n}")
     assert not bad, "\n".join(bad)

@@ -1,0 +1,394 @@
+"""The fusion-model interface, the ``MODELS`` registry, and the batch contract.
+
+**Batch contract** (dict in, :class:`ModelOutput` out). A batch is a flat list of ``N``
+utterances:
+
+* ``batch[m]`` — ``(N, T, D_m)`` float features of modality ``m`` (``"text"``, ``"audio"``,
+  ``"face"``); a vector feature is a sequence of length 1.
+* ``batch[f"{m}_mask"]`` — ``(N, T)`` bool, ``True`` at valid steps. A modality absent from
+  the batch, or a row whose mask is all ``False``, is *missing*: every model must still
+  predict (any subset of modalities works).
+* ``batch["dialogue"]`` — ``(N,)`` long, index of the utterance's dialogue within the batch
+  (``0..G-1``); ``batch["turn"]`` — ``(N,)`` long, its position in that dialogue. Absent for
+  stand-alone clips; conversation models then treat each utterance as its own dialogue.
+* Targets: ``batch["emotion"]`` — ``(N,)`` long, :data:`IGNORE_INDEX` where unlabelled;
+  ``batch["sentiment"]`` — ``(N,)`` float, ``NaN`` where unlabelled.
+
+A model is built from a :class:`~emofuse.spec.TaskSpec` (which heads to grow) and the
+:class:`InputSpec` of each modality (feature dims), and saves both, so
+:func:`load_model` needs neither the dataset nor the feature store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from emofuse._version import __version__
+from emofuse.config import Config, validate_config
+from emofuse.errors import ConfigError, InputError
+from emofuse.records import dump_json
+from emofuse.registry import Registry
+from emofuse.spec import TaskSpec
+
+MODELS: Registry[type[FusionModel]] = Registry("model", "emofuse.models")
+"""Every fusion model, by name. ``emofuse models list`` prints it."""
+
+IGNORE_INDEX = -100
+"""Emotion target of an unlabelled utterance (as ``torch.nn.CrossEntropyLoss`` expects)."""
+
+MODALITIES = ("text", "audio", "face")
+
+
+class InputSpec(BaseModel):
+    """What a model reads for one modality.
+
+    Attributes:
+        feature: ``"<extractor>:<output>"`` in the feature store (e.g. ``"minilm:tokens"``).
+        dim: Feature dimension ``D``.
+        kind: ``vector`` (one row per utterance) or ``sequence`` (``T`` rows).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature: str
+    dim: int = Field(gt=0)
+    kind: Literal["vector", "sequence"]
+
+
+class TextEncoderConfig(Config):
+    """Fine-tune the text encoder inside the model with LoRA (through peft).
+
+    When set, the model reads token ids (``batch["text_input_ids"]``,
+    ``batch["text_attention_mask"]``) instead of cached text features, runs all-MiniLM-L6-v2
+    with LoRA adapters on the attention projections, and saves only the adapters.
+    """
+
+    base: Literal["minilm"] = Field(
+        "minilm", description="Base encoder (weights ship in a package)."
+    )
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: int = Field(16, gt=0, description="LoRA alpha.")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"], description="Modules that get adapters."
+    )
+    max_length: int = Field(128, gt=0, description="Tokens kept per utterance.")
+
+
+class ModelConfig(Config):
+    """Options shared by every model."""
+
+    hidden: int = Field(128, gt=0, description="Width of the fused representation.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout inside the model.")
+    modality_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Training only: probability of hiding each modality of an utterance "
+        "(never all of them), which teaches the model to cope with missing inputs.",
+    )
+    emotion_weight: float = Field(1.0, ge=0.0, description="Weight of the emotion loss.")
+    sentiment_weight: float = Field(1.0, ge=0.0, description="Weight of the sentiment loss.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Emotion label smoothing.")
+    class_weights: list[float] | None = Field(
+        None, description="Per-class emotion loss weights (spec order); None = uniform."
+    )
+    text_encoder: TextEncoderConfig | None = Field(
+        None, description="Fine-tune the text encoder with LoRA instead of reading cached features."
+    )
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass returns. Explainers and plots read these; nothing recomputes them.
+
+    Attributes:
+        emotion_logits: ``(N, C)`` or ``None`` when the task has no emotion labels.
+        sentiment: ``(N,)`` continuous score or ``None``.
+        fused: ``(N, H)`` the fused representation fed to the heads.
+        experts: ``name → (N, H)`` each expert's representation.
+        expert_logits: ``name → (N, C)`` per-expert emotion logits, for models that train
+            experts with their own heads (MiSTER-E).
+        gates: ``(N, E)`` mixing weights over ``gate_names``; rows sum to 1.
+        gate_names: Names of the gated experts, in column order.
+        aux: Auxiliary losses computed in the forward pass (load balance, contrastive, KL),
+            already weighted; :meth:`FusionModel.loss` adds them.
+    """
+
+    emotion_logits: Tensor | None
+    sentiment: Tensor | None
+    fused: Tensor
+    experts: dict[str, Tensor] = field(default_factory=dict)
+    expert_logits: dict[str, Tensor] = field(default_factory=dict)
+    gates: Tensor | None = None
+    gate_names: list[str] = field(default_factory=list)
+    aux: dict[str, Tensor] = field(default_factory=dict)
+
+
+class FusionModel(nn.Module):
+    """Base of every registered model (a ``torch.nn.Module``).
+
+    Subclasses set ``Config`` (a :class:`ModelConfig` subclass), call :meth:`build_heads` in
+    ``__init__`` and implement :meth:`forward`. ``torch`` is imported at the top of
+    ``emofuse.models``: the model registry is discovered only when a model is needed, never by
+    ``emofuse --help``.
+
+    Args:
+        config: The model's validated config (``None`` for defaults).
+        spec: The task: which heads to build.
+        inputs: ``modality → InputSpec`` of every modality the model may see.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    conversational: ClassVar[bool] = False
+    """True when the model uses dialogue structure (``batch["dialogue"]``) to its benefit."""
+
+    def __init__(self, config: ModelConfig | None, spec: TaskSpec, inputs: dict[str, InputSpec]):
+        super().__init__()
+        if not inputs:
+            raise ConfigError(f"model {self.name!r} needs at least one input modality")
+        unknown = set(inputs) - set(MODALITIES)
+        if unknown:
+            raise ConfigError(f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}")
+        self.config = config if config is not None else self.Config()
+        self.spec = spec
+        self.inputs = dict(sorted(inputs.items()))
+        weights = self.config.class_weights
+        if weights is not None and len(weights) != spec.num_emotions:
+            raise ConfigError(
+                f"class_weights has {len(weights)} entries; the task has {spec.num_emotions} classes"
+            )
+        self.text_encoder: nn.Module | None = None
+        if self.config.text_encoder is not None:
+            from emofuse.models.encoders import LoraTextEncoder
+
+            if "text" not in self.inputs:
+                raise ConfigError("text_encoder is set but the model has no text input")
+            self.text_encoder = LoraTextEncoder(self.config.text_encoder)
+            if self.inputs["text"].dim != self.text_encoder.dim:
+                raise ConfigError(
+                    f"text input dim {self.inputs['text'].dim} != encoder dim {self.text_encoder.dim}"
+                )
+
+    def encode_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Run the fine-tuned text encoder when the batch carries token ids; call first in ``forward``."""
+        if self.text_encoder is None or "text_input_ids" not in batch:
+            return batch
+        ids, att = batch["text_input_ids"], batch["text_attention_mask"]
+        out = dict(batch)
+        out["text"] = self.text_encoder(ids, att)
+        out["text_mask"] = (
+            att.bool() & batch.get("text_present", att.new_ones(ids.shape[0]).bool())[:, None]
+        )
+        return out
+
+    @abstractmethod
+    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+        """Predict for one batch (see the module docstring for the contract)."""
+
+    # -- heads ---------------------------------------------------------------------------
+    def build_heads(self, hidden: int) -> None:
+        """Create ``emotion_head`` / ``sentiment_head`` as the spec asks."""
+        n = self.spec.num_emotions
+        self.emotion_head = nn.Linear(hidden, n) if n else None
+        self.sentiment_head = (
+            nn.Linear(hidden, 1) if self.spec.sentiment_range is not None else None
+        )
+
+    def apply_heads(self, fused: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Emotion logits and sentiment score from the fused representation."""
+        emo = self.emotion_head(fused) if self.emotion_head is not None else None
+        sent = self.sentiment_head(fused).squeeze(-1) if self.sentiment_head is not None else None
+        return emo, sent
+
+    # -- loss ----------------------------------------------------------------------------
+    def loss(self, out: ModelOutput, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Joint loss: cross-entropy on emotion, L1 on sentiment, plus ``out.aux``.
+
+        Returns a dict with ``"loss"`` (the total to minimise) and each term.
+        """
+        terms: dict[str, Tensor] = {}
+        total = out.fused.new_zeros(())
+        cfg = self.config
+        if out.emotion_logits is not None and "emotion" in batch:
+            target = batch["emotion"]
+            if (target != IGNORE_INDEX).any():
+                weight = (
+                    None if cfg.class_weights is None else out.fused.new_tensor(cfg.class_weights)
+                )
+                ce = F.cross_entropy(
+                    out.emotion_logits,
+                    target,
+                    weight=weight,
+                    ignore_index=IGNORE_INDEX,
+                    label_smoothing=cfg.label_smoothing,
+                )
+                terms["emotion"] = ce
+                total = total + cfg.emotion_weight * ce
+        if out.sentiment is not None and "sentiment" in batch:
+            target = batch["sentiment"]
+            ok = ~torch.isnan(target)
+            if ok.any():
+                l1 = F.l1_loss(out.sentiment[ok], target[ok])
+                terms["sentiment"] = l1
+                total = total + cfg.sentiment_weight * l1
+        for key, value in out.aux.items():
+            terms[key] = value
+            total = total + value
+        terms["loss"] = total
+        return terms
+
+    # -- persistence ---------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``config.json``, ``spec.json`` and ``model.safetensors`` to a folder."""
+        from safetensors.torch import save_file
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        dump_json(
+            out / "config.json",
+            {
+                "model": self.name,
+                "config": self.config.model_dump(mode="json"),
+                "inputs": {m: s.model_dump() for m, s in self.inputs.items()},
+                "versions": {"emofuse": __version__, "torch": torch.__version__},
+            },
+        )
+        dump_json(out / "spec.json", self.spec.model_dump(mode="json"))
+        frozen = self.frozen_pretrained_keys()
+        state = {
+            k: v.detach().clone().contiguous()
+            for k, v in self.state_dict().items()
+            if k not in frozen
+        }
+        save_file(state, str(out / "model.safetensors"))
+        return out
+
+    def frozen_pretrained_keys(self) -> set[str]:
+        """State-dict keys of frozen pretrained weights that load from their package, not from saves."""
+        if self.text_encoder is None:
+            return set()
+        return {f"text_encoder.{k}" for k in self.text_encoder.frozen_keys()}
+
+    def extra_repr(self) -> str:  # noqa: D102 - torch hook
+        return f"name={self.name!r}, task={self.spec.name!r}, inputs={list(self.inputs)}"
+
+
+def build_model(
+    name: str,
+    spec: TaskSpec,
+    inputs: dict[str, InputSpec],
+    config: ModelConfig | dict[str, Any] | None = None,
+) -> FusionModel:
+    """Build a registered model.
+
+    Args:
+        name: Registry name (``"egmf"``, ``"mister"``, ``"mlp"``, …).
+        spec: The task.
+        inputs: ``modality → InputSpec``.
+        config: A config object or a dict of options (validated; unknown keys are errors).
+    """
+    cls = MODELS.get(name)
+    if not isinstance(config, ModelConfig):
+        config = validate_config(cls.Config, config, f"model {name!r}")
+    return cls(config, spec, inputs)
+
+
+def load_model(path: str | os.PathLike[str]) -> FusionModel:
+    """Restore a model saved with ``save_pretrained`` (no dataset or feature store needed)."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    for needed in ("config.json", "spec.json", "model.safetensors"):
+        if not (p / needed).is_file():
+            raise InputError(p, f"not a saved emofuse model: {needed} is missing")
+    try:
+        meta = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        spec = TaskSpec.model_validate_json((p / "spec.json").read_text(encoding="utf-8"))
+        cls = MODELS.get(meta["model"])
+        config = validate_config(cls.Config, meta["config"], os.fspath(p / "config.json"))
+        inputs = {m: InputSpec.model_validate(s) for m, s in meta["inputs"].items()}
+    except (KeyError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise InputError(p / "config.json", f"unreadable model config ({err})") from None
+    model = cls(config, spec, inputs)
+    try:
+        state = load_file(str(p / "model.safetensors"))
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise InputError(p / "model.safetensors", f"unreadable weights ({err})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in model.frozen_pretrained_keys()]
+    if missing or unexpected:
+        raise InputError(
+            p / "model.safetensors",
+            f"weights do not match the {meta['model']!r} architecture "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})",
+        )
+    model.eval()
+    return model
+
+
+# -- helpers shared by the models -----------------------------------------------------------
+def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over the time axis of ``(N, T, D)`` at valid steps; zeros for rows with none."""
+    if mask is None:
+        return x.mean(dim=1)
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def present(batch: dict[str, Tensor], modality: str) -> Tensor:
+    """``(N,)`` bool: which utterances carry ``modality`` (all ``False`` if absent)."""
+    mask = batch.get(f"{modality}_mask")
+    if mask is not None:
+        return mask.any(dim=1)
+    ref = next(v for k, v in batch.items() if k in MODALITIES)
+    if modality in batch:
+        return torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device)
+    return torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device)
+
+
+def to_dialogues(x: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Regroup flat utterance rows ``(N, H)`` into dialogues ``(G, U, H)``.
+
+    Uses ``batch["dialogue"]`` and ``batch["turn"]``; without them every utterance is its own
+    dialogue. Returns the padded tensor, its ``(G, U)`` validity mask, and the ``(N, 2)`` index
+    ``(dialogue, slot)`` of each row, for :func:`from_dialogues`.
+    """
+    n = x.shape[0]
+    dialogue = batch.get("dialogue")
+    if dialogue is None:
+        dialogue = torch.arange(n, device=x.device)
+        turn = torch.zeros(n, dtype=torch.long, device=x.device)
+    else:
+        turn = batch.get("turn", torch.zeros_like(dialogue))
+    # order rows by (dialogue, turn); slot = rank within the dialogue
+    order = torch.argsort(dialogue * (int(turn.max().item()) + 1 if n else 1) + turn, stable=True)
+    g = int(dialogue.max().item()) + 1 if n else 0
+    counts = torch.bincount(dialogue, minlength=g)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(dialogue)
+    slot[order] = torch.arange(n, device=x.device) - starts[dialogue[order]]
+    u = int(counts.max().item()) if n else 0
+    out = x.new_zeros((g, u, *x.shape[1:]))
+    out[dialogue, slot] = x
+    mask = torch.zeros((g, u), dtype=torch.bool, device=x.device)
+    mask[dialogue, slot] = True
+    return out, mask, torch.stack([dialogue, slot], dim=1)
+
+
+def from_dialogues(y: Tensor, index: Tensor) -> Tensor:
+    """Inverse of :func:`to_dialogues`: ``(G, U, …)`` back to flat ``(N, …)`` rows."""
+    return y[index[:, 0], index[:, 1]]
