@@ -546,7 +546,10 @@ def features_extract(
     workers: Annotated[
         int | None, typer.Option(help="Ray workers (default: the cluster's CPUs).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Utterances per batch and per shard.")] = 32,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Utterances per batch and per shard (default: the extractor's own)."),
+    ] = None,
     retry_failed: Annotated[bool, typer.Option(help="Retry items that failed before.")] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the reports as JSON.")

@@ -68,6 +68,8 @@ class FeatureExtractor(ABC):
     Config: ClassVar[type[Config]] = Config
     version: ClassVar[str] = "1"
     dependencies: ClassVar[tuple[str, ...]] = ()
+    batch_size: ClassVar[int] = 16
+    """Utterances per ``extract_batch`` call (and per shard) when the caller does not choose."""
 
     def __init__(self, config: Config | None = None, **options: Any) -> None:
         if config is not None and options:

@@ -74,7 +74,7 @@ def extract_features(
     extractor: FeatureExtractor,
     store: FeatureStore | str | os.PathLike[str],
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     engine: Engine = "local",
     address: str | None = None,
     workers: int | None = None,
@@ -87,7 +87,8 @@ def extract_features(
         utterances: What to extract; ids must be unique.
         extractor: A configured extractor.
         store: A :class:`FeatureStore` or its root folder.
-        batch_size: Utterances per call of ``extract_batch`` and per shard.
+        batch_size: Utterances per call of ``extract_batch`` and per shard; default: the
+            extractor's ``batch_size`` (large for batched text encoders, small for media).
         engine: ``"local"`` or ``"ray"``.
         address: Ray cluster address (``engine="ray"``); ``None`` starts a local cluster.
         workers: Ray actors to start; default: the cluster's CPUs.
@@ -97,6 +98,8 @@ def extract_features(
     Returns:
         An :class:`ExtractionReport`; bad inputs are listed in ``failed``, never raised.
     """
+    if batch_size is None:
+        batch_size = extractor.batch_size
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)

@@ -75,6 +75,8 @@ def _limit_torch_threads(torch: Any) -> None:
 class _TextExtractor(FeatureExtractor):
     """Shared batching for text extractors: validate, sort by length, encode in chunks."""
 
+    batch_size = 256  # encoders batch internally; big calls amortise tokenisation and shards
+
     modality: ClassVar[Literal["text"]] = "text"
 
     def _check(self, utt: Utterance) -> str:
