@@ -6,6 +6,9 @@ Commands::
     emofuse datasets list | show NAME | prepare NAME [--root PATH] [--out DIR] [-o key=value] ...
     emofuse features list | extract [SOURCE] [--dataset NAME] [-e NAME] [--engine local|ray] ...
     emofuse config default dataset|extractor NAME
+    emofuse models list
+    emofuse train [--config FILE.yaml] [--model NAME --dataset NAME -f text=minilm:tokens] ...
+    emofuse evaluate MODEL_DIR [PREPARED_DIR | --dataset NAME] [--split test] [--out DIR]
 
 Errors a user can cause (:class:`~emofuse.errors.EmofuseError`) print one red line on stderr and
 exit with status 2; ``--debug`` shows the traceback instead. Ctrl-C exits with 130, and running
@@ -61,7 +64,9 @@ features_app = typer.Typer(
     help="List extractors and extract cached features.", no_args_is_help=True
 )
 config_app = typer.Typer(help="Print component configurations.", no_args_is_help=True)
+models_app = typer.Typer(help="List the fusion models.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 app.add_typer(config_app, name="config")
 
@@ -673,6 +678,269 @@ def _print_reports(reports: list[tuple[ExtractionReport, FeatureExtractor, int]]
     out.print(table)
     if reports:
         out.print(f"[dim]cache: {reports[0][0].cache_dir.parent.parent}[/dim]")
+
+
+# -- models, train, evaluate -----------------------------------------------------------------
+@models_app.command("list")
+@handled
+def models_list() -> None:
+    """List the fusion models (`emofuse train --model NAME`)."""
+    from emofuse.models import MODELS
+
+    table = Table(title="Fusion models", title_justify="left")
+    for col in ("name", "conversational", "description"):
+        table.add_column(col)
+    import inspect
+
+    for name, cls in MODELS.items():
+        doc = (inspect.getdoc(cls) or "").strip()
+        first = doc.splitlines()[0] if doc else ""
+        table.add_row(name, "yes" if cls.conversational else "no", escape(first))
+    out.print(table)
+
+
+def _load_progress() -> tuple[Any, Callable[[str, int, int], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    tasks: dict[str, Any] = {}
+
+    def progress(name: str, n: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(f"features {name:>12}", total=total)
+        bar.advance(tasks[name], n)
+
+    return bar, progress
+
+
+def _is_rank_zero() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+@app.command()
+@handled
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Run config YAML (see configs/).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (emofuse models list).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset recipe name.")] = None,
+    prepared: Annotated[
+        Path | None, typer.Option(help="Prepared dataset folder (instead of --dataset).")
+    ] = None,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option("--dataset-option", "-o", metavar="KEY=VALUE", help="Recipe option."),
+    ] = None,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            "-f",
+            metavar="MODALITY=EXTRACTOR:OUTPUT",
+            help="Input feature (repeatable).",
+        ),
+    ] = None,
+    model_option: Annotated[
+        list[str] | None,
+        typer.Option("--model-option", "-m", metavar="KEY=VALUE", help="Model option."),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(metavar="S1,S2,...", help="Train one run per seed: mean ± std.")
+    ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Utterances per batch.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help=f"Feature cache (default ${CACHE_ENV} or {DEFAULT_CACHE}).")
+    ] = None,
+    devices: Annotated[int | None, typer.Option(help="Processes (2+ uses DDP).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Any run-config key, e.g. patience=5."),
+    ] = None,
+) -> None:
+    """Train a model; the best on the validation split is saved to OUT/model.
+
+    Rerunning the same command resumes from OUT/checkpoints/last.ckpt (finished seeds are
+    skipped).
+    """
+    from emofuse.config import parse_overrides, read_config_file, validate_config
+    from emofuse.errors import ConfigError
+    from emofuse.train import TrainConfig, fit, fit_seeds
+
+    data: dict[str, Any] = read_config_file(config) if config is not None else {}
+    source = str(config) if config is not None else "command line"
+    if config is not None:
+        validate_config(TrainConfig, data, source)
+    if dataset is not None or prepared is not None:
+        if dataset is not None and prepared is not None:
+            raise ConfigError("give --dataset or --prepared, not both")
+        data["dataset"] = (
+            {"name": dataset, "options": parse_overrides(dataset_option)}
+            if dataset
+            else {"prepared": str(prepared)}
+        )
+    elif dataset_option:
+        ds = dict(data.get("dataset") or {})
+        ds["options"] = _deep_merge(dict(ds.get("options") or {}), parse_overrides(dataset_option))
+        data["dataset"] = ds
+    if feature:
+        feats: dict[str, Any] = {}
+        for f in feature:
+            if "=" not in f:
+                raise ConfigError(f"--feature {f!r} must look like modality=extractor:output")
+            modality, ref = f.split("=", 1)
+            feats[modality.strip()] = ref.strip()
+        data["features"] = feats
+    if model is not None:
+        data["model"] = {"name": model, "options": parse_overrides(model_option)}
+    elif model_option:
+        m = dict(data.get("model") or {})
+        m["options"] = _deep_merge(dict(m.get("options") or {}), parse_overrides(model_option))
+        data["model"] = m
+    if seeds is not None:
+        try:
+            data["seeds"] = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r} must be comma-separated integers") from None
+    flags = {
+        "out_dir": str(out_dir) if out_dir else None,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "cache": str(cache) if cache else None,
+        "devices": devices,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if devices and devices > 1:
+        data.setdefault("strategy", "ddp")
+    if lr is not None:
+        data["optimizer"] = {**dict(data.get("optimizer") or {}), "lr": lr}
+    data = _deep_merge(data, parse_overrides(set_))
+    for key in ("dataset", "features", "model"):
+        if key not in data:
+            flag = {"dataset": "--dataset/--prepared", "features": "-f", "model": "--model"}[key]
+            raise ConfigError(f"{source}: {key!r} is missing (give {flag} or --config)")
+    data.setdefault("progress_bar", err.is_terminal)
+    cfg = validate_config(TrainConfig, data, source)
+    cfg.check_model(source)
+
+    bar, progress = _load_progress()
+    rank0 = _is_rank_zero()
+    if rank0:
+        out.print(
+            f"[bold]train[/bold] {cfg.model.name} on "
+            f"{cfg.dataset.name or cfg.dataset.prepared} → {cfg.out_dir}"
+        )
+    with bar:
+        if cfg.seeds:
+            summary = fit_seeds(cfg, progress=progress, rich_progress=True)
+        else:
+            result = fit(cfg, progress=progress, rich_progress=True)
+    if not rank0:
+        return
+    if cfg.seeds:
+        _print_seed_summary(summary)
+        out.print(f"summary → {Path(cfg.out_dir) / 'summary.json'}")
+        return
+    _print_skipped(result.skipped)
+    table = Table(title=f"Validation (best epoch {result.best_epoch})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.val_metrics.items():
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            table.add_row(("[bold]" + k + "[/bold]") if k == result.monitor else k, f"{v:.4f}")
+    out.print(table)
+    out.print(f"[green]best model[/green] → {result.model_dir}")
+    out.print(f"[dim]next: emofuse evaluate {result.model_dir} --split test[/dim]")
+
+
+def _print_skipped(skipped: dict[str, dict[str, str]]) -> None:
+    for split, items in skipped.items():
+        if not items:
+            continue
+        out.print(f"[yellow]{len(items)} {split} utterance(s) skipped[/yellow]:")
+        for uid, problem in list(items.items())[:MAX_LISTED_FAILURES]:
+            out.print(f"  {escape(uid)}: {escape(problem)}")
+        if len(items) > MAX_LISTED_FAILURES:
+            out.print(f"  … and {len(items) - MAX_LISTED_FAILURES} more (see result.json)")
+
+
+def _print_seed_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{len(summary['seeds'])} seeds: mean ± std", title_justify="left")
+    for col in ("metric", "val", "test"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    names = list(dict.fromkeys([*summary["test"], *summary["val"]]))
+    for k in names:
+        cells = []
+        for part in ("val", "test"):
+            a = summary[part].get(k)
+            cells.append("-" if a is None else f"{a['mean']:.4f} ± {a['std']:.4f}")
+        table.add_row(k, *cells)
+    out.print(table)
+
+
+@app.command()
+@handled
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model folder (RUN/model).")],
+    prepared: Annotated[
+        Path | None,
+        typer.Argument(help="Prepared dataset folder (default: the training dataset)."),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset recipe name instead.")] = None,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option("--dataset-option", "-o", metavar="KEY=VALUE", help="Recipe option."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default MODEL_DIR/../eval-SPLIT).")
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help=f"Feature cache (default ${CACHE_ENV} or {DEFAULT_CACHE}).")
+    ] = None,
+) -> None:
+    """Score a saved model; write result.json, results.md and plots."""
+    from emofuse.config import parse_overrides
+    from emofuse.errors import ConfigError
+    from emofuse.evaluate.report import write_report
+    from emofuse.train import DatasetChoice
+    from emofuse.train import evaluate as run_evaluate
+
+    if dataset is not None and prepared is not None:
+        raise ConfigError("give a PREPARED_DIR or --dataset, not both")
+    choice = None
+    if dataset is not None:
+        choice = DatasetChoice(name=dataset, options=parse_overrides(dataset_option))
+    elif prepared is not None:
+        choice = DatasetChoice(prepared=prepared)
+    bar, progress = _load_progress()
+    with bar:
+        result = run_evaluate(
+            model_dir, dataset=choice, split=split, cache=cache, progress=progress
+        )
+    target = out_dir or Path(model_dir).resolve().parent / f"eval-{split}"
+    report = {k: v for k, v in result.items() if k != "gates" or v is not None}
+    paths = write_report(report, target)
+    _print_skipped({split: result["skipped"]})
+    table = Table(title=f"{result['dataset']} / {split}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result["metrics"].items():
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            table.add_row(k, f"{v:.4f}")
+    out.print(table)
+    out.print(f"[green]report[/green] → {paths['markdown'].parent}")
 
 
 # -- config --------------------------------------------------------------------------------
