@@ -11,7 +11,7 @@ from emofuse.models.baselines import drop_modalities
 from emofuse.spec import TaskSpec
 from emofuse.testing import make_batch
 
-BASELINES = ["mlp"]  # more follow
+BASELINES = ["mlp", "late-fusion", "tfn", "mult"]
 SPEC = TaskSpec(
     name="toy", emotion_labels=["neutral", "happy", "sad", "angry"], sentiment_range=(-3.0, 3.0)
 )
@@ -24,9 +24,18 @@ INPUTS = {
 SMALL = {
     "mlp": {"hidden": 32},
     "late-fusion": {"hidden": 32},
-    "tfn": {"hidden": 32, "subnet_dim": 8},
+    "tfn": {"hidden": 32, "subnet_dim": 16},
     "mult": {"hidden": 32, "dim": 16, "heads": 2, "layers": 1, "self_layers": 1},
 }
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: one intra-op thread is faster than two, and steadier on a busy machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _build(name: str, inputs=INPUTS, spec=SPEC, **extra):
@@ -214,3 +223,45 @@ def test_make_batch_contract():
     assert not torch.equal(batch["text"], other["text"])
     # balanced classes without dialogues
     assert torch.bincount(make_batch(SPEC, INPUTS, n=16)["emotion"]).tolist() == [4, 4, 4, 4]
+
+
+def test_late_fusion_gates_average_present_modalities():
+    model = _build("late-fusion").eval()
+    batch = make_batch(SPEC, INPUTS, n=6, seed=2)
+    batch["audio_mask"] = torch.tensor([True, False, True, False, False, True])[:, None]
+    batch["text_mask"][3:5] = False
+    batch["face_mask"][4] = False  # row 4: nothing at all
+    with torch.no_grad():
+        out = model(batch)
+    assert out.gate_names == ["audio", "face", "text"]  # model order (sorted)
+    torch.testing.assert_close(out.gates.sum(1), torch.ones(6))
+    expected = torch.tensor(
+        [
+            [1 / 3, 1 / 3, 1 / 3],
+            [0, 1 / 2, 1 / 2],
+            [1 / 3, 1 / 3, 1 / 3],
+            [0, 1, 0],
+            [1 / 3, 1 / 3, 1 / 3],  # nothing present: uniform
+            [1 / 3, 1 / 3, 1 / 3],
+        ]
+    )
+    torch.testing.assert_close(out.gates, expected)
+    # the prediction is the gate-weighted average of the per-modality predictions
+    per = torch.stack([out.expert_logits[m] for m in out.gate_names], dim=1)
+    torch.testing.assert_close(out.emotion_logits, (out.gates[..., None] * per).sum(1))
+    # each modality is also trained on its own
+    model.train()
+    terms = model.loss(model(batch), batch)
+    assert {"emotion", "sentiment", "unimodal", "loss"} <= set(terms)
+    off = _build("late-fusion", unimodal_weight=0.0)
+    assert "unimodal" not in off.loss(off(batch), batch)
+
+
+def test_tfn_tensor_size_and_mult_config_checks():
+    model = _build("tfn")
+    assert model.tensor_size == 17**3
+    assert _build("tfn", inputs={"text": INPUTS["text"]}).tensor_size == 17
+    with pytest.raises(ConfigError, match="divisible"):
+        build_model("mult", SPEC, INPUTS, {"dim": 30, "heads": 4})
+    with pytest.raises(ConfigError, match="odd"):
+        build_model("mult", SPEC, INPUTS, {"conv_kernel": 2})
