@@ -1,0 +1,300 @@
+"""Write evaluation results: JSON, a Markdown table, and the figures.
+
+:func:`write_report` takes one *result* dict, as ``emofuse evaluate`` and the trainer build it:
+
+.. code-block:: python
+
+    {
+        "model": "egmf", "dataset": "meld", "split": "test",        # free-form context, optional
+        "spec": TaskSpec | dict,          # optional: orders the rows (headline first), names classes
+        "metrics": {...},                 # one run: emofuse.metrics.compute_metrics(...)
+        "seeds": [{...}, {...}],          # or several runs, one metrics dict each
+        "seed_values": [1111, 1112],      # optional, the seeds of "seeds"
+        "published": {"weighted_f1": 0.6591},   # optional, same units as ours (fractions)
+        "published_source": "Paper et al. 2024, Table 2",        # optional
+        "history": [{"epoch": 1, "train_loss": .., "val_loss": .., "val_metric": ..}],  # optional
+        "gates": {"weights": (N, E), "names": [...], "y": (N,)},  # optional, ModelOutput.gates
+    }
+
+It writes ``result.json`` (pretty, sorted keys, ``NaN`` as ``null``, aggregates of multi-seed
+runs added, raw gate arrays replaced by their per-class means), ``results.md`` and the PNGs
+that the result has data for: ``confusion_matrix.png`` (summed over seeds for multi-seed runs),
+``gate_weights.png`` and ``training_curves.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emofuse.errors import InputError
+from emofuse.evaluate import plots
+from emofuse.metrics import (
+    EMOTION_METRICS,
+    MOSI_METRICS,
+    SIMS_METRICS,
+    aggregate_seeds,
+    metric_mode,
+)
+from emofuse.records import dump_json
+from emofuse.spec import METRICS
+
+_KNOWN_ORDER = list(dict.fromkeys([*EMOTION_METRICS, *MOSI_METRICS, *SIMS_METRICS]))
+
+
+def markdown_table(
+    rows: Sequence[Sequence[Any] | Mapping[str, Any]],
+    columns: Sequence[str],
+    digits: int = 4,
+) -> str:
+    """A GitHub-flavoured Markdown table.
+
+    Args:
+        rows: Each row a sequence in ``columns`` order, or a mapping keyed by column name
+            (missing keys render empty).
+        columns: Header names. The first column is left-aligned, the others right-aligned.
+        digits: Decimals for floats; ``nan`` and ``None`` render as ``–``.
+
+    Returns:
+        The table, ending with a newline.
+    """
+    if not columns:
+        raise InputError(None, "a table needs at least one column")
+    lines = ["| " + " | ".join(_cell(c, digits) for c in columns) + " |"]
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|")
+    for row in rows:
+        if isinstance(row, Mapping):
+            cells = [row.get(c, "") for c in columns]
+        else:
+            cells = list(row)
+            if len(cells) != len(columns):
+                raise InputError(
+                    None, f"row {cells!r} has {len(cells)} cells for {len(columns)} columns"
+                )
+        lines.append("| " + " | ".join(_cell(c, digits) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write a result's JSON, Markdown table and figures into ``out_dir``.
+
+    Args:
+        result: See the module docstring. Needs ``metrics`` (one run) or ``seeds`` (several).
+        out_dir: Folder to write into (created).
+
+    Returns:
+        ``{"json": …, "markdown": …}`` plus ``"confusion_matrix"``, ``"gate_weights"`` and
+        ``"training_curves"`` for the figures written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = _spec_dict(result.get("spec"))
+    runs = _runs(result)
+    multi = "seeds" in result
+    agg = aggregate_seeds(runs) if multi else None
+    labels = _labels(spec, runs)
+    order = _metric_order(spec, runs)
+
+    data: dict[str, Any] = {k: v for k, v in result.items() if k not in {"gates", "spec"}}
+    if spec is not None:
+        data["spec"] = spec
+    if spec and spec.get("metrics"):
+        data.setdefault("headline", spec["metrics"][0])
+    if agg is not None:
+        data["aggregate"] = agg
+    paths: dict[str, Path] = {}
+
+    cms = [r["confusion_matrix"] for r in runs if r.get("confusion_matrix") is not None]
+    if cms and labels:
+        cm = np.sum([np.asarray(c, dtype=np.int64) for c in cms], axis=0)
+        title = "Confusion matrix (row-normalised)"
+        if len(cms) > 1:
+            title += f", summed over {len(cms)} runs"
+        paths["confusion_matrix"] = plots.confusion_matrix_plot(
+            cm, labels, out / "confusion_matrix.png", title=title
+        )
+
+    gates = result.get("gates")
+    if gates is not None:
+        if not labels:
+            raise InputError(None, "gate weights per class need class labels (give 'spec')")
+        weights, names, y = gates["weights"], list(gates["names"]), gates["y"]
+        means, counts = plots.mean_gates_per_class(weights, y, len(labels))
+        data["gate_weights_per_class"] = {
+            lab: {"n": int(counts[i]), **{nm: float(means[i, k]) for k, nm in enumerate(names)}}
+            for i, lab in enumerate(labels)
+        }
+        paths["gate_weights"] = plots.gate_weights_per_class(
+            weights, names, y, labels, out / "gate_weights.png"
+        )
+
+    history = result.get("history")
+    if history:
+        metric = data.get("headline") or (order[0] if order else None)
+        paths["training_curves"] = plots.training_curves(
+            history, out / "training_curves.png", metric_name=metric
+        )
+
+    paths["json"] = dump_json(out / "result.json", _jsonable(data))
+    md = out / "results.md"
+    md.write_text(_markdown(result, spec, runs, agg, order, labels, paths), encoding="utf-8")
+    paths["markdown"] = md
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _runs(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    if "seeds" in result:
+        runs = list(result["seeds"])
+        if not runs:
+            raise InputError(None, "result 'seeds' is empty")
+        return runs
+    if "metrics" in result:
+        return [result["metrics"]]
+    raise InputError(None, "a result needs 'metrics' (one run) or 'seeds' (several runs)")
+
+
+def _spec_dict(spec: Any) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    if hasattr(spec, "model_dump"):
+        return spec.model_dump(mode="json")
+    return dict(spec)
+
+
+def _labels(spec: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    if spec and spec.get("emotion_labels"):
+        return list(spec["emotion_labels"])
+    for r in runs:
+        if r.get("per_class"):
+            return list(r["per_class"])
+    return []
+
+
+def _metric_order(spec: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    present = {k for r in runs for k, v in r.items() if _is_number(v)}
+    first = [m for m in (spec or {}).get("metrics", []) if m in present]
+    rest = [m for m in _KNOWN_ORDER if m in present and m not in first]
+    others = sorted(m for m in present if m not in first and m not in rest and m in METRICS)
+    counts = sorted(m for m in present if m not in METRICS)
+    return first + rest + others + counts
+
+
+def _markdown(
+    result: Mapping[str, Any],
+    spec: Mapping[str, Any] | None,
+    runs: Sequence[Mapping[str, Any]],
+    agg: Mapping[str, Mapping[str, Any]] | None,
+    order: Sequence[str],
+    labels: Sequence[str],
+    paths: Mapping[str, Path],
+) -> str:
+    context = [str(result[k]) for k in ("model", "dataset", "split") if result.get(k)]
+    task = (spec or {}).get("name")
+    title = " · ".join(context) or "Evaluation"
+    parts = [f"# {title}\n"]
+    if task:
+        parts.append(f"Task `{task}`.")
+    if agg is not None:
+        seeds = result.get("seed_values")
+        seed_txt = f" (seeds {', '.join(map(str, seeds))})" if seeds else ""
+        parts.append(f"Mean ± sample standard deviation (ddof=1) over {len(runs)} runs{seed_txt}.")
+    parts.append(
+        "Values are fractions (MAE in label units), unrounded in `result.json`. "
+        "`↓` marks a metric where lower is better.\n"
+    )
+
+    published = result.get("published") or {}
+    columns = ["Metric", "Mean ± std" if agg is not None else "Value"]
+    if published:
+        source = result.get("published_source")
+        columns.append(f"Published ({source})" if source else "Published")
+    headline = (spec or {}).get("metrics", [None])[0] if spec and spec.get("metrics") else None
+    rows = []
+    for m in order:
+        name = m
+        if m in METRICS and metric_mode(m) == "min":
+            name += " ↓"
+        if m == headline:
+            name = f"**{name}**"
+        if agg is not None:
+            a = agg[m]
+            if m in METRICS:
+                value = _fmt(a["mean"]) + ("" if math.isnan(a["std"]) else f" ± {_fmt(a['std'])}")
+                if a["n"] != len(runs):
+                    value += f" (n={a['n']})"
+            else:
+                value = _fmt(a["mean"])
+        else:
+            value = runs[0].get(m)
+        row = [name, value]
+        if published:
+            row.append(published.get(m))
+        rows.append(row)
+    parts.append(markdown_table(rows, columns))
+
+    per_class = runs[0].get("per_class") if len(runs) == 1 else None
+    if per_class:
+        parts.append("\n## Per class\n")
+        pc_rows = [
+            [lab, v.get("precision"), v.get("recall"), v.get("f1"), v.get("support")]
+            for lab, v in per_class.items()
+        ]
+        parts.append(markdown_table(pc_rows, ["Class", "Precision", "Recall", "F1", "Support"]))
+
+    figures = [(k, p) for k, p in paths.items() if p.suffix == ".png"]
+    if figures:
+        parts.append("\n## Figures\n")
+        parts.extend(f"![{k.replace('_', ' ')}]({p.name})" for k, p in figures)
+    return "\n".join(parts) + "\n"
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    return _cell(v, digits)
+
+
+def _cell(v: Any, digits: int) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float | np.floating):
+        return "–" if math.isnan(v) else f"{float(v):.{digits}f}"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON types: numpy → Python, ``nan`` / ``inf`` → ``None``, pydantic → dict."""
+    if hasattr(x, "model_dump"):
+        return _jsonable(x.model_dump(mode="json"))
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return x
+
+
+__all__ = ["markdown_table", "write_report"]
