@@ -549,12 +549,17 @@ def fit(
         save_top_k=1,
         save_last=True,
         auto_insert_metric_name=False,
+        # saved once the epoch counts as processed, so a resumed run starts the next epoch
+        save_on_train_epoch_end=True,
     )
     cbs: list[Any] = [checkpoint, *(callbacks or [])]
     if config.patience is not None:
         cbs.append(
             L.pytorch.callbacks.EarlyStopping(
-                monitor=f"val/{monitor}", mode=mode, patience=config.patience
+                monitor=f"val/{monitor}",
+                mode=mode,
+                patience=config.patience,
+                check_on_train_epoch_end=True,
             )
         )
     if config.progress_bar and rich_progress:
