@@ -328,7 +328,15 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
         state = load_file(str(p / "model.safetensors"))
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise InputError(p / "model.safetensors", f"unreadable weights ({err})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of the wrong shape (e.g. another LoRA rank)
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        raise InputError(
+            p / "model.safetensors",
+            f"weights do not match the {meta['model']!r} architecture "
+            f"({lines[1] if len(lines) > 1 else lines[0]}; {len(lines) - 1} such errors)",
+        ) from None
     missing = [k for k in missing if k not in model.frozen_pretrained_keys()]
     if missing or unexpected:
         raise InputError(
