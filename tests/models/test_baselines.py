@@ -265,3 +265,24 @@ def test_tfn_tensor_size_and_mult_config_checks():
         build_model("mult", SPEC, INPUTS, {"dim": 30, "heads": 4})
     with pytest.raises(ConfigError, match="odd"):
         build_model("mult", SPEC, INPUTS, {"conv_kernel": 2})
+
+
+def test_window_pool_shortens_long_sequences_by_masked_means():
+    from emofuse.models.baselines import window_pool
+
+    x = torch.arange(10.0).reshape(1, 10, 1).repeat(2, 1, 1)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+    y, m = window_pool(x, mask, 4)  # windows of 3: [0,1,2] [3,4,5] [6,7,8] [9,pad,pad]
+    assert y.shape == (2, 4, 1)
+    assert y[0, :, 0].tolist() == [1.0, 4.0, 7.0, 9.0]
+    assert y[1, :, 0].tolist() == [1.0, 4.0, 6.0, 0.0]
+    assert m.tolist() == [[True] * 4, [True, True, True, False]]
+    same = window_pool(x, mask, 10)
+    assert same[0] is x and same[1] is mask
+    # the model reads a long sequence and still predicts
+    long = {"audio": InputSpec(feature="egemaps:lld", dim=5, kind="sequence")}
+    model = _build("mult", inputs=long, max_steps=8).eval()
+    batch = {"audio": torch.randn(3, 50, 5), "audio_mask": torch.ones(3, 50, dtype=torch.bool)}
+    batch["audio_mask"][1, 3:] = False
+    assert torch.isfinite(model(batch).emotion_logits).all()

@@ -441,6 +441,13 @@ class MulTConfig(ModelConfig):
     conv_kernel: int = Field(
         1, ge=1, description="Kernel of the temporal Conv1d projection (odd; the paper uses 1)."
     )
+    max_steps: int | None = Field(
+        64,
+        gt=0,
+        description="Longer sequences are mean-pooled over non-overlapping windows (valid steps "
+        "only) to at most this many steps before the projection, keeping attention affordable "
+        "on CPU (e.g. eGeMAPS LLDs at 100 Hz); None keeps every step.",
+    )
     pool: Literal["last", "mean"] = Field(
         "last",
         description="Sequence summary of each target: its last valid step (the paper) or the "
@@ -491,6 +498,26 @@ class CrossmodalLayer(nn.Module):
         return x + self.drop(self.ff(self.norm_ff(x)))
 
 
+def window_pool(x: Tensor, mask: Tensor, max_steps: int) -> tuple[Tensor, Tensor]:
+    """Shorten ``(N, T, D)`` to at most ``max_steps`` steps by masked means over windows.
+
+    Windows of ``ceil(T / max_steps)`` consecutive steps; each becomes the mean of its valid
+    steps and is valid when any of them is. Shorter sequences are returned unchanged.
+    """
+    n, t, d = x.shape
+    if t <= max_steps:
+        return x, mask
+    k = math.ceil(t / max_steps)
+    extra = (-t) % k
+    if extra:
+        x = F.pad(x, (0, 0, 0, extra))
+        mask = F.pad(mask, (0, extra), value=False)
+    x = x.reshape(n, -1, k, d)
+    m = mask.reshape(n, -1, k)
+    w = m.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(dim=2) / w.sum(dim=2).clamp_min(1.0), m.any(dim=2)
+
+
 def _safe_pad(mask: Tensor) -> tuple[Tensor, Tensor]:
     """Key-padding mask (``True`` = ignore) that never masks a whole row, and row presence.
 
@@ -513,7 +540,8 @@ class MulT(_Baseline):
     concatenates its crossmodal outputs and runs a self-attention transformer over them; its
     last valid step (or mean) summarises it. The summaries of all targets are concatenated
     (zeros for a missing target) and an MLP gives ``fused``. No CTC module: inputs are never
-    word-aligned here.
+    word-aligned here. Sequences longer than ``max_steps`` are first mean-pooled in windows
+    (see :func:`window_pool`) so attention stays affordable on CPU.
 
     With a single input modality there is no pair, and the model reduces to that modality's
     Conv1d projection followed by the self-attention transformer (a unimodal transformer).
@@ -580,6 +608,8 @@ class MulT(_Baseline):
         pads: dict[str, Tensor] = {}
         pres: dict[str, Tensor] = {}
         for m in names:
+            if c.max_steps is not None:
+                xs[m], masks[m] = window_pool(xs[m], masks[m], c.max_steps)
             h = self.proj[m](xs[m].transpose(1, 2)).transpose(1, 2)  # (N, T, dim)
             h = math.sqrt(c.dim) * h + _sinusoid(h.shape[1], c.dim, h)
             seq[m] = self.embed_drop(h)
