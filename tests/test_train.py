@@ -105,11 +105,6 @@ def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: epoch-1 train loss differs between a 2-epoch and a 5-epoch run "
-    "(before any resume); under investigation",
-)
 def test_resume_after_interrupt_equals_uninterrupted(data, tmp_path):
     from safetensors.torch import load_file
 

@@ -289,6 +289,10 @@ def _module_class() -> type:
             self._val_n = 0
             self._val_out: list[Tensor] = []
             self.collate_calls: list[list[int]] = []  # for inspection in tests
+            # Training epochs whose data were fully consumed. Lightning creates a resumed run's
+            # first iterator before its own epoch counter is restored, so data order and seeds
+            # follow this counter, which travels in the checkpoint.
+            self.data_epoch = 0
             tok = model.text_encoder.tokenize if model.text_encoder is not None else None
             self._train_collate = Collator(train, tok)
             self._val_collate = Collator(val, tok)
@@ -306,6 +310,7 @@ def _module_class() -> type:
                 rank=self.trainer.global_rank,
                 world_size=self.trainer.world_size,
                 pad=train,
+                epoch_source=(lambda: self.data_epoch) if train else None,
             )
             return DataLoader(
                 list(range(len(table))), batch_sampler=sampler, collate_fn=collate, num_workers=0
@@ -319,11 +324,18 @@ def _module_class() -> type:
 
         # training
         def on_train_epoch_start(self) -> None:
-            # Dropout and modality dropout draw from generators re-seeded per epoch, so a run
-            # resumed at an epoch boundary continues exactly as the uninterrupted one.
-            _seed_all(self.cfg.seed, self.current_epoch, self.global_rank)
             self._train_sum, self._train_n = 0.0, 0
 
+        def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+            # Dropout and modality dropout draw from generators re-seeded at the first step of
+            # every epoch (after Lightning has fetched the batch, which may draw from them), so a
+            # run resumed at an epoch boundary continues exactly as the uninterrupted one.
+            if batch_idx == 0:
+                _seed_all(self.cfg.seed, self.data_epoch, self.global_rank)
+
+        def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if batch_idx == self.trainer.num_training_batches - 1:
+                self.data_epoch += 1  # before the epoch-end checkpoint is written
         def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
             out = self.model(batch)
             terms = self.model.loss(out, batch)
@@ -353,8 +365,11 @@ def _module_class() -> type:
 
         def on_validation_epoch_end(self) -> None:
             rows = torch.cat(self._val_out) if self._val_out else torch.zeros(0, 3)
-            stats = torch.tensor([self._val_sum, float(self._val_n)], dtype=torch.float64)
-            if self.trainer.world_size > 1:
+            stats = torch.tensor(
+                [self._val_sum, float(self._val_n), self._train_sum, float(self._train_n)],
+                dtype=torch.float64,
+            )
+            if self.trainer.world_size > 1:  # every rank reports the same, global numbers
                 rows = _gather_rows(self, rows)
                 stats = self.all_gather(stats).sum(dim=0)
             metrics = _score(self.val_table, rows)
@@ -363,7 +378,7 @@ def _module_class() -> type:
                     self.log(f"val/{k}", float(v), on_epoch=True, sync_dist=False)
             self.log("val/loss", float(stats[0] / max(stats[1], 1.0)), on_epoch=True)
             if not self.trainer.sanity_checking:
-                train_loss = self._train_sum / self._train_n if self._train_n else math.nan
+                train_loss = float(stats[2] / stats[3]) if stats[3] else math.nan
                 row = {
                     "epoch": int(self.current_epoch),
                     "train_loss": train_loss,
@@ -374,10 +389,12 @@ def _module_class() -> type:
 
         # checkpoint extras
         def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-            checkpoint["emofuse"] = {"history": self.history}
+            checkpoint["emofuse"] = {"history": self.history, "data_epoch": self.data_epoch}
 
         def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-            self.history = list(checkpoint.get("emofuse", {}).get("history", []))
+            extra = checkpoint.get("emofuse", {})
+            self.history = list(extra.get("history", []))
+            self.data_epoch = int(extra.get("data_epoch", checkpoint.get("epoch", -1) + 1))
 
     _FusionTask = FusionTask
     return FusionTask
@@ -547,12 +564,22 @@ def fit(
         monitor=f"val/{monitor}",
         mode=mode,
         save_top_k=1,
-        save_last=True,
         auto_insert_metric_name=False,
         # saved once the epoch counts as processed, so a resumed run starts the next epoch
         save_on_train_epoch_end=True,
     )
-    cbs: list[Any] = [checkpoint, *(callbacks or [])]
+    # Lightning's save_last only writes when a top-k checkpoint was written in the same step,
+    # so `last.ckpt` comes from its own callback, after the best one (callbacks run in order).
+    last_checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    )
+    cbs: list[Any] = [checkpoint, last_checkpoint, *(callbacks or [])]
     if config.patience is not None:
         cbs.append(
             L.pytorch.callbacks.EarlyStopping(

@@ -413,7 +413,14 @@ class _BatchSampler:
     """Common part: ``(seed, epoch)`` shuffling and splitting batches between processes."""
 
     def __init__(
-        self, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, pad: bool = True
+        self,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = True,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"bad rank {rank} of world size {world_size}")
@@ -425,13 +432,17 @@ class _BatchSampler:
             pad,
         )
         self.epoch = 0
+        self.epoch_source = epoch_source
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order to produce (Lightning calls this every epoch)."""
+        """Choose the epoch whose order to produce (when no ``epoch_source`` is given)."""
         self.epoch = epoch
 
     def _rng(self) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch])
+        # Lightning does not call set_epoch on a batch sampler, so the trainer's epoch is read
+        # directly when the sampler was given a source for it.
+        epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
+        return np.random.default_rng([self.seed, epoch])
 
     def all_batches(self) -> list[list[int]]:
         """Every batch of this epoch, for all processes."""
@@ -543,9 +554,17 @@ def batch_sampler(
     rank: int = 0,
     world_size: int = 1,
     pad: bool = True,
+    epoch_source: Callable[[], int] | None = None,
 ) -> _BatchSampler:
     """The right sampler for a model: dialogue-grouped when ``conversational``."""
-    kw = {"shuffle": shuffle, "seed": seed, "rank": rank, "world_size": world_size, "pad": pad}
+    kw = {
+        "shuffle": shuffle,
+        "seed": seed,
+        "rank": rank,
+        "world_size": world_size,
+        "pad": pad,
+        "epoch_source": epoch_source,
+    }
     if conversational:
         return DialogueBatchSampler.from_table(table, batch_size, **kw)
     return UtteranceBatchSampler(len(table), batch_size, **kw)
