@@ -198,3 +198,32 @@ def test_samplers_are_deterministic_per_seed_and_epoch_and_split_across_ranks():
             b[b.index(dia[0]) : b.index(dia[0]) + len(dia)] == dia for b in batches if dia[0] in b
         )
     assert max(len(b) for b in batches if 4 not in b) <= 4
+
+
+def test_dialogue_sampler_has_a_fixed_length_and_covers_each_item_once():
+    from emofuse.models.batching import DialogueBatchSampler
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 15, size=60)
+    dialogues, start = [], 0
+    for n in sizes:
+        dialogues.append(list(range(start, start + n)))
+        start += n
+    epoch = {"value": 0}
+    sampler = DialogueBatchSampler(dialogues, 32, seed=1, epoch_source=lambda: epoch["value"])
+    lengths, orders = set(), []
+    for e in range(5):
+        epoch["value"] = e
+        batches = list(sampler)
+        lengths.add(len(batches))
+        assert len(batches) == len(sampler)
+        flat = sorted(i for b in batches for i in b)
+        assert flat == list(range(start))  # every utterance exactly once
+        for b in batches:  # dialogues stay whole and in turn order
+            for d in dialogues:
+                if d[0] in b:
+                    pos = b.index(d[0])
+                    assert b[pos : pos + len(d)] == d
+        orders.append(batches)
+    assert len(lengths) == 1  # Lightning fixes an epoch's length at the start
+    assert orders[0] != orders[1]  # but the content is reshuffled every epoch

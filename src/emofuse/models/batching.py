@@ -18,6 +18,7 @@ processes of a distributed run, so a resumed or a two-process run sees the same 
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -491,9 +492,10 @@ class UtteranceBatchSampler(_BatchSampler):
 class DialogueBatchSampler(_BatchSampler):
     """Whole dialogues packed into batches of about ``batch_size`` utterances.
 
-    Dialogues are shuffled (by ``(seed, epoch)``) and added to a batch until it would exceed
-    ``batch_size``; a dialogue longer than ``batch_size`` is a batch of its own. Utterances keep
-    their turn order inside each dialogue.
+    ``ceil(utterances / batch_size)`` batches every epoch; dialogues are shuffled (by
+    ``(seed, epoch)``) and each is added to the batch with the fewest utterances so far, so
+    batches hold about ``batch_size`` utterances (a long dialogue may overfill one). Utterances
+    keep their turn order inside each dialogue.
 
     Args:
         dialogues: Item indices of each dialogue, in turn order.
@@ -526,21 +528,22 @@ class DialogueBatchSampler(_BatchSampler):
         return cls(list(groups.values()), batch_size, **kw)
 
     def all_batches(self) -> list[list[int]]:  # noqa: D102
+        # The number of batches is the same every epoch (Lightning fixes an epoch's length when
+        # training starts: a varying count silently skips its end-of-epoch validation). Shuffled
+        # dialogues go, each, to the batch holding the fewest utterances so far.
         order = (
             self._rng().permutation(len(self.dialogues)).tolist()
             if self.shuffle
             else list(range(len(self.dialogues)))
         )
-        batches: list[list[int]] = []
-        current: list[int] = []
+        total = sum(len(d) for d in self.dialogues)
+        k = max(1, min(len(self.dialogues), math.ceil(total / self.batch_size)))
+        batches: list[list[int]] = [[] for _ in range(k)]
+        heap = [(0, i) for i in range(k)]
         for d in order:
-            rows = self.dialogues[d]
-            if current and len(current) + len(rows) > self.batch_size:
-                batches.append(current)
-                current = []
-            current = current + rows
-        if current:
-            batches.append(current)
+            size, i = heapq.heappop(heap)
+            batches[i].extend(self.dialogues[d])
+            heapq.heappush(heap, (size + len(self.dialogues[d]), i))
         return batches
 
 

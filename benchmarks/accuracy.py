@@ -1,0 +1,315 @@
+"""Accuracy of EGMF, MiSTER-E and the baselines on the field's benchmarks, on 2 CPU cores.
+
+For every target, every model is trained with several seeds (selection and early stopping on
+the validation split only), each seed's best model is scored once on the test split, and the
+numbers are written as mean ± std next to the published ones (FIELD.md §B) and the floor
+measured with a frozen encoder and a linear probe.
+
+    python benchmarks/accuracy.py                          # every target, 3 seeds
+    python benchmarks/accuracy.py run meld --seeds 0 1 2   # one target → results/accuracy/meld.json
+    python benchmarks/accuracy.py report                   # merge → results/accuracy.json + .md
+
+Finished seeds are skipped (``fit_seeds`` resumes), so a stopped sweep continues where it was.
+The best baseline of a target is chosen by its mean *validation* headline metric; its test
+numbers are reported, never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+BASELINES = ["mlp", "late-fusion", "tfn", "mult"]
+MODELS = ["egmf", "mister", *BASELINES]
+
+# headline metric, floor (frozen encoder + linear probe, no context, measured by the project),
+# the issue's target, and published numbers on the same protocol (FIELD.md §B), as fractions.
+TARGETS: dict[str, dict[str, Any]] = {
+    "meld": {
+        "dataset": {"name": "meld"},
+        "features": {"text": "minilm:pooled"},
+        "headline": "weighted_f1",
+        "floor": 0.564,
+        "target": 0.62,
+        "published": {
+            "MiSTER-E (A+T, Qwen-7B encoders)": 0.695,
+            "EGMF (A+V+T)": 0.6557,
+            "RoBERTa utterance (T)": 0.6202,
+        },
+    },
+    "iemocap6": {
+        "dataset": {"name": "iemocap", "options": {"protocol": "erc6"}},
+        "features": {"text": "minilm:pooled"},
+        "headline": "weighted_f1",
+        "floor": 0.470,
+        "target": 0.62,
+        "published": {
+            "MiSTER-E (A+T)": 0.709,
+            "COSMIC (T)": 0.6528,
+            "RoBERTa utterance (T)": 0.5455,
+        },
+    },
+    "mosi": {
+        "dataset": {"name": "mosi"},
+        "features": {"text": "minilm:pooled"},
+        "headline": "non0_acc2",
+        "floor": 0.787,
+        "target": 0.83,
+        "published": {"Self-MM (MMSA re-run)": 0.8546, "MulT (MMSA re-run)": 0.8098},
+    },
+    "mosei": {
+        "dataset": {"name": "mosei"},
+        "features": {"text": "minilm:pooled"},
+        "headline": "non0_acc2",
+        "floor": 0.816,
+        "target": 0.84,
+        "published": {"CENET (MMSA re-run)": 0.8638, "MulT (MMSA re-run)": 0.8463},
+    },
+    "simsv2": {
+        "dataset": {"name": "simsv2"},
+        "features": {"text": "e5:pooled"},
+        "headline": "acc2",
+        "floor": 0.716,
+        "target": 0.75,
+        "published": {"EGMF (A+V+T)": 0.8257, "MFN (MMSA re-run)": 0.8114},
+    },
+    "ravdess": {
+        "dataset": {"name": "ravdess"},
+        "folds": 6,
+        "features": {"audio": "egemaps:functionals"},
+        "headline": "ua",
+        "floor": 0.557,
+        "target": 0.62,
+        "published": {},
+    },
+    "emotiontalk": {
+        "dataset": {"name": "emotiontalk"},
+        "features": {"text": "e5:pooled"},
+        "headline": "weighted_f1",
+        "floor": None,
+        "target": None,
+        "published": {},
+    },
+}
+
+TRAIN = {
+    "epochs": 40,
+    "patience": 8,
+    "batch_size": 32,
+    "optimizer": {"lr": 1e-3, "weight_decay": 0.01},
+}
+MODEL_OPTIONS: dict[str, dict[str, Any]] = {
+    "egmf": {"hidden": 128, "dropout": 0.2},
+    "mister": {"hidden": 128, "dropout": 0.2},
+    "mlp": {"hidden": 128, "dropout": 0.2},
+    "late-fusion": {"hidden": 128, "dropout": 0.2},
+    "tfn": {"hidden": 128, "dropout": 0.2},
+    "mult": {"hidden": 64, "dropout": 0.2},
+}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = ""
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+    }
+
+
+def git_commit() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+
+    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "src"))}
+
+
+def run_target(
+    name: str, seeds: list[int], models: list[str], cache: Path, runs: Path, threads: int
+) -> Path:
+    """Train and test every model of one target; write results/accuracy/<name>.json."""
+    from emofuse.train import TrainConfig, fit_seeds
+
+    t = TARGETS[name]
+    folds = list(range(t["folds"])) if t.get("folds") else [None]
+    out: dict[str, Any] = {
+        "target": name,
+        "command": " ".join([sys.executable, *sys.argv]),
+        "git": git_commit(),
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "setup": {
+            k: t[k] for k in ("dataset", "features", "headline", "floor", "target", "published")
+        }
+        | {"train": TRAIN, "seeds": seeds, "folds": t.get("folds")},
+        "models": {},
+    }
+    path = RESULTS / "accuracy" / f"{name}.json"
+    for model in models:
+        started = time.perf_counter()
+        per_fold = []
+        for fold in folds:
+            dataset = json.loads(json.dumps(t["dataset"]))
+            if fold is not None:
+                dataset.setdefault("options", {})["fold"] = fold
+            tag = f"{name}-{model}" + (f"-fold{fold}" if fold is not None else "")
+            cfg = TrainConfig.model_validate(
+                {
+                    "dataset": dataset,
+                    "features": t["features"],
+                    "cache": str(cache),
+                    "model": {"name": model, "options": MODEL_OPTIONS[model]},
+                    "seeds": seeds,
+                    "out_dir": str(runs / tag),
+                    "num_threads": threads,
+                    "monitor": t["headline"],
+                    **TRAIN,
+                }
+            )
+            per_fold.append(fit_seeds(cfg))
+        out["models"][model] = summarise(per_fold, t["headline"]) | {
+            "wall_s": round(time.perf_counter() - started, 1)
+        }
+        print(f"{name} {model}: {json.dumps(out['models'][model]['headline'])}", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return path
+
+
+def summarise(per_fold: list[dict[str, Any]], headline: str) -> dict[str, Any]:
+    """Mean ± std over seeds; with folds, each seed's score is its mean over folds."""
+    import numpy as np
+
+    def per_seed(split: str, metric: str) -> list[float]:
+        values = np.array(
+            [[run[split][metric] for run in f["runs"]] for f in per_fold], dtype=float
+        )
+        return values.mean(axis=0).tolist()  # average folds → one value per seed
+
+    metrics = sorted(
+        k for k, v in per_fold[0]["runs"][0]["test"].items() if isinstance(v, int | float)
+    )
+    agg: dict[str, Any] = {}
+    for split in ("val", "test"):
+        agg[split] = {}
+        for m in metrics:
+            vals = per_seed(split, m)
+            finite = [v for v in vals if np.isfinite(v)]
+            agg[split][m] = {
+                "mean": float(np.mean(finite)) if finite else None,
+                "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                "values": vals,
+            }
+    return {
+        "headline": {"val": agg["val"][headline], "test": agg["test"][headline]},
+        "val": agg["val"],
+        "test": agg["test"],
+        "best_epochs": [[r["best_epoch"] for r in f["runs"]] for f in per_fold],
+    }
+
+
+def report() -> Path:
+    """Merge per-target results into results/accuracy.json and results/accuracy.md."""
+    merged: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "targets": {}}
+    lines = [
+        "| target | metric | floor | target | EGMF | MiSTER-E | best baseline (by val) | published |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in TARGETS:
+        f = RESULTS / "accuracy" / f"{name}.json"
+        if not f.is_file():
+            continue
+        r = json.loads(f.read_text())
+        models = r["models"]
+        baselines = {m: v for m, v in models.items() if m in BASELINES}
+        best = (
+            max(baselines, key=lambda m: baselines[m]["headline"]["val"]["mean"])
+            if baselines
+            else None
+        )
+        r["best_baseline"] = best
+        merged["targets"][name] = r
+        setup = r["setup"]
+
+        def cell(m: str | None, models: dict[str, Any] = models) -> str:
+            if m is None or m not in models:
+                return "—"
+            h = models[m]["headline"]["test"]
+            std = f" ± {h['std']:.3f}" if h["std"] is not None else ""
+            return f"{h['mean']:.3f}{std}"
+
+        pub = "; ".join(f"{k} {v:.3f}" for k, v in setup["published"].items()) or "—"
+        fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+        lines.append(
+            f"| {name} | {setup['headline']} | {fmt(setup['floor'])} | {fmt(setup['target'])} | "
+            f"{cell('egmf')} | {cell('mister')} | {best}: {cell(best)} | {pub} |"
+        )
+    out = RESULTS / "accuracy.json"
+    out.write_text(json.dumps(merged, indent=2, default=str) + "\n")
+    (RESULTS / "accuracy.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd")
+    run = sub.add_parser("run", help="train and test one or more targets")
+    run.add_argument("targets", nargs="*", default=list(TARGETS), help=f"of {', '.join(TARGETS)}")
+    for p in (parser, run):
+        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+        default_data = os.environ.get("EMOFUSE_SHARED_DATA", REPO.parent / "shared" / "data")
+        default_cache = os.environ.get("EMOFUSE_CACHE", Path.home() / ".cache/emofuse/features")
+        p.add_argument("--data", type=Path, default=Path(default_data))
+        p.add_argument("--cache", type=Path, default=Path(default_cache))
+        p.add_argument("--runs", type=Path, default=REPO / "runs" / "benchmarks")
+        p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    sub.add_parser("report", help="merge per-target results")
+    args = parser.parse_args()
+    if args.cmd == "report":
+        report()
+        return
+    if not args.data.is_dir():
+        sys.exit(f"benchmark data not found at {args.data} (set EMOFUSE_SHARED_DATA)")
+    os.environ["EMOFUSE_DATA"] = str(args.data)
+    targets = args.targets if args.cmd == "run" else list(TARGETS)
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        sys.exit(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
+    for name in targets:
+        run_target(name, args.seeds, args.models, args.cache, args.runs, args.threads)
+    report()
+
+
+if __name__ == "__main__":
+    main()
