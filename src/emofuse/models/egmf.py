@@ -1,4 +1,4 @@
-"""EGMF: expert-gated multimodal fusion with hierarchical dynamic gating.
+"""EGMF: expert-guided multimodal fusion with hierarchical dynamic gating.
 
 After Qiao, Xu, Li, Liu, "EGMF" (arXiv 2601.07565, 2026). Only the paper's abstract is public
 and no code was released, so what follows implements the abstract's description — a
@@ -150,7 +150,7 @@ def drop_modalities(
 
 @MODELS.register("egmf")
 class EGMF(FusionModel):
-    """Expert-gated multimodal fusion (see the module docstring for the design).
+    """Expert-guided multimodal fusion (see the module docstring for the design).
 
     Args:
         config: :class:`EGMFConfig` (``None`` for defaults).
