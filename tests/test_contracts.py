@@ -93,3 +93,76 @@ def test_extractor_outputs_match_declared_shapes(name):
     for res in results:
         assert not isinstance(res, Exception), f"{name} failed on the bundled sample: {res}"
         ext.validate(res)
+
+
+# -- models: every registered model gets these -----------------------------------------------
+def _model_setup():
+    from emofuse.models import InputSpec
+
+    spec = TaskSpec(
+        name="contract",
+        emotion_labels=["neutral", "happy", "sad", "angry"],
+        sentiment_range=(-3.0, 3.0),
+        sentiment_scheme="mosi",
+        metrics=["weighted_f1", "mae"],
+    )
+    inputs = {
+        "text": InputSpec(feature="minilm:tokens", dim=24, kind="sequence"),
+        "audio": InputSpec(feature="egemaps:functionals", dim=12, kind="vector"),
+    }
+    return spec, inputs
+
+
+def _model_names():
+    from emofuse.models import MODELS
+
+    return MODELS.names()
+
+
+@pytest.mark.parametrize("name", _model_names())
+def test_model_contract(name, tmp_path):
+    import torch
+
+    from emofuse.models import build_model, load_model
+    from emofuse.testing import make_batch
+
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spec, inputs = _model_setup()
+        model = build_model(name, spec, inputs, {"hidden": 32})
+        train = make_batch(spec, inputs, n=32, seed=0, dialogues=model.conversational)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        losses = []
+        model.train()
+        for _ in range(25):
+            opt.zero_grad()
+            loss = model.loss(model(train), train)["loss"]
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert sum(losses[-5:]) < 0.8 * sum(losses[:5]), f"{name}: loss did not go down {losses}"
+
+        model.eval()
+        test = make_batch(spec, inputs, n=12, seed=1, dialogues=model.conversational)
+        with torch.no_grad():
+            out = model(test)
+        assert out.emotion_logits.shape == (12, 4) and out.sentiment.shape == (12,)
+        if out.gates is not None:
+            assert out.gates.shape[1] == len(out.gate_names)
+            torch.testing.assert_close(out.gates.sum(dim=1), torch.ones(12))
+            assert (out.gates >= 0).all()
+
+        loaded = load_model(model.save_pretrained(tmp_path / name))
+        with torch.no_grad():
+            again = loaded(test)
+        torch.testing.assert_close(again.emotion_logits, out.emotion_logits, rtol=0, atol=1e-6)
+
+        for gone in ("text", "audio"):  # one modality missing at inference
+            partial = {k: v for k, v in test.items() if not k.startswith(gone)}
+            with torch.no_grad():
+                res = model(partial)
+            assert torch.isfinite(res.emotion_logits).all() and torch.isfinite(res.sentiment).all()
+    finally:
+        torch.set_num_threads(threads)
