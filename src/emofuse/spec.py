@@ -25,7 +25,7 @@ METRICS: dict[str, str] = {
     "acc3": "CH-SIMS: bins [-1, -0.1], (-0.1, 0.1], (0.1, 1]",
     "acc2": "CH-SIMS: bins [-1, 0] vs (0, 1]",
     "f1": "CH-SIMS: weighted F1 on the acc2 bins",
-    "mae": "sentiment: mean absolute error, unclipped",
+    "mae": "sentiment: mean absolute error (unclipped for MOSI/MOSEI; CH-SIMS clips to [-1, 1] as MMSA does)",
     "corr": "sentiment: Pearson correlation",
 }
 """Metric names a :class:`TaskSpec` may list, with the definition each follows (FIELD.md §D)."""
