@@ -166,3 +166,24 @@ def test_model_contract(name, tmp_path):
             assert torch.isfinite(res.emotion_logits).all() and torch.isfinite(res.sentiment).all()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_standardized_inputs_travel_with_the_model(tmp_path):
+    import torch
+
+    from emofuse.models import build_model, load_model
+    from emofuse.testing import make_batch
+
+    spec, inputs = _model_setup()
+    model = build_model("mlp", spec, inputs, {"hidden": 16, "standardize_inputs": True})
+    batch = make_batch(spec, inputs, n=8)
+    stats = {m: (torch.full((s.dim,), 3.0), torch.full((s.dim,), 2.0)) for m, s in inputs.items()}
+    model.set_input_statistics(stats)
+    model.eval()
+    seen = model.encode_inputs(batch)
+    mask = batch["text_mask"].unsqueeze(-1)
+    torch.testing.assert_close(seen["text"], (batch["text"] - 3.0) / 2.0 * mask)
+    loaded = load_model(model.save_pretrained(tmp_path / "m"))
+    torch.testing.assert_close(loaded.input_std_audio, torch.full((12,), 2.0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).emotion_logits, model(batch).emotion_logits)

@@ -336,6 +336,7 @@ def _module_class() -> type:
         def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
             if batch_idx == self.trainer.num_training_batches - 1:
                 self.data_epoch += 1  # before the epoch-end checkpoint is written
+
         def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
             out = self.model(batch)
             terms = self.model.loss(out, batch)
@@ -552,6 +553,8 @@ def fit(
     _check_monitor(ds.spec, monitor)
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(config.model.name, ds.spec, train.inputs, config.model.options)
+    if model.config.standardize_inputs:  # training split only; stored in the model's buffers
+        model.set_input_statistics(train.statistics())
     task = _module_class()(model, config, train, val, monitor)
 
     if _is_rank_zero():

@@ -106,6 +106,12 @@ class ModelConfig(Config):
     text_encoder: TextEncoderConfig | None = Field(
         None, description="Fine-tune the text encoder with LoRA instead of reading cached features."
     )
+    standardize_inputs: bool = Field(
+        False,
+        description="z-score every input dimension with statistics of the training split, kept "
+        "in the model's weights (recommended for hand-crafted features such as eGeMAPS, whose "
+        "dimensions range from Hz to dB to ratios).",
+    )
 
 
 @dataclass
@@ -169,6 +175,9 @@ class FusionModel(nn.Module):
             raise ConfigError(
                 f"class_weights has {len(weights)} entries; the task has {spec.num_emotions} classes"
             )
+        for m, s in self.inputs.items():  # identity until set_input_statistics
+            self.register_buffer(f"input_mean_{m}", torch.zeros(s.dim))
+            self.register_buffer(f"input_std_{m}", torch.ones(s.dim))
         self.text_encoder: nn.Module | None = None
         if self.config.text_encoder is not None:
             from emofuse.models.encoders import LoraTextEncoder
@@ -181,8 +190,26 @@ class FusionModel(nn.Module):
                     f"text input dim {self.inputs['text'].dim} != encoder dim {self.text_encoder.dim}"
                 )
 
+    def set_input_statistics(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Store per-dimension ``(mean, std)`` of each modality (from the training split).
+
+        Used only when ``config.standardize_inputs``; they travel in ``model.safetensors``.
+        """
+        for m, (mean, std) in stats.items():
+            getattr(self, f"input_mean_{m}").copy_(mean)
+            getattr(self, f"input_std_{m}").copy_(std.clamp_min(1e-6))
+
     def encode_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Run the fine-tuned text encoder when the batch carries token ids; call first in ``forward``."""
+        """Standardise inputs and run the fine-tuned text encoder; call first in ``forward``."""
+        if self.config.standardize_inputs:
+            batch = dict(batch)
+            for m in self.inputs:
+                if m in batch and not (m == "text" and "text_input_ids" in batch):
+                    x = (batch[m] - getattr(self, f"input_mean_{m}")) / getattr(
+                        self, f"input_std_{m}"
+                    )
+                    mask = batch.get(f"{m}_mask")
+                    batch[m] = x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
         if self.text_encoder is None or "text_input_ids" not in batch:
             return batch
         ids, att = batch["text_input_ids"], batch["text_attention_mask"]

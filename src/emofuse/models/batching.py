@@ -203,6 +203,17 @@ class FeatureTable:
     def __getitem__(self, i: int) -> Item:
         return self.items[i]
 
+    def statistics(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per-dimension ``(mean, std)`` of every modality over all valid steps of all items."""
+        stats = {}
+        for m in self.inputs:
+            rows = [it.features[m] for it in self.items if m in it.features and len(it.features[m])]
+            if not rows:
+                continue
+            x = torch.from_numpy(np.concatenate(rows, axis=0)).double()
+            stats[m] = (x.mean(dim=0).float(), x.std(dim=0, unbiased=False).float())
+        return stats
+
     @property
     def ids(self) -> list[str]:
         """Utterance ids of the items, in order."""
