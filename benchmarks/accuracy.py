@@ -17,15 +17,14 @@ numbers are reported, never used to choose.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _env import git_state, load_average, machine  # benchmarks/_env.py
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -132,36 +131,6 @@ MODEL_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = ""
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg(),
-    }
-
-
-def git_commit() -> dict[str, Any]:
-    def run(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-
-    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "src"))}
-
-
 def run_target(
     name: str, seeds: list[int], models: list[str], cache: Path, runs: Path, threads: int
 ) -> Path:
@@ -173,8 +142,8 @@ def run_target(
     out: dict[str, Any] = {
         "target": name,
         "command": " ".join([sys.executable, *sys.argv]),
-        "git": git_commit(),
-        "machine": machine(),
+        "git": git_state(),
+        "machine": machine(threads=threads) | {"load_average": load_average()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "setup": {
             k: t[k] for k in ("dataset", "features", "headline", "floor", "target", "published")

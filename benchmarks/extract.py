@@ -21,18 +21,17 @@ Model loading is timed separately (``setup_s``) and excluded from the rates. Usa
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _env import git_state, load_average, machine  # benchmarks/_env.py
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHES = ("minilm", "meld-all", "e5", "egemaps", "whisper-encoder", "face", "video-1min")
@@ -67,59 +66,6 @@ def shared_data() -> Path:
         "benchmarks/extract.py: real data not found. Set EMOFUSE_SHARED_DATA to the shared data "
         "folder (with meld/, simsv2/, ravdess/) or place it at ../shared/data beside the repo."
     )
-
-
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or None
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"commit": commit, "dirty": dirty}
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu_model = None
-    ram_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram_gb = round(int(line.split()[1]) / 1024**2, 1)
-                break
-    except OSError:
-        pass
-    versions = {}
-    for dist in PACKAGES:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "ram_gb": ram_gb,
-        "torch_threads": torch.get_num_threads(),
-        "packages": versions,
-    }
-
-
-def load_average() -> list[float] | None:
-    """1/5/15-minute load averages: other work on the machine skews every number here."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -315,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git": git_state(),
-        "machine": machine(),
+        "machine": machine(PACKAGES),
         "load_average_start": load_average(),
         "data": str(data),
         "results": {},

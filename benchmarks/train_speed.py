@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import time
 from pathlib import Path
 from statistics import mean, median
 from typing import Any
+
+from _env import git_state, load_average, machine  # benchmarks/_env.py
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -49,53 +50,6 @@ VARIANTS = ("pooled", "tokens")
 
 
 # -- environment -----------------------------------------------------------------------------
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-    }
-
-
-def machine(threads: int | None) -> dict[str, Any]:
-    import torch
-
-    cpu_model = ram_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram_gb = round(int(line.split()[1]) / 1024**2, 1)
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "ram_gb": ram_gb,
-        "torch": torch.__version__,
-        "torch_threads": threads if threads is not None else torch.get_num_threads(),
-    }
-
-
-def load_average() -> list[float] | None:
-    """1/5/15-minute load averages: other work on the machine lowers every rate here."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def default_meld_csv() -> Path:
     root = os.environ.get("EMOFUSE_DATA") or os.environ.get("EMOFUSE_SHARED_DATA")
     base = Path(root) if root else Path("/work/shared/data")
@@ -280,7 +234,9 @@ def worker_reference(cfg: dict[str, Any]) -> dict[str, Any]:
         y = labels[valid]
         # train_moe.py: mixture + each expert's classification loss + 2 * SupCon(aud, text)
         # + 0.1 * symmetric KL (returned by forward); plain CE here (it uses focal, gamma 3).
-        loss = sum(F.cross_entropy(lg[valid], y) for lg in (moe, aud_logits, txt_logits, fus_logits))
+        loss = sum(
+            F.cross_entropy(lg[valid], y) for lg in (moe, aud_logits, txt_logits, fus_logits)
+        )
         loss = loss + 2.0 * supervised_contrastive(aud[valid], txt[valid], y) + 0.1 * div
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -372,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": [sys.executable, *sys.argv],
         "git": git_state(),
-        "machine": machine(args.threads),
+        "machine": machine(threads=args.threads),
         "load_average_start": load_start,
         "step": "forward + model loss + backward + grad-norm clip 1.0 + AdamW (lr 1e-3, wd 0.01)",
         "memory_note": "RSS from resource.getrusage(RUSAGE_SELF).ru_maxrss in a fresh subprocess "
@@ -430,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:18s} {line}")
     if "reference" in report:
         res = report["reference"]["theirs"]
-        print(f"{'reference':18s} {res.get('error') or str(res['steps_per_s_median']) + ' steps/s'}")
+        print(
+            f"{'reference':18s} {res.get('error') or str(res['steps_per_s_median']) + ' steps/s'}"
+        )
         print(f"ratio ours/theirs: {report['reference']['steps_per_s_ratio_ours_over_theirs']}")
     print(f"wrote {args.out}")
     return 0

@@ -1,0 +1,69 @@
+"""Where and from what a benchmark ran: git commit, machine, load. Shared by every benchmark."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git_state() -> dict[str, Any]:
+    """Commit of the checkout and whether tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def machine(packages: Iterable[str] = (), threads: int | None = None) -> dict[str, Any]:
+    """Platform, CPUs, RAM, torch threads and the versions of ``packages``."""
+    import torch
+
+    mem = _proc_field("/proc/meminfo", "MemTotal")
+    versions = {}
+    for dist in packages:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": _proc_field("/proc/cpuinfo", "model name"),
+        "ram_gb": round(int(mem.split()[0]) / 1024**2, 1) if mem else None,
+        "torch": torch.__version__,
+        "torch_threads": threads if threads is not None else torch.get_num_threads(),
+        "packages": versions,
+    }
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine skews every number here."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
