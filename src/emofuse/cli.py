@@ -407,23 +407,14 @@ class EngineChoice(StrEnum):
 _NEEDS = {"text": "text", "audio": "audio or video", "face": "video or image"}
 
 
-def has_input(utt: Utterance, modality: str) -> bool:
-    """Whether ``utt`` carries the input an extractor of ``modality`` reads."""
-    if modality == "text":
-        return bool((utt.text or "").strip())
-    if modality == "audio":
-        return "audio" in utt.media or "video" in utt.media
-    if modality == "face":
-        return "video" in utt.media or "image" in utt.media
-    return True
-
-
 def default_extractors(utts: list[Utterance]) -> dict[str, list[Utterance]]:
     """Extractors to run (name → the utterances it gets) chosen from the inputs present.
 
     Text goes to ``minilm`` (English) or ``e5`` (``language`` zh); audio to ``egemaps`` and
     ``whisper-encoder``; video and images to ``face``.
     """
+    from emofuse.features import has_input
+
     plan: dict[str, list[Utterance]] = {}
     for u in utts:
         if has_input(u, "text"):
@@ -564,7 +555,7 @@ def features_extract(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from emofuse.errors import ConfigError
-    from emofuse.features import EXTRACTORS, FeatureStore, extract_features
+    from emofuse.features import EXTRACTORS, FeatureStore, extract_features, has_input
     from emofuse.records import dump_json
 
     name, utts = _load_utterances(source, dataset, root, option, split)

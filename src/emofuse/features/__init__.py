@@ -1,6 +1,12 @@
 """Stage ② — feature extraction: manifests → cached arrays per utterance."""
 
-from emofuse.features.base import EXTRACTORS, FeatureExtractor, OutputSpec, get_extractor
+from emofuse.features.base import (
+    EXTRACTORS,
+    FeatureExtractor,
+    OutputSpec,
+    get_extractor,
+    has_input,
+)
 from emofuse.features.pipeline import ExtractionReport, extract_features
 from emofuse.features.store import FeatureCache, FeatureStore
 
@@ -13,4 +19,5 @@ __all__ = [
     "OutputSpec",
     "extract_features",
     "get_extractor",
+    "has_input",
 ]

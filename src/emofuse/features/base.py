@@ -169,6 +169,21 @@ class FeatureExtractor(ABC):
         return out
 
 
+def has_input(utt: Utterance, modality: str) -> bool:
+    """Whether ``utt`` carries what an extractor of ``modality`` reads.
+
+    Text extractors read non-blank ``text``; audio extractors an ``audio`` file or the audio
+    track of a ``video``; face extractors a ``video`` or an ``image``.
+    """
+    if modality == "text":
+        return bool((utt.text or "").strip())
+    if modality == "audio":
+        return "audio" in utt.media or "video" in utt.media
+    if modality == "face":
+        return "video" in utt.media or "image" in utt.media
+    return False
+
+
 def get_extractor(name: str, **options: Any) -> FeatureExtractor:
     """Build a registered extractor by name with keyword config options."""
     return EXTRACTORS.get(name)(**options)

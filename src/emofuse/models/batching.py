@@ -31,7 +31,7 @@ from torch import Tensor
 
 from emofuse.config import Config, validate_config
 from emofuse.errors import ConfigError, EmofuseError, InputError
-from emofuse.features.base import EXTRACTORS, FeatureExtractor
+from emofuse.features.base import EXTRACTORS, FeatureExtractor, has_input
 from emofuse.features.pipeline import extract_features
 from emofuse.features.store import FeatureStore
 from emofuse.models.base import IGNORE_INDEX, MODALITIES, InputSpec
@@ -151,17 +151,6 @@ def input_specs(refs: Mapping[str, FeatureRef]) -> dict[str, InputSpec]:
         out = outputs[ref.output]
         specs[modality] = InputSpec(feature=ref.key, dim=out.dim, kind=out.kind)
     return specs
-
-
-def has_input(utt: Utterance, modality: str) -> bool:
-    """Whether ``utt`` carries what an extractor of ``modality`` reads."""
-    if modality == "text":
-        return bool((utt.text or "").strip())
-    if modality == "audio":
-        return "audio" in utt.media or "video" in utt.media
-    if modality == "face":
-        return "video" in utt.media or "image" in utt.media
-    return False
 
 
 @dataclass
@@ -594,7 +583,6 @@ __all__ = [
     "UtteranceBatchSampler",
     "batch_sampler",
     "collate",
-    "has_input",
     "input_specs",
     "parse_features",
 ]
