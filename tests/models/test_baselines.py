@@ -7,7 +7,7 @@ import torch
 
 from emofuse.errors import ConfigError
 from emofuse.models import MODELS, InputSpec, build_model, load_model
-from emofuse.models.baselines import drop_modalities
+from emofuse.models.base import drop_modalities
 from emofuse.spec import TaskSpec
 from emofuse.testing import make_batch
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from emofuse.errors import ConfigError, InputError
-from emofuse.models.base import InputSpec, build_model, load_model
-from emofuse.models.egmf import drop_modalities
+from emofuse.models.base import InputSpec, build_model, drop_modalities, load_model
 from emofuse.models.experts import EXPERTS
 from emofuse.models.gating import HierarchicalGate, balance_kl
 from emofuse.spec import TaskSpec
@@ -241,7 +240,9 @@ def test_gate_balance_loss():
     usable[:, 1] = False
     assert balance_kl(torch.tensor([[0.5, 0, 0.5]] * 4), usable).abs() < 1e-7
     gate = HierarchicalGate(["a", "b"], 8)
-    out = gate({"a": torch.randn(5, 8), "b": torch.randn(5, 8)}, torch.zeros(5, 2, dtype=torch.bool))
+    out = gate(
+        {"a": torch.randn(5, 8), "b": torch.randn(5, 8)}, torch.zeros(5, 2, dtype=torch.bool)
+    )
     torch.testing.assert_close(out.gates, torch.full((5, 2), 0.5))
 
 

@@ -384,6 +384,39 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
 
+def drop_modalities(
+    masks: dict[str, Tensor], p: float, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
+    """Hide each present modality of each utterance with probability ``p``, never all of them.
+
+    Args:
+        masks: ``modality → (N, T)`` bool masks.
+        p: Drop probability per (utterance, modality).
+        generator: Random generator (default: torch's global one, so ``torch.manual_seed``
+            fixes the draw).
+
+    Returns:
+        New masks (``masks`` itself when nothing can be hidden); a hidden modality's row is
+        all ``False``. An utterance whose present
+        modalities would all be hidden keeps one of them, drawn uniformly.
+    """
+    names = list(masks)
+    if p <= 0 or len(names) < 2:
+        return masks
+    ref = masks[names[0]]
+    present = torch.stack([masks[m].any(dim=1) for m in names], dim=1)  # (N, M)
+    rnd = torch.rand(present.shape, generator=generator, device=ref.device)
+    keep = present & (rnd >= p)
+    lost = present.any(dim=1) & ~keep.any(dim=1)
+    # the rescued modality: the present one with the largest fresh random score
+    score = torch.rand(present.shape, generator=generator, device=ref.device).masked_fill(
+        ~present, -1.0
+    )
+    rescue = F.one_hot(score.argmax(dim=1), len(names)).bool() & lost.unsqueeze(1)
+    keep = keep | rescue
+    return {m: masks[m] & keep[:, i : i + 1] for i, m in enumerate(names)}
+
+
 def present(batch: dict[str, Tensor], modality: str) -> Tensor:
     """``(N,)`` bool: which utterances carry ``modality`` (all ``False`` if absent)."""
     mask = batch.get(f"{modality}_mask")

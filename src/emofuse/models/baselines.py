@@ -33,6 +33,7 @@ from emofuse.models.base import (
     InputSpec,
     ModelConfig,
     ModelOutput,
+    drop_modalities,
     masked_mean,
 )
 from emofuse.spec import TaskSpec
@@ -86,39 +87,6 @@ def read_modality(
     mask = mask.to(torch.bool)
     x = torch.where(mask.unsqueeze(-1), x.to(like.dtype), x.new_zeros((), dtype=like.dtype))
     return x, mask
-
-
-def drop_modalities(
-    masks: dict[str, Tensor], p: float, generator: torch.Generator | None = None
-) -> dict[str, Tensor]:
-    """Modality dropout: hide each present modality of each row with probability ``p``.
-
-    A row never loses all of its present modalities: when every one of them is drawn, one of
-    them (chosen at random) is kept. Rows that had none stay as they were.
-
-    Args:
-        masks: ``modality → (N, T)`` bool masks.
-        p: Drop probability.
-        generator: Optional random generator (else torch's global one, so ``torch.manual_seed``
-            makes it reproducible).
-
-    Returns:
-        New masks (the inputs are not modified).
-    """
-    if p <= 0 or not masks:
-        return masks
-    names = list(masks)
-    pres = torch.stack([masks[m].any(dim=1) for m in names], dim=1)  # (N, M)
-    device = pres.device
-    drop = torch.rand(pres.shape, generator=generator, device=device) < p
-    keep = pres & ~drop
-    lost = pres.any(dim=1) & ~keep.any(dim=1)
-    if lost.any():
-        # pick one present modality at random for each row that lost them all
-        score = torch.rand(pres.shape, generator=generator, device=device).masked_fill(~pres, -1.0)
-        rescue = F.one_hot(score.argmax(dim=1), len(names)).bool()
-        keep = keep | (rescue & lost.unsqueeze(1))
-    return {m: masks[m] & keep[:, i : i + 1] for i, m in enumerate(names)}
 
 
 def _mlp(inp: int, hidden: int, dropout: float, layers: int = 2) -> nn.Sequential:

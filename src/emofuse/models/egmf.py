@@ -47,7 +47,15 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from emofuse.errors import ConfigError, InputError
-from emofuse.models.base import MODALITIES, MODELS, FusionModel, InputSpec, ModelConfig, ModelOutput
+from emofuse.models.base import (
+    MODALITIES,
+    MODELS,
+    FusionModel,
+    InputSpec,
+    ModelConfig,
+    ModelOutput,
+    drop_modalities,
+)
 from emofuse.models.experts import EXPERTS
 from emofuse.models.experts._ops import sinusoidal_positions
 from emofuse.models.experts.cross_modal import CrossModalExpertConfig
@@ -85,7 +93,9 @@ class EGMFConfig(ModelConfig):
         description="Gate across experts: hidden, temperature, load_balance.",
     )
     fusion_ff_mult: int = Field(
-        2, gt=0, description="Width of the residual feed-forward block after the mixture (× hidden)."
+        2,
+        gt=0,
+        description="Width of the residual feed-forward block after the mixture (× hidden).",
     )
 
     @field_validator("experts")
@@ -114,38 +124,6 @@ class _InputProjection(nn.Module):
         y = self.norm(self.linear(x)) + self.embedding
         y = y + sinusoidal_positions(y.shape[1], y.shape[2], y.device, y.dtype)
         return self.dropout(y) * m.to(y.dtype)
-
-
-def drop_modalities(
-    masks: dict[str, Tensor], p: float, generator: torch.Generator | None = None
-) -> dict[str, Tensor]:
-    """Hide each present modality of each utterance with probability ``p``, never all of them.
-
-    Args:
-        masks: ``modality → (N, T)`` bool masks.
-        p: Drop probability per (utterance, modality).
-        generator: Random generator (default: torch's global one, so ``torch.manual_seed``
-            fixes the draw).
-
-    Returns:
-        New masks; a hidden modality's row is all ``False``. An utterance whose present
-        modalities would all be hidden keeps one of them, drawn uniformly.
-    """
-    names = list(masks)
-    if p <= 0 or len(names) < 2:
-        return dict(masks)
-    ref = masks[names[0]]
-    present = torch.stack([masks[m].any(dim=1) for m in names], dim=1)  # (N, M)
-    rnd = torch.rand(present.shape, generator=generator, device=ref.device)
-    keep = present & (rnd >= p)
-    lost = present.any(dim=1) & ~keep.any(dim=1)
-    # the rescued modality: the present one with the largest fresh random score
-    score = torch.rand(present.shape, generator=generator, device=ref.device).masked_fill(
-        ~present, -1.0
-    )
-    rescue = nn.functional.one_hot(score.argmax(dim=1), len(names)).bool() & lost.unsqueeze(1)
-    keep = keep | rescue
-    return {m: masks[m] & keep[:, i : i + 1] for i, m in enumerate(names)}
 
 
 @MODELS.register("egmf")

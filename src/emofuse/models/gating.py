@@ -95,7 +95,9 @@ class ModalityGate(nn.Module):
             # start with the gates mostly open (sigmoid(1) ≈ 0.73) so early training sees signal
             nn.init.constant_(lin.bias, 1.0)
 
-    def forward(self, vectors: dict[str, Tensor], present: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, vectors: dict[str, Tensor], present: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
         """Gate and mix the unit vectors (see the module docstring for the equations)."""
         v = torch.stack([vectors[u] for u in self.units], dim=1)  # (N, U, H)
         p = torch.stack([present[u] for u in self.units], dim=1).to(v.dtype)  # (N, U)

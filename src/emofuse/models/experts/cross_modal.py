@@ -42,7 +42,9 @@ class CrossModalExpertConfig(Config):
     """Options of the cross-modal expert."""
 
     heads: int = Field(4, gt=0, description="Attention heads (must divide the model width).")
-    ff_mult: int = Field(2, gt=0, description="Feed-forward width as a multiple of the model width.")
+    ff_mult: int = Field(
+        2, gt=0, description="Feed-forward width as a multiple of the model width."
+    )
     max_steps: int = Field(
         64, gt=0, description="Longest sequence attended; longer ones are chunk-averaged down."
     )

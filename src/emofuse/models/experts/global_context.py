@@ -44,7 +44,9 @@ class GlobalContextExpertConfig(Config):
 
     heads: int = Field(4, gt=0, description="Attention heads (must divide the model width).")
     layers: int = Field(2, ge=1, description="Transformer layers over the joint modality sequence.")
-    ff_mult: int = Field(2, gt=0, description="Feed-forward width as a multiple of the model width.")
+    ff_mult: int = Field(
+        2, gt=0, description="Feed-forward width as a multiple of the model width."
+    )
     max_steps: int = Field(
         64,
         gt=0,
