@@ -131,14 +131,15 @@ class FeatureCache:
             raise InputError(utt_id, row.error)
         from safetensors import safe_open
 
-        handle = self._open.get(row.shard)  # type: ignore[arg-type]
-        if handle is None:
+        opened = self._open.get(row.shard)  # type: ignore[arg-type]
+        if opened is None:  # open a shard once and index its keys by utterance id
             handle = safe_open(str(self.shards_dir / row.shard), framework="numpy")  # type: ignore[operator]
-            self._open[row.shard] = handle  # type: ignore[index]
-        prefix = utt_id + _SEP
-        return {
-            k[len(prefix) :]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)  # noqa: SIM118
-        }
+            by_id: dict[str, list[str]] = {}
+            for key in handle.keys():  # noqa: SIM118 - safe_open handles are not mappings
+                by_id.setdefault(key.rsplit(_SEP, 1)[0], []).append(key)
+            opened = self._open[row.shard] = (handle, by_id)  # type: ignore[index]
+        handle, by_id = opened
+        return {k.rsplit(_SEP, 1)[1]: handle.get_tensor(k) for k in by_id.get(utt_id, [])}
 
     # -- writing --------------------------------------------------------------------------
     def write(self, results: list[tuple[Utterance, str, Features | InputError]]) -> None:
