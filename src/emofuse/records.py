@@ -45,6 +45,23 @@ class Labels(BaseModel):
     extra: dict[str, str | float | int | None] = Field(default_factory=dict)
 
 
+class DialogueContext(BaseModel):
+    """Transcripts of the turns around an utterance, for text encoders that read context.
+
+    Filled by :func:`with_dialogue_context`, never by dataset recipes. Speakers are not part of
+    it: context-aware models in emofuse need no speaker identity.
+
+    Attributes:
+        past: Transcripts of the preceding turns, oldest first.
+        future: Transcripts of the following turns, nearest first.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    past: tuple[str, ...] = ()
+    future: tuple[str, ...] = ()
+
+
 class Utterance(BaseModel):
     """One unit of analysis: a clip, a turn of a dialogue, an image, or a sentence.
 
@@ -61,6 +78,8 @@ class Utterance(BaseModel):
         text: Transcript or sentence.
         language: BCP-47 language of ``text`` (``"en"``, ``"zh"``).
         labels: Ground truth, if annotated.
+        context: Neighbouring turns' transcripts (see :func:`with_dialogue_context`); ``None``
+            unless a context-aware text encoder asked for them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,6 +96,7 @@ class Utterance(BaseModel):
     text: str | None = None
     language: str | None = None
     labels: Labels = Field(default_factory=Labels)
+    context: DialogueContext | None = None
 
     @field_validator("id")
     @classmethod
@@ -162,6 +182,46 @@ def group_dialogues(utterances: Iterable[Utterance]) -> dict[str, list[Utterance
     for turns in groups.values():
         turns.sort(key=lambda u: (u.turn is None, u.turn or 0))
     return groups
+
+
+def with_dialogue_context(
+    utterances: Iterable[Utterance], past: int, future: int
+) -> list[Utterance]:
+    """Copies of ``utterances`` carrying the transcripts of their neighbouring turns.
+
+    Turns are ordered by ``turn`` within each ``dialogue_id`` (:func:`group_dialogues`); only
+    turns present in ``utterances`` and with a non-empty transcript count, so give a whole split
+    at once. An utterance outside any dialogue gets an empty context.
+
+    Args:
+        utterances: The utterances, in any order; the result keeps that order.
+        past: Preceding turns to attach (0 for none).
+        future: Following turns to attach (0 for none).
+
+    Returns:
+        New records whose ``context`` is set (the input records are not changed).
+
+    Raises:
+        ValueError: ``past`` or ``future`` is negative.
+    """
+    if past < 0 or future < 0:
+        raise ValueError(f"context sizes must be >= 0, got past={past}, future={future}")
+    utts = list(utterances)
+    found: dict[str, DialogueContext] = {}
+    for turns in group_dialogues(utts).values():
+        texts = [(u.text or "").strip() for u in turns]
+        spoken = [i for i, t in enumerate(texts) if t]
+        for i, u in enumerate(turns):
+            if u.dialogue_id is None:
+                found[u.id] = DialogueContext()
+                continue
+            before = [texts[j] for j in spoken if j < i]
+            after = [texts[j] for j in spoken if j > i]
+            found[u.id] = DialogueContext(
+                past=tuple(before[len(before) - past :] if past else ()),
+                future=tuple(after[:future]),
+            )
+    return [u.model_copy(update={"context": found[u.id]}) for u in utts]
 
 
 def dump_json(path: str | os.PathLike[str], data: object) -> Path:

@@ -109,10 +109,24 @@ class ModelChoice(Config):
 
 
 class OptimizerConfig(Config):
-    """AdamW settings."""
+    """AdamW settings and the learning-rate schedule."""
 
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay.")
+    encoder_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate of a fine-tuned text encoder (e.g. 5e-5 for full "
+        "fine-tuning); default: lr.",
+    )
+    schedule: Literal["constant", "linear"] = Field(
+        "constant",
+        description="'linear': warm up over `warmup` of all steps, then decay linearly to 0 at "
+        "the last epoch (the usual schedule for fine-tuning transformers).",
+    )
+    warmup: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Fraction of all training steps spent warming up."
+    )
 
 
 class TrainConfig(Config):
@@ -293,9 +307,8 @@ def _module_class() -> type:
             # first iterator before its own epoch counter is restored, so data order and seeds
             # follow this counter, which travels in the checkpoint.
             self.data_epoch = 0
-            tok = model.text_encoder.tokenize if model.text_encoder is not None else None
-            self._train_collate = Collator(train, tok)
-            self._val_collate = Collator(val, tok)
+            self._train_collate = model_collator(model, train)
+            self._val_collate = model_collator(model, val)
 
         # data
         def _loader(self, table: FeatureTable, collate: Collator, train: bool) -> Any:
@@ -348,10 +361,41 @@ def _module_class() -> type:
             return terms["loss"]
 
         def configure_optimizers(self) -> Any:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            return torch.optim.AdamW(
-                params, lr=self.cfg.optimizer.lr, weight_decay=self.cfg.optimizer.weight_decay
+            opt = self.cfg.optimizer
+            encoder = self.model.text_encoder
+            mine = set() if encoder is None else {id(p) for p in encoder.parameters()}
+            groups = [
+                {
+                    "params": [
+                        p for p in self.model.parameters() if p.requires_grad and id(p) not in mine
+                    ]
+                }
+            ]
+            if encoder is not None:
+                groups.append(
+                    {
+                        "params": [p for p in encoder.parameters() if p.requires_grad],
+                        "lr": opt.encoder_lr or opt.lr,
+                    }
+                )
+            optimizer = torch.optim.AdamW(
+                [g for g in groups if g["params"]], lr=opt.lr, weight_decay=opt.weight_decay
             )
+            if opt.schedule == "constant":
+                return optimizer
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            warm = int(opt.warmup * total)
+
+            def factor(step: int) -> float:
+                if step < warm:
+                    return (step + 1) / (warm + 1)
+                return max(0.0, (total - step) / max(1, total - warm))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
 
         # validation
         def on_validation_epoch_start(self) -> None:
@@ -700,6 +744,15 @@ def _check_monitor(spec: TaskSpec, monitor: str) -> None:
         raise ConfigError(f"monitor {monitor!r} needs sentiment; task {spec.name!r} has none")
 
 
+def model_collator(model: FusionModel, table: FeatureTable) -> Collator:
+    """The ``collate_fn`` for ``model``: token ids (and dialogue context) for a fine-tuned encoder."""
+    if model.text_encoder is None:
+        return Collator(table)
+    enc = model.config.text_encoder
+    assert enc is not None  # set whenever the model built a text encoder
+    return Collator(table, model.text_encoder.tokenize, (enc.context_past, enc.context_future))
+
+
 # -- prediction and evaluation ---------------------------------------------------------------
 @torch.no_grad()
 def predict_table(
@@ -712,8 +765,7 @@ def predict_table(
         when the model has no gates), and the gate names.
     """
     model.eval()
-    tok = model.text_encoder.tokenize if model.text_encoder is not None else None
-    collate = Collator(table, tok)
+    collate = model_collator(model, table)
     sampler = batch_sampler(
         table, batch_size, conversational=model.conversational, shuffle=False, pad=False
     )

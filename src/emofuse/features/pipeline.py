@@ -105,6 +105,7 @@ def extract_features(
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     utts = list(utterances)
     _check_unique(utts)
+    utts = extractor.prepare(utts)
     cache = store.cache(extractor)
     started = time.perf_counter()
     todo = cache.pending(utts, extractor, retry_failed=retry_failed)

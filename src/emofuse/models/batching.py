@@ -18,6 +18,7 @@ processes of a distributed run, so a resumed or a two-process run sees the same 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,7 +36,7 @@ from emofuse.features.base import EXTRACTORS, FeatureExtractor, has_input
 from emofuse.features.pipeline import extract_features
 from emofuse.features.store import FeatureStore
 from emofuse.models.base import IGNORE_INDEX, MODALITIES, InputSpec
-from emofuse.records import Utterance
+from emofuse.records import DialogueContext, Utterance, with_dialogue_context
 from emofuse.spec import TaskSpec
 
 DEFAULT_MAX_LEN = {"text": 96, "audio": 300, "face": 300}
@@ -45,8 +46,10 @@ pieces of text; 300 frames of audio (3 s of 10 ms LLDs) or face tracks."""
 LoadProgress = Callable[[str, int, int], None]
 """Called as ``progress(extractor_name, finished_now, total)`` while features are extracted."""
 
-Tokenizer = Callable[[list[str]], Mapping[str, Tensor]]
-"""``tokenizer(texts) -> {"input_ids": (N, L), "attention_mask": (N, L)}``."""
+Tokenizer = Callable[[list[str], list[DialogueContext | None]], Mapping[str, Tensor]]
+"""``tokenizer(texts, contexts) -> {"input_ids": (N, L), "attention_mask": (N, L), ...}``
+(optionally ``token_type_ids``; ``contexts`` holds each utterance's
+:class:`~emofuse.records.DialogueContext` or ``None``)."""
 
 
 class FeatureRef(Config):
@@ -247,7 +250,7 @@ class FeatureTable:
         arrays: dict[str, dict[str, np.ndarray]] = {u.id: {} for u in utts}
         for modality, ref in refs.items():
             ext = ref.build()
-            with_input = [u for u in utts if has_input(u, modality)]
+            with_input = ext.prepare([u for u in utts if has_input(u, modality)])
             if extract_missing and with_input:
                 total = len(with_input)
                 report = extract_features(
@@ -387,9 +390,11 @@ def collate(
         batch["sentiment"] = torch.tensor([it.sentiment for it in items], dtype=torch.float32)
     if tokenizer is not None and "text" in inputs:
         texts = [(it.utt.text or "").strip() for it in items]
-        tok = tokenizer(texts)
+        tok = tokenizer(texts, [it.utt.context for it in items])
         batch["text_input_ids"] = torch.as_tensor(tok["input_ids"])
         batch["text_attention_mask"] = torch.as_tensor(tok["attention_mask"])
+        if "token_type_ids" in tok:
+            batch["text_token_type_ids"] = torch.as_tensor(tok["token_type_ids"])
         batch["text_present"] = torch.tensor([bool(s) for s in texts], dtype=torch.bool)
     if indices is not None:
         batch["index"] = torch.as_tensor(list(indices), dtype=torch.long)
@@ -397,15 +402,35 @@ def collate(
 
 
 class Collator:
-    """A picklable ``collate_fn`` for a :class:`FeatureTable` (items arrive as indices)."""
+    """A picklable ``collate_fn`` for a :class:`FeatureTable` (items arrive as indices).
 
-    def __init__(self, table: FeatureTable, tokenizer: Tokenizer | None = None) -> None:
+    Args:
+        table: The items.
+        tokenizer: Turns texts (and contexts) into token ids, for a fine-tuned text encoder.
+        context: ``(past, future)`` turns of dialogue context the tokenizer should see,
+            gathered from the table's own utterances (:func:`~emofuse.records.with_dialogue_context`);
+            ``None`` or ``(0, 0)`` for none.
+    """
+
+    def __init__(
+        self,
+        table: FeatureTable,
+        tokenizer: Tokenizer | None = None,
+        context: tuple[int, int] | None = None,
+    ) -> None:
         self.table = table
         self.tokenizer = tokenizer
+        self._with_context: list[Item] | None = None
+        if tokenizer is not None and context is not None and any(context):
+            utts = with_dialogue_context([it.utt for it in table.items], *context)
+            self._with_context = [
+                dataclasses.replace(it, utt=u) for it, u in zip(table.items, utts, strict=True)
+            ]
 
     def __call__(self, indices: list[int]) -> dict[str, Tensor]:
         """Collate the items at ``indices``."""
-        items = [self.table.items[i] for i in indices]
+        source = self._with_context if self._with_context is not None else self.table.items
+        items = [source[i] for i in indices]
         return collate(items, self.table.spec, self.table.inputs, self.tokenizer, indices=indices)
 
 
