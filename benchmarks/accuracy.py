@@ -35,9 +35,9 @@ from _env import git_state, load_average, machine  # benchmarks/_env.py
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
-BASELINES = ["mlp", "late-fusion", "tfn", "mult"]
+BASELINES = ["mlp", "late-fusion", "tfn", "mult", "linear-probe"]
 FINETUNED = "finetuned"  # the stage-1 model of a two-stage target (encoder + MLP head)
-MODELS = ["egmf", "mister", *BASELINES]
+MODELS = ["egmf", "mister", *BASELINES[:-1]]
 
 # headline metric, floor (frozen encoder + linear probe, no context, measured by the project),
 # the issue's target, and published numbers on the same protocol (FIELD.md §B), as fractions.
@@ -101,6 +101,19 @@ TARGETS: dict[str, dict[str, Any]] = {
         "target": 0.62,
         "published": {},
     },
+    # The same protocol on Whisper tiny.en encoder states (mean over the clip's frames), the one
+    # neural speech encoder with shipped weights; a linear probe on them is reported beside.
+    "ravdess-whisper": {
+        "dataset": {"name": "ravdess"},
+        "folds": 6,
+        "features": {"audio": "whisper-encoder:pooled"},
+        "model_options": {"standardize_inputs": True},
+        "probe": True,
+        "headline": "ua",
+        "floor": 0.557,
+        "target": 0.62,
+        "published": {},
+    },
     # The same MOSI task with the text encoder fine-tuned in the model (LoRA r=8 on MiniLM's
     # query/value projections; adapter-only saves) instead of frozen cached features.
     "mosi-lora": {
@@ -125,13 +138,13 @@ TARGETS: dict[str, dict[str, Any]] = {
                 "dropout": 0.1,
                 "text_encoder": {
                     "method": "full",
-                    "context_past": 3,
+                    "context_past": 2,
                     "context_future": 1,
-                    "max_length": 128,
+                    "max_length": 96,
                 },
             },
             "train": {
-                "epochs": 4,
+                "epochs": 3,
                 "patience": None,
                 "batch_size": 16,
                 "optimizer": {
@@ -162,13 +175,13 @@ TARGETS: dict[str, dict[str, Any]] = {
                 "dropout": 0.1,
                 "text_encoder": {
                     "method": "full",
-                    "context_past": 2,
+                    "context_past": 1,
                     "context_future": 1,
                     "max_length": 96,
                 },
             },
             "train": {
-                "epochs": 3,
+                "epochs": 2,
                 "patience": None,
                 "batch_size": 16,
                 "optimizer": {
@@ -280,9 +293,60 @@ def run_target(
         print(f"{name} {model}: {json.dumps(out['models'][model]['headline'])}", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    if t.get("probe"):
+        started = time.perf_counter()
+        per_fold = [linear_probe(t, fold, cache, seeds) for fold in folds]
+        out["models"]["linear-probe"] = summarise(per_fold, t["headline"]) | {
+            "wall_s": round(time.perf_counter() - started, 1)
+        }
+        print(f"{name} linear-probe: {json.dumps(out['models']['linear-probe']['headline'])}")
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
     return path
+
+
+def linear_probe(
+    t: dict[str, Any], fold: int | None, cache: Path, seeds: list[int]
+) -> dict[str, Any]:
+    """Logistic regression on the time-averaged, z-scored features (C chosen on val).
+
+    The same splits and cached features as the models; deterministic, so every seed gets the
+    same numbers (kept per seed so it sits in the same table).
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from emofuse.features.store import FeatureStore
+    from emofuse.metrics import compute_metrics
+    from emofuse.models.batching import FeatureTable, parse_features
+    from emofuse.train import DatasetChoice
+
+    dataset = json.loads(json.dumps(t["dataset"]))
+    if fold is not None:
+        dataset.setdefault("options", {})["fold"] = fold
+    ds = DatasetChoice.model_validate(dataset).load()
+    refs = parse_features(t["features"])
+    store = FeatureStore(cache)
+    xs, ys = {}, {}
+    for split in ("train", "val", "test"):
+        table = FeatureTable.load(ds[split], refs, store, ds.spec)
+        xs[split] = np.stack(
+            [np.concatenate([it.features[m].mean(axis=0) for m in refs]) for it in table.items]
+        )
+        ys[split] = np.array([it.emotion for it in table.items])
+    scaler = StandardScaler().fit(xs["train"])
+    best: tuple[float, dict[str, Any], Any] | None = None
+    for c in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0):
+        clf = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(xs["train"]), ys["train"])
+        val = compute_metrics(ds.spec, ys["val"], clf.predict(scaler.transform(xs["val"])))
+        if best is None or val[t["headline"]] > best[0]:
+            best = (val[t["headline"]], val, clf)
+    assert best is not None
+    _, val, clf = best
+    test = compute_metrics(ds.spec, ys["test"], clf.predict(scaler.transform(xs["test"])))
+    runs = [{"seed": s, "val": val, "test": test, "best_epoch": None, "C": clf.C} for s in seeds]
+    return {"runs": runs}
 
 
 def _config(

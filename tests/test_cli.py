@@ -404,6 +404,8 @@ def test_prepare_with_asr_fills_missing_transcripts(tmp_path):
 
 
 def test_unknown_split_is_exit_2_listing_the_splits(tmp_path):
-    res = invoke("features", "extract", "--dataset", "sample", "--split", "train", "--cache", str(tmp_path))
+    res = invoke(
+        "features", "extract", "--dataset", "sample", "--split", "train", "--cache", str(tmp_path)
+    )
     assert res.exit_code == 2
     assert "'train'" in res.output and "test" in res.output

@@ -280,7 +280,11 @@ def test_two_stage_fine_tune_then_train_on_tuned_features(data, tmp_path):
     assert len(stage1.history) == 2
     saved = Path(stage1.model_dir) / "model.safetensors"
     assert saved.stat().st_size > 80_000_000  # full fine-tuning saves every encoder weight
-    tuned = {"extractor": "minilm-tuned", "output": "pooled", "options": {"model": stage1.model_dir}}
+    tuned = {
+        "extractor": "minilm-tuned",
+        "output": "pooled",
+        "options": {"model": stage1.model_dir},
+    }
     stage2 = fit(
         _config(
             data,

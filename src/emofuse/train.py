@@ -324,6 +324,7 @@ def _module_class() -> type:
                 world_size=self.trainer.world_size,
                 pad=train,
                 epoch_source=(lambda: self.data_epoch) if train else None,
+                lengths=collate.lengths(),
             )
             return DataLoader(
                 list(range(len(table))), batch_sampler=sampler, collate_fn=collate, num_workers=0
@@ -767,7 +768,12 @@ def predict_table(
     model.eval()
     collate = model_collator(model, table)
     sampler = batch_sampler(
-        table, batch_size, conversational=model.conversational, shuffle=False, pad=False
+        table,
+        batch_size,
+        conversational=model.conversational,
+        shuffle=False,
+        pad=False,
+        lengths=collate.lengths(),
     )
     rows, gates, names = [], [None] * len(table), []
     for idx in sampler:

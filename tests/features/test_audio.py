@@ -46,9 +46,10 @@ def test_registered_with_contract():
         assert cls.modality == "audio" and cls.dependencies
         ex = cls()
         assert ex.fingerprint() == cls().fingerprint()
-    assert get_extractor("whisper-encoder").fingerprint() != get_extractor(
-        "whisper-encoder", compute_type="float32"
-    ).fingerprint()
+    assert (
+        get_extractor("whisper-encoder").fingerprint()
+        != get_extractor("whisper-encoder", compute_type="float32").fingerprint()
+    )
     assert get_extractor("egemaps").outputs()["functionals"].dim == 88
 
 

@@ -153,7 +153,8 @@ def test_collate_follows_the_batch_contract():
     ]
     calls = []
 
-    def tok(texts):
+    def tok(texts, contexts):
+        assert contexts == [None] * len(texts)
         calls.append(texts)
         return {
             "input_ids": torch.ones(len(texts), 6, dtype=torch.long),
@@ -227,3 +228,29 @@ def test_dialogue_sampler_has_a_fixed_length_and_covers_each_item_once():
         orders.append(batches)
     assert len(lengths) == 1  # Lightning fixes an epoch's length at the start
     assert orders[0] != orders[1]  # but the content is reshuffled every epoch
+
+
+def test_length_bucketing_keeps_every_item_once_and_is_a_function_of_seed_and_epoch():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=203).tolist()
+    s = UtteranceBatchSampler(203, 8, shuffle=True, seed=3, lengths=lengths, pool=4)
+    s.set_epoch(1)
+    first = list(s)
+    assert sorted(i for b in first for i in b) == list(range(203))
+    again = UtteranceBatchSampler(
+        203, 8, shuffle=True, seed=3, lengths=lengths, pool=4, epoch_source=lambda: 1
+    )
+    assert first == list(again)
+    s.set_epoch(2)
+    assert list(s) != first
+
+    def padding(batches):
+        return sum(
+            len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches
+        )
+
+    plain = list(UtteranceBatchSampler(203, 8, shuffle=True, seed=3, epoch_source=lambda: 1))
+    assert padding(first) < padding(plain) / 3
+    # unshuffled: length order
+    ordered = [i for b in UtteranceBatchSampler(203, 8, shuffle=False, lengths=lengths) for i in b]
+    assert [lengths[i] for i in ordered] == sorted(lengths)

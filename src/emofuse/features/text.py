@@ -123,7 +123,7 @@ class _TextExtractor(FeatureExtractor):
             except InputError as err:
                 out[i] = err
         # Sorting by length keeps padding (and thus wasted compute) small within each chunk.
-        good.sort(key=lambda item: len(item[1]) + _context_chars(utts[item[0]].context))
+        good.sort(key=lambda item: len(item[1]) + context_chars(utts[item[0]].context))
         size = self.config.batch_size  # type: ignore[attr-defined]
         for start in range(0, len(good), size):
             chunk = good[start : start + size]
@@ -474,7 +474,8 @@ def context_text(context: DialogueContext | None) -> str:
     return text
 
 
-def _context_chars(context: DialogueContext | None) -> int:
+def context_chars(context: DialogueContext | None) -> int:
+    """Characters of a context's turns (0 for none)."""
     return 0 if context is None else sum(map(len, context.past)) + sum(map(len, context.future))
 
 
@@ -811,6 +812,7 @@ __all__ = [
     "TextEncoderConfig",
     "build_minilm",
     "check_text",
+    "context_chars",
     "context_text",
     "minilm_tokenizer",
     "tokenize_texts",

@@ -35,6 +35,7 @@ from emofuse.errors import ConfigError, EmofuseError, InputError
 from emofuse.features.base import EXTRACTORS, FeatureExtractor, has_input
 from emofuse.features.pipeline import extract_features
 from emofuse.features.store import FeatureStore
+from emofuse.features.text import context_chars
 from emofuse.models.base import IGNORE_INDEX, MODALITIES, InputSpec
 from emofuse.records import DialogueContext, Utterance, with_dialogue_context
 from emofuse.spec import TaskSpec
@@ -427,6 +428,16 @@ class Collator:
                 dataclasses.replace(it, utt=u) for it, u in zip(table.items, utts, strict=True)
             ]
 
+    def lengths(self) -> list[int] | None:
+        """Characters each item feeds the tokenizer (text and context), or ``None`` without one.
+
+        A cheap proxy of word pieces, for bucketing batches by length.
+        """
+        if self.tokenizer is None:
+            return None
+        source = self._with_context if self._with_context is not None else self.table.items
+        return [len(it.utt.text or "") + context_chars(it.utt.context) for it in source]
+
     def __call__(self, indices: list[int]) -> dict[str, Tensor]:
         """Collate the items at ``indices``."""
         source = self._with_context if self._with_context is not None else self.table.items
@@ -496,22 +507,57 @@ class _BatchSampler:
 class UtteranceBatchSampler(_BatchSampler):
     """Batches of ``batch_size`` utterances, shuffled by ``(seed, epoch)`` when ``shuffle``.
 
+    With ``lengths`` (e.g. word pieces per input, for a fine-tuned text encoder), batches are
+    bucketed: the shuffled order is cut into pools of ``pool`` batches, each pool is sorted by
+    length and cut into batches, and the batches are shuffled again. Batches then hold inputs of
+    similar length, so little compute goes to padding, while the data order stays random and a
+    function of ``(seed, epoch)`` only. Without shuffling, batches follow length order.
+
     Example:
         >>> s = UtteranceBatchSampler(5, 2, shuffle=False)
         >>> list(s)
         [[0, 1], [2, 3], [4]]
     """
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool = True, seed: int = 0, **kw: Any):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        lengths: Sequence[int] | None = None,
+        pool: int = 50,
+        **kw: Any,
+    ):
         super().__init__(shuffle=shuffle, seed=seed, **kw)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if lengths is not None and len(lengths) != n:
+            raise ConfigError(f"{len(lengths)} lengths for {n} items")
+        if pool < 1:
+            raise ConfigError(f"pool must be >= 1, got {pool}")
         self.n, self.batch_size = n, batch_size
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.pool = pool
 
     def all_batches(self) -> list[list[int]]:  # noqa: D102
-        order = self._rng().permutation(self.n) if self.shuffle else np.arange(self.n)
-        order = order.tolist()
-        return [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+        rng = self._rng() if self.shuffle else None
+        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
+        if self.lengths is None:
+            order = order.tolist()
+            return [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+        size = self.pool * self.batch_size if rng is not None else self.n
+        batches = []
+        for start in range(0, self.n, size):
+            chunk = order[start : start + size]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")].tolist()
+            batches += [
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            ]
+        if rng is not None:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
 
 
 class DialogueBatchSampler(_BatchSampler):
@@ -583,8 +629,13 @@ def batch_sampler(
     world_size: int = 1,
     pad: bool = True,
     epoch_source: Callable[[], int] | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> _BatchSampler:
-    """The right sampler for a model: dialogue-grouped when ``conversational``."""
+    """The right sampler for a model: dialogue-grouped when ``conversational``.
+
+    ``lengths`` (one per item) bucket utterance batches by length
+    (see :class:`UtteranceBatchSampler`); dialogue batches ignore them.
+    """
     kw = {
         "shuffle": shuffle,
         "seed": seed,
@@ -595,7 +646,7 @@ def batch_sampler(
     }
     if conversational:
         return DialogueBatchSampler.from_table(table, batch_size, **kw)
-    return UtteranceBatchSampler(len(table), batch_size, **kw)
+    return UtteranceBatchSampler(len(table), batch_size, lengths=lengths, **kw)
 
 
 __all__ = [
