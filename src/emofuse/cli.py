@@ -234,6 +234,14 @@ def _first_line(obj: object) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+def _doc_line(cls: type) -> str:
+    """First line of a class's own docstring."""
+    import inspect
+
+    doc = (inspect.getdoc(cls) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
 def _spec_name(cls: type[DatasetRecipe]) -> str:
     try:
         return cls().spec().name
@@ -493,6 +501,15 @@ def features_list() -> None:
     for col in ("name", "modality", "outputs", "description"):
         table.add_column(col)
     for name, cls in EXTRACTORS.items():
+        required = [n for n, f in cls.Config.model_fields.items() if f.is_required()]
+        if required:  # e.g. minilm-tuned: its outputs depend on the model it is given
+            table.add_row(
+                name,
+                cls.modality,
+                f"needs options: {', '.join(required)}",
+                escape(_doc_line(cls)),
+            )
+            continue
         try:
             outs = cls().outputs()
             shown = ", ".join(
@@ -501,7 +518,7 @@ def features_list() -> None:
             )
         except Exception as e:
             shown = f"[red]{escape(str(e))}[/red]"
-        table.add_row(name, cls.modality, shown, escape(_first_line(cls)))
+        table.add_row(name, cls.modality, shown, escape(_doc_line(cls)))
     out.print(table)
 
 
