@@ -113,8 +113,12 @@ def test_resume_after_interrupt_equals_uninterrupted(data, tmp_path):
     kw = {"model": {"name": "mlp", "options": {"hidden": 32, "modality_dropout": 0.0}}}
     straight = fit(_config(data, tmp_path / "a", epochs=5, **kw))
     fit(_config(data, tmp_path / "b", epochs=2, **kw))  # "killed" after epoch 2
+    first_session = (tmp_path / "b/logs/metrics.csv").read_text()
     resumed = fit(_config(data, tmp_path / "b", epochs=5, **kw))
     assert resumed.history == straight.history
+    # the first session's step logs survive the resumption (Lightning would delete them)
+    assert (tmp_path / "b/logs/metrics.1.csv").read_text() == first_session
+    assert (tmp_path / "b/logs/metrics.csv").read_text() != first_session
     assert resumed.best_epoch == straight.best_epoch
     wa, wb = (
         _weights(tmp_path / "a/checkpoints/last.ckpt"),

@@ -22,7 +22,8 @@ The outputs of a run::
 
     <out_dir>/run.json            the validated config
     <out_dir>/checkpoints/        last.ckpt and best-epoch=NNN.ckpt (Lightning)
-    <out_dir>/logs/metrics.csv    per-step and per-epoch logs (CSVLogger)
+    <out_dir>/logs/metrics.csv    per-step and per-epoch logs (CSVLogger) of the last session;
+                                  metrics.1.csv, ... of the sessions before each resumption
     <out_dir>/model/              the best model (save_pretrained) + features.json + history.json
     <out_dir>/result.json         TrainResult: best epoch, val metrics, history, skipped items
 """
@@ -513,6 +514,21 @@ def _identity(config: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in _RESUMABLE_CHANGES}
 
 
+def _keep_earlier_logs(logs: Path) -> None:
+    """Move the last session's ``metrics.csv`` to ``metrics.<n>.csv`` before a resumption.
+
+    Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts; the per-step
+    logs of every session are kept this way (``metrics.1.csv`` is the first session).
+    """
+    current = logs / "metrics.csv"
+    if not current.is_file():
+        return
+    n = 1
+    while (logs / f"metrics.{n}.csv").exists():
+        n += 1
+    current.rename(logs / f"metrics.{n}.csv")
+
+
 def _is_rank_zero() -> bool:
     return (
         int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
@@ -639,6 +655,9 @@ def fit(
         )
     if config.progress_bar and rich_progress:
         cbs.append(L.pytorch.callbacks.RichProgressBar(leave=False))
+    last = ckpt_dir / "last.ckpt"
+    if last.is_file() and _is_rank_zero():
+        _keep_earlier_logs(out / "logs")
     quiet = _quiet_lightning()
     quiet.__enter__()
     try:
@@ -657,7 +676,6 @@ def fit(
             deterministic=True,
             log_every_n_steps=10,
         )
-        last = ckpt_dir / "last.ckpt"
         trainer.fit(task, ckpt_path=last if last.is_file() else None)
     finally:
         quiet.__exit__(None, None, None)
