@@ -707,15 +707,16 @@ class MiniLMTunedExtractor(MiniLMExtractor):
         from emofuse.config import fingerprint
 
         encoder, weights = self._saved()
-        digest = hashlib.sha1()
-        with weights.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        st = weights.stat()
+        key = (st.st_size, st.st_mtime_ns)
+        if getattr(self, "_digest", (None, None))[0] != key:  # hash 88 MB once, not per call
+            digest = hashlib.sha1()
+            with weights.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            self._digest = (key, digest.hexdigest())
         return fingerprint(
-            super().fingerprint(),
-            encoder.model_dump(mode="json"),
-            self.window(),
-            digest.hexdigest(),
+            super().fingerprint(), encoder.model_dump(mode="json"), self.window(), self._digest[1]
         )
 
     def prepare(self, utterances: Sequence[Utterance]) -> list[Utterance]:
