@@ -55,18 +55,43 @@ def test_recipe_records_agree_with_its_spec(name, monkeypatch):
             assert lo <= u.labels.sentiment <= hi and not math.isnan(u.labels.sentiment)
 
 
-@pytest.mark.parametrize("name", EXTRACTORS.names())
-def test_extractor_config_outputs_and_fingerprint(name):
+def _tuned_minilm_model(tmp_path) -> dict:
+    """A saved (untrained) model with a fine-tuned text encoder, for ``minilm-tuned``."""
+    pytest.importorskip("peft")
+    from emofuse.models import InputSpec, build_model
+
+    spec = TaskSpec(name="contract", emotion_labels=["neutral", "happy"])
+    text = {"text": InputSpec(feature="minilm:tokens", dim=384, kind="sequence")}
+    model = build_model("mlp", spec, text, {"hidden": 8, "text_encoder": {"max_length": 32}})
+    return {"model": str(model.save_pretrained(tmp_path / "tuned"))}
+
+
+# Extractors with required options, and how a test makes them; any other extractor must build
+# with defaults alone.
+REQUIRED_OPTIONS = {"minilm-tuned": _tuned_minilm_model}
+
+
+def _build(name, tmp_path):
     cls = EXTRACTORS.get(name)
+    required = [n for n, f in cls.Config.model_fields.items() if f.is_required()]
+    if not required:
+        return cls, {}
+    assert name in REQUIRED_OPTIONS, f"{name} requires {required}: add it to REQUIRED_OPTIONS"
+    return cls, REQUIRED_OPTIONS[name](tmp_path)
+
+
+@pytest.mark.parametrize("name", EXTRACTORS.names())
+def test_extractor_config_outputs_and_fingerprint(name, tmp_path):
+    cls, options = _build(name, tmp_path)
     assert issubclass(cls.Config, Config)
-    ext = cls()
+    ext = cls(**options)
     outs = ext.outputs()
     assert outs, f"{name} declares no outputs"
     assert cls.modality in {"text", "audio", "face"}
-    assert ext.fingerprint() == cls().fingerprint()
+    assert ext.fingerprint() == cls(**options).fingerprint()
     json.dumps(ext.describe())
     with pytest.raises(ConfigError, match="unknown key 'no_such_option'"):
-        cls(no_such_option=1)
+        cls(no_such_option=1, **options)
 
 
 def _input_for(modality: str):
@@ -80,10 +105,10 @@ def _input_for(modality: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXTRACTORS.names())
-def test_extractor_outputs_match_declared_shapes(name):
+def test_extractor_outputs_match_declared_shapes(name, tmp_path):
     """The test lhotse's opensmile feature_dim bug would have failed: declared dim == real shape."""
-    cls = EXTRACTORS.get(name)
-    ext = cls()
+    cls, options = _build(name, tmp_path)
+    ext = cls(**options)
     utts = _input_for(cls.modality)
     if name == "e5":
         utts = [u.with_text("我今天非常开心", language="zh") for u in utts]
