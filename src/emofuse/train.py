@@ -743,6 +743,8 @@ class _quiet_lightning:
             ".*does not have many workers.*",
             ".*The number of training batches.*",
             ".*Checkpoint directory.*exists and is not empty.*",
+            # the earlier session's metrics.csv was moved aside (_keep_earlier_logs)
+            ".*Experiment logs directory.*exists and is not empty.*",
             ".*on_epoch=True.*",
             ".*LeafSpec.*",
             ".*litlogger.*",
