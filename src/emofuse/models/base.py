@@ -110,6 +110,11 @@ class ModelOutput:
             experts with their own heads (MiSTER-E).
         gates: ``(N, E)`` mixing weights over ``gate_names``; rows sum to 1.
         gate_names: Names of the gated experts, in column order.
+        gate_mask: ``(N, E)`` bool, ``True`` where an expert was usable for the utterance (the
+            gate gives the others weight 0); ``None`` when every expert is always usable.
+        unit_weights: ``expert name → (N, U)`` level-1 weights inside an expert (over the
+            modalities or modality pairs named in ``unit_names``), for models with them.
+        unit_names: ``expert name → U`` names of the units of ``unit_weights``.
         aux: Auxiliary losses computed in the forward pass (load balance, contrastive, KL),
             already weighted; :meth:`FusionModel.loss` adds them.
     """
@@ -121,6 +126,9 @@ class ModelOutput:
     expert_logits: dict[str, Tensor] = field(default_factory=dict)
     gates: Tensor | None = None
     gate_names: list[str] = field(default_factory=list)
+    gate_mask: Tensor | None = None
+    unit_weights: dict[str, Tensor] = field(default_factory=dict)
+    unit_names: dict[str, list[str]] = field(default_factory=dict)
     aux: dict[str, Tensor] = field(default_factory=dict)
 
 
