@@ -237,7 +237,8 @@ def run_target(
     name: str, seeds: list[int], models: list[str], cache: Path, runs: Path, threads: int
 ) -> Path:
     """Train and test every model of one target; write results/accuracy/<name>.json."""
-    from emofuse.train import TrainConfig, fit_seeds
+    from emofuse.evaluate import fit_seeds
+    from emofuse.train import TrainConfig
 
     t = TARGETS[name]
     folds = list(range(t["folds"])) if t.get("folds") else [None]
@@ -323,10 +324,10 @@ def linear_probe(
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    from emofuse.data import FeatureTable, parse_features
+    from emofuse.datasets import DatasetChoice
     from emofuse.features.store import FeatureStore
     from emofuse.metrics import compute_metrics
-    from emofuse.models.batching import FeatureTable, parse_features
-    from emofuse.train import DatasetChoice
 
     dataset = json.loads(json.dumps(t["dataset"]))
     if fold is not None:
@@ -395,7 +396,7 @@ def run_two_stage(
     path: Path,
 ) -> Path:
     """Per seed: fine-tune the text encoder, cache its features, train every model on them."""
-    from emofuse.train import fit_seeds
+    from emofuse.evaluate import fit_seeds
 
     ft = t["finetune"]
     started: dict[str, float] = {}

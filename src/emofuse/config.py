@@ -87,6 +87,38 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``new``, nested mappings merged key by key (``base`` is changed)."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = deep_merge(dict(base[k]), v)
+        else:
+            base[k] = v
+    return base
+
+
+def merge_config(
+    cls: type[C], file: str | os.PathLike[str] | None, options: list[str] | None, **extra: Any
+) -> C:
+    """A config from a file, then ``key=value`` options, then keyword values (highest last).
+
+    ``None`` keywords are ignored. The file is validated alone first, so its errors name it; then the options alone.
+    """
+    data: dict[str, Any] = {}
+    if file is not None:
+        data = read_config_file(file)
+        validate_config(cls, data, source=os.fspath(file))
+    overrides = parse_overrides(options)
+    if overrides:
+        validate_config(cls, deep_merge({}, overrides), source="--option")
+    merged = deep_merge(
+        deep_merge(dict(data), overrides), {k: v for k, v in extra.items() if v is not None}
+    )
+    return validate_config(
+        cls, merged, source=os.fspath(file) if file and not overrides else "configuration"
+    )
+
+
 def fingerprint(*parts: Any, length: int = 16) -> str:
     """Stable hex digest of JSON-serialisable parts (pydantic models are dumped first)."""
     payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]

@@ -224,11 +224,16 @@ def with_dialogue_context(
     return [u.model_copy(update={"context": found[u.id]}) for u in utts]
 
 
-def dump_json(path: str | os.PathLike[str], data: object) -> Path:
-    """Write JSON atomically."""
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text under a temporary name, then rename it into place (never half-written)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, p)
     return p
+
+
+def dump_json(path: str | os.PathLike[str], data: object) -> Path:
+    """Write JSON atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -381,7 +381,7 @@ from collections.abc import Mapping  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
 if TYPE_CHECKING:
-    from emofuse.models.base import InputSpec
+    from emofuse.data.inputs import InputSpec
     from emofuse.spec import TaskSpec
 
 
@@ -423,7 +423,7 @@ def make_batch(
         "sentiment": (N,) float, ["dialogue", "turn"]: (N,) long}``.
 
     Example:
-        >>> from emofuse.models.base import InputSpec
+        >>> from emofuse.data.inputs import InputSpec
         >>> from emofuse.spec import TaskSpec
         >>> spec = TaskSpec(name="toy", emotion_labels=["a", "b"], sentiment_range=(-3, 3))
         >>> batch = make_batch(spec, {"text": InputSpec(feature="minilm:tokens", dim=6, kind="sequence")})
@@ -434,7 +434,7 @@ def make_batch(
 
     import torch
 
-    from emofuse.models.base import MODALITIES
+    from emofuse.data.inputs import MODALITIES
 
     unknown = set(inputs) - set(MODALITIES)
     if unknown:

@@ -1,4 +1,4 @@
-"""Imports flow one way: rank-0 records ← datasets ← features ← models ← … ← front ends."""
+"""Imports flow one way: rank-0 records ← datasets ← features ← data ← models ← … ← front ends."""
 
 import ast
 from pathlib import Path
@@ -14,19 +14,22 @@ RANKS = {
     "spec": 0,
     "resources": 0,
     "metrics": 0,
+    "schema": 0,
+    "hooks": 0,
     "datasets": 1,
     "features": 2,
-    "models": 3,
-    "train": 4,
-    "cues": 4,
-    "predict": 5,
-    "evaluate": 6,
-    "cli": 7,
-    "serve": 7,
-    "__init__": 7,
-    "__main__": 7,
-    "testing": 7,
-    "distributed": 7,
+    "data": 3,
+    "models": 4,
+    "train": 5,
+    "cues": 5,
+    "predict": 6,
+    "evaluate": 7,
+    "cli": 8,
+    "serve": 8,
+    "__init__": 8,
+    "__main__": 8,
+    "testing": 8,
+    "distributed": 8,
 }
 
 
@@ -54,7 +57,7 @@ def test_imports_only_flow_forward():
         mine = _rank(here)
         for mod in _imports(ast.parse(path.read_text(encoding="utf-8"))):
             if mod == "emofuse" or not mod.startswith("emofuse."):
-                if mod == "emofuse" and mine < 7:
+                if mod == "emofuse" and mine < 8:
                     bad.append(f"{here} imports the package root (use emofuse._version)")
                 continue
             target = mod[len("emofuse.") :]
@@ -82,14 +85,14 @@ def test_no_heavy_imports_at_module_level():
         "fastapi",
     }
     bad = []
-    # models/ and train.py are torch code through and through: they may import torch at the top,
-    # and nothing cheap (the CLI's --help, the registries of earlier stages) imports them.
+    # data/, models/ and train/ are torch code through and through: they may import torch at the
+    # top, and nothing cheap (the CLI's --help, the registries of earlier stages) imports them.
     torch_ok = {"torch"}
     for path in PKG.rglob("*.py"):
         if path.name == "testing.py":
             continue
         rel = path.relative_to(PKG)
-        allowed = torch_ok if rel.parts[0] in {"models", "train.py"} else set()
+        allowed = torch_ok if rel.parts[0] in {"data", "models", "train"} else set()
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
             names = []

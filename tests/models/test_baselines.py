@@ -267,18 +267,18 @@ def test_tfn_tensor_size_and_mult_config_checks():
         build_model("mult", SPEC, INPUTS, {"conv_kernel": 2})
 
 
-def test_window_pool_shortens_long_sequences_by_masked_means():
-    from emofuse.models.baselines import window_pool
+def test_mult_window_pools_long_sequences_by_masked_means():
+    from emofuse.models.ops import masked_downsample
 
     x = torch.arange(10.0).reshape(1, 10, 1).repeat(2, 1, 1)
     mask = torch.ones(2, 10, dtype=torch.bool)
     mask[1, 7:] = False
-    y, m = window_pool(x, mask, 4)  # windows of 3: [0,1,2] [3,4,5] [6,7,8] [9,pad,pad]
+    y, m = masked_downsample(x, mask, 4)  # windows of 3: [0,1,2] [3,4,5] [6,7,8] [9,pad,pad]
     assert y.shape == (2, 4, 1)
     assert y[0, :, 0].tolist() == [1.0, 4.0, 7.0, 9.0]
     assert y[1, :, 0].tolist() == [1.0, 4.0, 6.0, 0.0]
     assert m.tolist() == [[True] * 4, [True, True, True, False]]
-    same = window_pool(x, mask, 10)
+    same = masked_downsample(x, mask, 10)
     assert same[0] is x and same[1] is mask
     # the model reads a long sequence and still predicts
     long = {"audio": InputSpec(feature="egemaps:lld", dim=5, kind="sequence")}
@@ -286,3 +286,31 @@ def test_window_pool_shortens_long_sequences_by_masked_means():
     batch = {"audio": torch.randn(3, 50, 5), "audio_mask": torch.ones(3, 50, dtype=torch.bool)}
     batch["audio_mask"][1, 3:] = False
     assert torch.isfinite(model(batch).emotion_logits).all()
+
+
+def test_mult_uses_the_shared_helpers_with_its_own_arithmetic():
+    """MulT's positions are computed in its dtype over `dim`; empty rows open their first key."""
+    import math
+
+    from emofuse.models.ops import safe_key_padding_mask, sinusoidal_positions
+
+    # a hand computation of MulT's encoding for an odd width (frequencies 10000^(-2i/dim))
+    dim, length = 5, 4
+    pe = sinusoidal_positions(length, dim, "cpu", torch.float64, compute_dtype=None, period_dim=dim)
+    for t in range(length):
+        for i in range(3):
+            w = 10000.0 ** (-2 * i / dim)
+            assert pe[t, 2 * i].item() == pytest.approx(math.sin(t * w), abs=1e-12)
+            if 2 * i + 1 < dim:
+                assert pe[t, 2 * i + 1].item() == pytest.approx(math.cos(t * w), abs=1e-12)
+    # rows with no valid key: only the first key is opened (the row's result is zeroed later)
+    valid = torch.tensor([[True, False, True], [False, False, False]])
+    assert safe_key_padding_mask(valid).tolist() == [[False, True, False], [False, True, True]]
+    # a model whose modality is missing for some rows stays finite
+    model = _build("mult").eval()
+    batch = make_batch(SPEC, INPUTS, n=6, seed=3)
+    batch["face_mask"] = batch["face_mask"].clone()
+    batch["face_mask"][:3] = False
+    out = model(batch)
+    assert torch.isfinite(out.emotion_logits).all()
+    assert (out.experts["face"][:3] == 0).all()

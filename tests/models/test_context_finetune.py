@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from emofuse.data import Collator, FeatureRef, FeatureTable
 from emofuse.errors import InputError
 from emofuse.features import get_extractor
 from emofuse.features.pipeline import extract_features
 from emofuse.features.store import FeatureStore
 from emofuse.features.text import context_text, tokenize_texts
 from emofuse.models.base import InputSpec, build_model
-from emofuse.models.batching import Collator, FeatureRef, FeatureTable
 from emofuse.records import DialogueContext, Utterance, with_dialogue_context
 from emofuse.spec import TaskSpec
 
@@ -106,7 +106,7 @@ def test_model_with_context_pools_only_the_utterance_and_reacts_to_context() -> 
     enc = model.text_encoder
     assert enc.frozen_keys() == set() and enc.num_trainable() > 22_000_000
     table = FeatureTable(SPEC, TEXT_INPUT)
-    from emofuse.models.batching import Item
+    from emofuse.data import Item
 
     utts = _dialogue()
     table.items = [Item(u, {"text": np.zeros((1, 384), np.float32)}) for u in utts]
@@ -176,10 +176,11 @@ def test_tuned_extractor_caches_with_context_and_tracks_the_weights(tmp_path: Pa
     before = ext.fingerprint()
     from safetensors.torch import load_file, save_file
 
-    state = load_file(str(folder / "model.safetensors"))
+    weights = folder / "text_encoder" / "adapter_model.safetensors"
+    state = load_file(str(weights))
     key = next(k for k in state if "lora_B" in k)
     state[key] = state[key] + 0.01
-    save_file(state, str(folder / "model.safetensors"))
+    save_file(state, str(weights))
     assert get_extractor("minilm-tuned", model=str(folder)).fingerprint() != before
 
 

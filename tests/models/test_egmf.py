@@ -25,8 +25,10 @@ INPUTS = {
 SMALL = {
     "hidden": 32,
     "dropout": 0.0,
-    "cross_modal": {"heads": 4},
-    "global_context": {"heads": 4, "layers": 1},
+    "expert_options": {
+        "cross-modal": {"heads": 4},
+        "global-context": {"heads": 4, "layers": 1},
+    },
     "gate": {"hidden": 16},
 }
 N, T = 24, 10
@@ -72,6 +74,12 @@ def make_model(inputs=None, seed: int = 0, **overrides):
     return build_model("egmf", SPEC, inputs or INPUTS, {**SMALL, **overrides})
 
 
+def options(**per_expert):
+    """SMALL's expert options with some experts' options replaced (keys: local, cross, glob)."""
+    names = {"local": "local", "cross": "cross-modal", "glob": "global-context"}
+    return {**SMALL["expert_options"], **{names[k]: v for k, v in per_expert.items()}}
+
+
 def test_experts_registered():
     assert {"local", "cross-modal", "global-context"} <= set(EXPERTS.names())
 
@@ -89,10 +97,14 @@ def test_forward_shapes_and_gates():
     assert (out.gates >= 0).all()
     torch.testing.assert_close(out.gates.sum(1), torch.ones(N))
     assert "load_balance" in out.aux and out.aux["load_balance"].dim() == 0
-    for expert in model.experts.values():
-        w = expert.unit_weights
+    assert set(out.unit_weights) == set(out.unit_names) == set(out.gate_names)
+    for name, expert in model.experts.items():
+        assert out.unit_names[name] == expert.units
+        w = out.unit_weights[name]
         assert w.shape == (N, len(expert.units))
         torch.testing.assert_close(w.sum(1), torch.ones(N))
+        assert not hasattr(expert, "unit_weights")
+    assert out.gate_mask.shape == (N, 3) and out.gate_mask.dtype == torch.bool
 
 
 def test_training_lowers_the_loss():
@@ -140,6 +152,14 @@ def test_missing_modality_at_inference():
     assert (out.gates[: N // 2, cross] == 0).all()
     assert (out.gates[N // 2 :, cross] > 0).all()
     torch.testing.assert_close(out.gates.sum(1), torch.ones(N))
+    # gate_mask says which experts were usable; the gate gives the others nothing
+    assert not out.gate_mask[: N // 2, cross].any() and out.gate_mask[N // 2 :, cross].all()
+    assert (out.gates[~out.gate_mask] == 0).all()
+    # level-1 weights: a missing modality gets none, the rest renormalise
+    local, names = out.unit_weights["local"], out.unit_names["local"]
+    assert (local[:, names.index("audio")] == 0).all()
+    assert (local[: N // 2, names.index("face")] == 0).all()
+    torch.testing.assert_close(local.sum(1), torch.ones(N))
     # a row whose mask is all False means the same as a modality that is not in the batch
     no_face = {k: v for k, v in part.items() if not k.startswith("face")}
     out_no_face = model(no_face)
@@ -191,12 +211,16 @@ def test_dialogue_context():
         model(shuffled).emotion_logits, out_conv.emotion_logits[perm], rtol=1e-4, atol=1e-5
     )
     # without dialogue_context the dialogue keys change nothing
-    plain = make_model(global_context={"heads": 4, "layers": 1, "dialogue_context": False}).eval()
+    plain = make_model(
+        expert_options=options(glob={"heads": 4, "layers": 1, "dialogue_context": False})
+    ).eval()
     torch.testing.assert_close(plain(conv).emotion_logits, plain(flat).emotion_logits)
 
 
 def test_causal_dialogue_ignores_the_future():
-    model = make_model(global_context={"heads": 4, "layers": 1, "dialogue_causal": True}).eval()
+    model = make_model(
+        expert_options=options(glob={"heads": 4, "layers": 1, "dialogue_causal": True})
+    ).eval()
     batch = make_batch(dialogue=True)
     changed = {k: v.clone() for k, v in batch.items()}
     last = batch["turn"] == 5
@@ -251,14 +275,24 @@ def test_expert_subset_and_config_errors():
     out = model(make_batch())
     assert out.gate_names == ["local"]
     torch.testing.assert_close(out.gates, torch.ones(N, 1))
+    assert list(model.experts) == ["local"] and set(out.unit_weights) == {"local"}
     with pytest.raises(ConfigError, match="unknown key 'no_such_option'"):
         make_model(no_such_option=1)
     with pytest.raises(ConfigError):
         make_model(experts=["local", "local"])
     with pytest.raises(ConfigError, match="divide"):
-        make_model(cross_modal={"heads": 5})
-    with pytest.raises(ConfigError):
-        make_model(local={"kernel_sizes": [4]})
+        make_model(expert_options=options(cross={"heads": 5}))
+    with pytest.raises(ConfigError, match="kernel_sizes"):
+        make_model(expert_options=options(local={"kernel_sizes": [4]}))
+    with pytest.raises(ConfigError, match="unknown key 'no_such_option'"):
+        make_model(expert_options=options(cross={"no_such_option": 1}))
+    # an expert name that is not registered: the registry's error with the closest match
+    with pytest.raises(ConfigError, match="Did you mean 'local'"):
+        make_model(experts=["locl"])
+    with pytest.raises(ConfigError, match="unknown expert 'no-such-expert'"):
+        make_model(expert_options={"no-such-expert": {}})
+    # an unused expert's heads no longer have to divide hidden
+    make_model(experts=["local"], expert_options=options(cross={"heads": 5}))
 
 
 def test_wrong_feature_dim_is_an_input_error():
@@ -267,3 +301,90 @@ def test_wrong_feature_dim_is_an_input_error():
     batch["audio"] = torch.randn(N, T, 9)
     with pytest.raises(InputError, match="audio"):
         model(batch)
+
+
+# the "config" of a model saved before expert_options (one field per built-in expert)
+LEGACY_SAVED_CONFIG = {
+    "class_weights": None,
+    "cross_modal": {"ff_mult": 1, "heads": 2, "max_steps": 8},
+    "dropout": 0.0,
+    "emotion_weight": 1.0,
+    "experts": ["global-context", "local", "cross-modal"],
+    "fusion_ff_mult": 2,
+    "gate": {"hidden": 16, "load_balance": 0.01, "temperature": 1.0},
+    "global_context": {
+        "dialogue_causal": True,
+        "dialogue_context": True,
+        "dialogue_layers": 1,
+        "ff_mult": 2,
+        "heads": 4,
+        "layers": 1,
+        "max_steps": 8,
+    },
+    "hidden": 32,
+    "label_smoothing": 0.0,
+    "local": {"kernel_sizes": [3], "layers": 2},
+    "modality_dropout": 0.0,
+    "sentiment_weight": 1.0,
+    "standardize_inputs": False,
+    "text_encoder": None,
+}
+
+
+def _new_form(legacy: dict) -> dict:
+    new = {k: v for k, v in legacy.items() if k not in ("local", "cross_modal", "global_context")}
+    new["expert_options"] = {
+        "local": legacy["local"],
+        "cross-modal": legacy["cross_modal"],
+        "global-context": legacy["global_context"],
+    }
+    return new
+
+
+def test_legacy_config_builds_the_same_model():
+    torch.manual_seed(0)
+    old = build_model("egmf", SPEC, INPUTS, LEGACY_SAVED_CONFIG).eval()
+    torch.manual_seed(0)
+    new = build_model("egmf", SPEC, INPUTS, _new_form(LEGACY_SAVED_CONFIG)).eval()
+    assert old.config == new.config
+    assert old.config.expert_options["cross-modal"] == {"ff_mult": 1, "heads": 2, "max_steps": 8}
+    assert list(old.experts) == ["global-context", "local", "cross-modal"]
+    old_state, new_state = old.state_dict(), new.state_dict()
+    assert list(old_state) == list(new_state)
+    assert all(torch.equal(old_state[k], new_state[k]) for k in old_state)
+    assert any(k.startswith("experts.cross-modal.blocks.audio<-face.") for k in old_state)
+    batch = make_batch(dialogue=True)
+    assert torch.equal(old(batch).emotion_logits, new(batch).emotion_logits)
+    # the options really reach the experts (a different option gives another model)
+    torch.manual_seed(0)
+    other = build_model("egmf", SPEC, INPUTS, {**LEGACY_SAVED_CONFIG, "local": {"layers": 1}})
+    assert len(other.state_dict()) != len(old_state)
+    # partial legacy fields fill in defaults, as before
+    partial = build_model("egmf", SPEC, INPUTS, {"hidden": 32, "cross_modal": {"heads": 8}})
+    assert partial.experts["cross-modal"].config.heads == 8
+    assert partial.config.expert_options["local"] == {"kernel_sizes": [3, 5], "layers": 1}
+    with pytest.raises(ConfigError, match="given twice"):
+        build_model(
+            "egmf",
+            SPEC,
+            INPUTS,
+            {"cross_modal": {"heads": 2}, "expert_options": {"cross-modal": {"heads": 4}}},
+        )
+
+
+def test_model_saved_with_legacy_config_loads(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    model = build_model("egmf", SPEC, INPUTS, _new_form(LEGACY_SAVED_CONFIG)).eval()
+    folder = model.save_pretrained(tmp_path / "old")
+    meta = json.loads((folder / "config.json").read_text())
+    assert "expert_options" in meta["config"] and "cross_modal" not in meta["config"]
+    meta["config"] = LEGACY_SAVED_CONFIG  # what an older version wrote
+    (folder / "config.json").write_text(json.dumps(meta))
+    loaded = load_model(folder)
+    assert loaded.config == model.config
+    batch = make_batch(dialogue=True)
+    out, ref = loaded(batch), model(batch)
+    assert torch.equal(out.emotion_logits, ref.emotion_logits)
+    assert torch.equal(out.sentiment, ref.sentiment)

@@ -15,18 +15,18 @@ import torch
 from torch import nn
 
 from conftest import shared_subdir
+from emofuse.data.inputs import InputSpec
 from emofuse.errors import ConfigError, InputError
 from emofuse.models.base import (
     MODELS,
     FusionModel,
-    InputSpec,
     ModelConfig,
     ModelOutput,
-    TextEncoderConfig,
     build_model,
     load_model,
     masked_mean,
 )
+from emofuse.models.encoders import TextEncoderConfig
 from emofuse.records import Utterance
 from emofuse.spec import TaskSpec
 
@@ -245,13 +245,30 @@ def test_save_holds_only_adapters_and_load_restores_outputs(model_name: str, tmp
         expected = model(batch)
 
     folder = model.save_pretrained(tmp_path / "saved")
-    size = (folder / "model.safetensors").stat().st_size
-    assert size < 2_000_000, f"{size} bytes: the frozen MiniLM weights were saved"
     from safetensors.torch import load_file
 
     saved = load_file(str(folder / "model.safetensors"))
-    assert not any(k in model.frozen_pretrained_keys() for k in saved)
-    assert sum("lora_" in k for k in saved) == 24
+    assert not any(k.startswith("text_encoder.") for k in saved)
+    # the adapters are a standard peft adapter folder: 6 layers x (query, value) x (A, B)
+    adapters = folder / "text_encoder"
+    assert {"adapter_config.json", "adapter_model.safetensors", "encoder.json"} <= {
+        f.name for f in adapters.iterdir()
+    }
+    size = (adapters / "adapter_model.safetensors").stat().st_size
+    assert size < 2_000_000, f"{size} bytes: the frozen MiniLM weights were saved"
+    assert len(load_file(str(adapters / "adapter_model.safetensors"))) == 24
+    from peft import PeftModel
+
+    from emofuse.features.text import load_minilm_base
+
+    peft_model = PeftModel.from_pretrained(load_minilm_base(), str(adapters)).eval()
+    ids = batch["text_input_ids"]
+    with torch.no_grad():
+        states = peft_model(
+            input_ids=ids, attention_mask=batch["text_attention_mask"]
+        ).last_hidden_state
+        mine = model.text_encoder(ids, batch["text_attention_mask"])
+    torch.testing.assert_close(states, mine, rtol=0, atol=1e-6)
 
     loaded = load_model(folder)
     assert not loaded.training
@@ -281,7 +298,7 @@ def test_adapters_load_in_another_process(tmp_path: Path, monkeypatch) -> None:
     script = f"""
 import torch
 from safetensors.torch import load_file
-from emofuse.models.base import TextEncoderConfig
+from emofuse.models.encoders import TextEncoderConfig
 from emofuse.models.encoders import TextEncoder
 enc = TextEncoder(TextEncoderConfig(r=4, max_length=32)).eval()
 missing, unexpected = enc.load_state_dict(load_file({str(tmp_path / "adapters.safetensors")!r}), strict=False)
@@ -305,7 +322,7 @@ def test_corrupt_or_incomplete_adapter_file_is_an_input_error(tmp_path: Path, mo
     monkeypatch.setattr(_TextProbe, "name", "test-lora-probe", raising=False)
     model = build_model("test-lora-probe", SPEC, TEXT_INPUT, {"hidden": 16, "text_encoder": {}})
     folder = model.save_pretrained(tmp_path / "m")
-    weights = folder / "model.safetensors"
+    weights = folder / "text_encoder" / "adapter_model.safetensors"
 
     from safetensors.torch import load_file, save_file
 
@@ -314,21 +331,78 @@ def test_corrupt_or_incomplete_adapter_file_is_an_input_error(tmp_path: Path, mo
     save_file({k: v for k, v in state.items() if k != lora_key}, str(weights))
     with pytest.raises(InputError, match="missing") as err:
         load_model(folder)
-    assert lora_key in str(err.value)
+    assert "adapter_model.safetensors" in str(err.value)
 
     weights.write_bytes(b"\x00" * 64 + b"not a safetensors file")
     with pytest.raises(InputError, match="unreadable weights"):
         load_model(folder)
 
-    weights.unlink()
+    save_file(state, str(weights))
+    (folder / "model.safetensors").unlink()
     with pytest.raises(InputError, match=r"model\.safetensors is missing"):
         load_model(folder)
 
     # a config asking for a different rank no longer matches the saved adapters
-    save_file(state, str(weights))
+    model.save_pretrained(folder)
     meta = json.loads((folder / "config.json").read_text())
     meta["config"]["text_encoder"]["r"] = 4
     (folder / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(InputError, match="do not match") as err:
+    with pytest.raises(InputError, match=r"differ from the model.s config\.json"):
         load_model(folder)
-    assert "size mismatch" in str(err.value) and len(str(err.value)) < 600
+
+
+def _as_format_1(model: FusionModel, folder: Path) -> None:
+    """Write ``model`` the way emofuse 0.1 did: encoder weights inside model.safetensors, no
+    ``format`` key, ``"extractor:output"`` inputs only, options in a features.json side file."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    frozen = model.frozen_pretrained_keys()
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k not in frozen}
+    save_file(state, str(folder / "model.safetensors"))
+    inputs = {m: {"feature": s.feature, "dim": s.dim, "kind": s.kind} for m, s in model.inputs.items()}
+    meta = {"model": model.name, "config": model.config.model_dump(mode="json"), "inputs": inputs}
+    (folder / "config.json").write_text(json.dumps(meta))
+    (folder / "spec.json").write_text(model.spec.model_dump_json())
+    (folder / "features.json").write_text(
+        json.dumps({"text": {"extractor": "minilm", "output": "tokens", "options": {"batch_size": 8}}})
+    )
+
+
+def test_a_format_1_folder_loads_and_upgrades_to_the_same_predictions(tmp_path: Path):
+    from emofuse.models.base import upgrade_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", SPEC, TEXT_INPUT, {"hidden": 32, "text_encoder": {"r": 4}})
+    batch = _token_batch(model, SENTENCES[:3])
+    _train_a_little(model, batch)
+    with torch.no_grad():
+        expected = model(batch).emotion_logits
+    old = tmp_path / "old"
+    _as_format_1(model, old)
+
+    loaded = load_model(old)
+    # the side file's options became the input's full reference (defaults written out)
+    ref = loaded.inputs["text"].ref
+    assert ref is not None and ref.options["batch_size"] == 8 and ref.max_len == 96
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).emotion_logits, expected, rtol=0, atol=1e-6)
+
+    kept = upgrade_model(old)
+    assert sorted(kept) == ["config.json.v1", "features.json.v1", "model.safetensors.v1"]
+    assert (old / "text_encoder" / "adapter_model.safetensors").is_file()
+    assert json.loads((old / "config.json").read_text())["format"] == 2
+    upgraded = load_model(old)
+    assert upgraded.inputs["text"].ref == ref
+    with torch.no_grad():
+        torch.testing.assert_close(upgraded(batch).emotion_logits, expected, rtol=0, atol=1e-6)
+    assert upgrade_model(old) == []  # already current
+
+
+def test_minilm_tuned_refuses_a_format_1_folder_with_the_way_out(tmp_path: Path):
+    from emofuse.features import get_extractor
+
+    model = build_model("mlp", SPEC, TEXT_INPUT, {"hidden": 16, "text_encoder": {"r": 4}})
+    _as_format_1(model, tmp_path / "old")
+    with pytest.raises(InputError, match="emofuse models upgrade"):
+        get_extractor("minilm-tuned", model=str(tmp_path / "old")).fingerprint()

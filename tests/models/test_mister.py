@@ -137,6 +137,11 @@ def test_missing_audio_rows_are_gated_out():
     assert (speech[gone] == 0).all() and (cross[gone] == 0).all()
     torch.testing.assert_close(text[gone], torch.ones(4))
     assert (speech[~gone] > 0).all()
+    # gate_mask: which experts the gate could use (the same as `available`)
+    assert out.gate_mask is out.available
+    assert out.gate_mask[:, 0].equal(~gone) and out.gate_mask[:, 1].all()
+    assert (out.gates[~out.gate_mask] == 0).all()
+    assert out.unit_weights == {} and out.unit_names == {}
     m.train()
     terms = m.loss(m(b), b)
     assert all(torch.isfinite(v) for v in terms.values())
@@ -154,7 +159,27 @@ def test_audio_absent_from_batch_and_nothing_present():
     out = m(b)
     assert torch.isfinite(out.emotion_logits).all()
     torch.testing.assert_close(out.gates, torch.full((20, 3), 1 / 3))
+    assert not out.gate_mask.any()  # nothing usable: equal gates over all experts
     assert torch.isfinite(m.loss(out, b)["loss"])
+
+
+def test_forward_writes_no_module_attributes():
+    m = model(modality_dropout=0.3)
+    b = make_batch()
+    for train in (True, False):
+        m.train(train)
+        before = {
+            (name, key): id(value)
+            for name, mod in m.named_modules()
+            for key, value in vars(mod).items()
+        }
+        m(b)
+        after = {
+            (name, key): id(value)
+            for name, mod in m.named_modules()
+            for key, value in vars(mod).items()
+        }
+        assert after == before
 
 
 def test_no_dialogue_batch():

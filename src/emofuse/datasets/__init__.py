@@ -3,10 +3,19 @@
 from emofuse.datasets.base import (
     DATASETS,
     Dataset,
+    DatasetChoice,
     DatasetRecipe,
     RecipeConfig,
     load_dataset,
     open_prepared,
 )
 
-__all__ = ["DATASETS", "Dataset", "DatasetRecipe", "RecipeConfig", "load_dataset", "open_prepared"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetChoice",
+    "DatasetRecipe",
+    "RecipeConfig",
+    "load_dataset",
+    "open_prepared",
+]

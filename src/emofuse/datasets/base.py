@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from emofuse._version import __version__
 from emofuse.config import Config, fingerprint, validate_config
@@ -235,3 +235,33 @@ def open_prepared(path: str | os.PathLike[str]) -> Dataset:
             sentiment_range=None if labels else (-1.0, 1.0),
         )
     return Dataset(name, spec, splits)
+
+
+class DatasetChoice(Config):
+    """Where the utterances come from: a registered recipe or a prepared folder."""
+
+    name: str | None = Field(None, description="Dataset recipe name (`emofuse datasets list`).")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Recipe options (root, protocol, fold, ...)."
+    )
+    prepared: Path | None = Field(
+        None, description="A folder written by `emofuse datasets prepare` (instead of name)."
+    )
+    train_split: str = Field("train", description="Split the model is trained on.")
+    val_split: str = Field("val", description="Split used for early stopping and model selection.")
+    test_split: str = Field("test", description="Split reported by fit_seeds (never used by fit).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetChoice:
+        if (self.name is None) == (self.prepared is None):
+            raise ValueError("give exactly one of 'name' or 'prepared'")
+        if self.prepared is not None and self.options:
+            raise ValueError("'options' apply to a recipe name, not to a prepared folder")
+        return self
+
+    def load(self) -> Dataset:
+        """Load the dataset (recipe options validated; errors name the dataset)."""
+        if self.prepared is not None:
+            return open_prepared(self.prepared)
+        cls = DATASETS.get(self.name)  # type: ignore[arg-type]
+        return cls(validate_config(cls.Config, self.options, f"dataset {self.name!r}")).dataset()

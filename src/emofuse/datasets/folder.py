@@ -458,3 +458,74 @@ def _number(value: str | None, column: str) -> float | None:
         return float(value)
     except ValueError:
         raise _RowError(f"{column} {value!r} is not a number") from None
+
+
+def as_utterances(
+    inputs: Iterable[str | os.PathLike[str] | Utterance], dataset: str = "input"
+) -> list[Utterance]:
+    """Records for ad-hoc inputs: sentences, media files or ready records.
+
+    * ``str`` — a sentence: an utterance with that ``text`` (id ``text-<i>``);
+    * ``os.PathLike`` (e.g. ``pathlib.Path``) — a media file, its kind by suffix (audio, video or
+      image); a ``.txt`` file beside it with the same stem is read as its transcript; the id
+      is the file's stem (``-<i>`` added when two inputs share one);
+    * :class:`~emofuse.records.Utterance` — kept as it is.
+
+    Raises:
+        InputError: a file does not exist, has no known media suffix, or its transcript is not
+            UTF-8; an input is of another type; ``inputs`` is a single string or empty.
+    """
+    if isinstance(inputs, str | bytes | os.PathLike):
+        raise InputError(None, "expected a list of inputs, got a single one (wrap it in a list)")
+    out: list[Utterance] = []
+    seen: set[str] = set()
+    for i, item in enumerate(inputs):
+        if isinstance(item, Utterance):
+            utt = item
+        elif isinstance(item, str):
+            if not item.strip():
+                raise InputError(None, f"input {i} is an empty sentence")
+            utt = Utterance(id=f"text-{i}", dataset=dataset, text=item)
+        elif isinstance(item, os.PathLike):
+            path = Path(item).expanduser().resolve()
+            if not path.is_file():
+                raise InputError(path, "does not exist or is not a file")
+            kind = media_kind(path)
+            if kind is None:
+                raise InputError(
+                    path,
+                    "not a known media type (audio: "
+                    + ", ".join(sorted(AUDIO_SUFFIXES))
+                    + "; video: "
+                    + ", ".join(sorted(VIDEO_SUFFIXES))
+                    + "; image: "
+                    + ", ".join(sorted(IMAGE_SUFFIXES))
+                    + ")",
+                )
+            text = None
+            sidecar = path.with_suffix(".txt")
+            if sidecar.is_file():
+                try:
+                    text = sidecar.read_text(encoding="utf-8-sig").strip() or None
+                except UnicodeDecodeError:
+                    raise InputError(sidecar, "transcript is not UTF-8; re-save it as UTF-8") from None
+            uid = safe_id(path.name)
+            utt = Utterance(
+                id=uid if uid not in seen else f"{uid}-{i}",
+                dataset=dataset,
+                media={kind: str(path)},
+                text=text,
+            )
+        else:
+            raise InputError(
+                None,
+                f"input {i} is a {type(item).__name__}; give sentences (str), media files "
+                "(pathlib.Path) or Utterance records",
+            )
+        if utt.id in seen:
+            raise InputError(None, f"two inputs have the id {utt.id!r}")
+        seen.add(utt.id)
+        out.append(utt)
+    if not out:
+        raise InputError(None, "no inputs given")
+    return out

@@ -182,11 +182,13 @@ def training_curves(
 
     Args:
         history: One record per logging point with ``epoch`` and/or ``step``, and any of
-            ``train_loss``, ``val_loss``, ``val_metric``. Missing or ``None`` / ``nan`` values
-            are skipped, so per-step train losses and per-epoch validation can share a list.
+            ``train_loss``, ``val_loss`` and the validation metric under ``val_<metric_name>``
+            (what :func:`emofuse.train.fit` writes, e.g. ``val_weighted_f1``) or
+            ``val_metric``. Missing or ``None`` / ``nan`` values are skipped, so per-step train
+            losses and per-epoch validation can share a list.
         path: Where to write the PNG.
-        metric_name: Label of the validation metric axis (e.g. ``"weighted_f1"``); defaults to
-            a record's ``metric`` key, else ``"validation metric"``.
+        metric_name: The validation metric (e.g. ``"weighted_f1"``); defaults to a record's
+            ``metric`` key, else ``"validation metric"``.
         title: Figure title.
 
     Returns:
@@ -232,7 +234,8 @@ def training_curves(
     ax_loss.set_title("Loss")
     if ax_loss.get_legend_handles_labels()[0]:
         ax_loss.legend(frameon=False)
-    xs, ys = series("val_metric")
+    key = f"val_{metric_name}"
+    xs, ys = series(key if any(key in r for r in history) else "val_metric")
     if xs:
         ax_metric.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3, color=colors[2])
         lower = metric_name in LOWER_IS_BETTER

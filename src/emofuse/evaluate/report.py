@@ -42,6 +42,7 @@ from emofuse.metrics import (
     metric_mode,
 )
 from emofuse.records import dump_json
+from emofuse.schema import EvaluationResult
 from emofuse.spec import METRICS
 
 _KNOWN_ORDER = list(dict.fromkeys([*EMOTION_METRICS, *MOSI_METRICS, *SIMS_METRICS]))
@@ -80,17 +81,23 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+def write_report(
+    result: Mapping[str, Any] | EvaluationResult, out_dir: str | os.PathLike[str]
+) -> dict[str, Path]:
     """Write a result's JSON, Markdown table and figures into ``out_dir``.
 
     Args:
-        result: See the module docstring. Needs ``metrics`` (one run) or ``seeds`` (several).
+        result: An :class:`~emofuse.schema.EvaluationResult` (``emofuse evaluate``; its
+            predictions give the per-class gate weights), or a mapping as in the module
+            docstring, with ``metrics`` (one run) or ``seeds`` (several).
         out_dir: Folder to write into (created).
 
     Returns:
         ``{"json": …, "markdown": …}`` plus ``"confusion_matrix"``, ``"gate_weights"`` and
         ``"training_curves"`` for the figures written.
     """
+    if isinstance(result, EvaluationResult):
+        result = _from_evaluation(result)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = _spec_dict(result.get("spec"))
@@ -145,6 +152,24 @@ def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     md.write_text(_markdown(result, spec, runs, agg, order, labels, paths), encoding="utf-8")
     paths["markdown"] = md
     return paths
+
+
+def _from_evaluation(result: EvaluationResult) -> dict[str, Any]:
+    """The mapping form of an evaluation, with gate weights of the labelled predictions."""
+    data = result.model_dump(mode="json")
+    data["spec"] = data.pop("task")
+    labels = list(result.task.get("emotion_labels") or [])
+    scored = [
+        p for p in result.predictions if p.target_emotion in labels and p.gates
+    ]
+    if scored and labels:
+        names = list(scored[0].gates)
+        data["gates"] = {
+            "weights": np.array([[p.gates[n] for n in names] for p in scored]),
+            "names": names,
+            "y": np.array([labels.index(p.target_emotion) for p in scored]),  # type: ignore[arg-type]
+        }
+    return data
 
 
 # --------------------------------------------------------------------------------------------

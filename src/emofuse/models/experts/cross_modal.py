@@ -8,7 +8,8 @@ internals are not public, so this design — close to the cross-modal blocks of 
 
 1. Both sequences are shortened to at most ``max_steps`` by masked chunk averaging (bounds the
    attention cost for long frame-level features).
-2. ``y = LayerNorm(x_m + MHA(x_m, x_n, x_n))`` with ``key_padding_mask`` from ``n``'s mask.
+2. ``y = LayerNorm(x_m + MHA(x_m, x_n, x_n))`` with ``key_padding_mask`` from ``n``'s mask
+   (:func:`~emofuse.models.ops.safe_key_padding_mask`).
 3. Masked mean over ``m``'s valid steps, then a feed-forward block on the pooled vector,
    ``v ← LayerNorm(v + FFN(v))`` → the pair vector ``v_{m<-n}``. (Applying the FFN after pooling
    rather than per step, as MulT does, cuts the expert's cost by about half on CPU with no
@@ -21,8 +22,9 @@ An utterance with fewer than two present modalities has no present pair: the exp
 zeros and :meth:`CrossModalExpert.usable` is ``False``, so the gate across experts
 (:class:`~emofuse.models.gating.HierarchicalGate`) gives it zero weight and renormalises over the
 other experts. A model built with a single modality has no pairs at all and the expert has no
-parameters; it is then never usable. Rows whose key sequence is entirely missing get one dummy
-key so attention never divides by zero (their output is discarded by the presence mask).
+parameters; it is then never usable (its ``unit_weights`` are ``(N, 0)``). Rows whose key
+sequence is entirely missing get one dummy key so attention never divides by zero (their output is
+discarded by the presence mask).
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from emofuse.config import Config
+from emofuse.errors import ConfigError
 from emofuse.models.base import masked_mean
 from emofuse.models.experts import EXPERTS
-from emofuse.models.experts._ops import masked_downsample
+from emofuse.models.experts.base import Expert, ExpertOutput
 from emofuse.models.gating import ModalityGate
+from emofuse.models.ops import masked_downsample, safe_key_padding_mask
 
 
 class CrossModalExpertConfig(Config):
@@ -71,15 +75,14 @@ class _PairBlock(nn.Module):
 
     def forward(self, q: Tensor, q_mask: Tensor, kv: Tensor, kv_mask: Tensor) -> Tensor:
         # a row without any valid key would make softmax divide by zero: open its first key
-        safe = kv_mask.clone()
-        safe[:, 0] |= ~kv_mask.any(dim=1)
-        att, _ = self.attn(q, kv, kv, key_padding_mask=~safe, need_weights=False)
+        pad = safe_key_padding_mask(kv_mask, "first")
+        att, _ = self.attn(q, kv, kv, key_padding_mask=pad, need_weights=False)
         v = masked_mean(self.norm1(q + self.dropout(att)), q_mask)
         return self.norm2(v + self.dropout(self.ff(v)))
 
 
 @EXPERTS.register("cross-modal")
-class CrossModalExpert(nn.Module):
+class CrossModalExpert(Expert):
     """Cross-modal attention for every ordered modality pair (see the module docstring).
 
     Args:
@@ -90,11 +93,15 @@ class CrossModalExpert(nn.Module):
 
     Shapes:
         ``forward(feats)`` with ``feats[m]`` ``(N, T, H)`` and ``feats[f"{m}_mask"]`` ``(N, T)`` →
-        ``(N, H)``. After a call, ``unit_weights`` holds the level-1 weights over ``units``
-        (the pairs ``"m<-n"``), or ``None`` when there are no pairs.
+        ``ExpertOutput(vector=(N, H), unit_weights=(N, P))``, the weights over ``units`` (the
+        ``P`` ordered pairs ``"m<-n"``; ``P = 0`` for a single-modality model).
+
+    Raises:
+        ConfigError: When ``heads`` does not divide ``hidden``.
     """
 
     Config = CrossModalExpertConfig
+    config: CrossModalExpertConfig
 
     def __init__(
         self,
@@ -103,10 +110,11 @@ class CrossModalExpert(nn.Module):
         modalities: list[str],
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.config = config if config is not None else CrossModalExpertConfig()
-        self.hidden = hidden
-        self.modalities = list(modalities)
+        super().__init__(config, hidden, modalities, dropout)
+        if hidden % self.config.heads:
+            raise ConfigError(
+                f"expert {self.name!r}: heads={self.config.heads} does not divide hidden={hidden}"
+            )
         self.pairs = [(m, n) for m in self.modalities for n in self.modalities if m != n]
         self.units = [f"{m}<-{n}" for m, n in self.pairs]
         c = self.config
@@ -117,7 +125,6 @@ class CrossModalExpert(nn.Module):
         self.out = (
             nn.Sequential(nn.Linear(hidden, hidden), nn.LayerNorm(hidden)) if self.units else None
         )
-        self.unit_weights: Tensor | None = None
 
     def usable(self, feats: dict[str, Tensor]) -> Tensor:
         """``(N,)`` bool: utterances with at least two present modalities."""
@@ -127,12 +134,14 @@ class CrossModalExpert(nn.Module):
         count = sum(feats[f"{m}_mask"].any(dim=1).long() for m in self.modalities)
         return count >= 2
 
-    def forward(self, feats: dict[str, Tensor]) -> Tensor:
-        """Pairwise cross-attention vectors, gated and mixed, ``(N, H)``."""
+    def forward(self, feats: dict[str, Tensor]) -> ExpertOutput:
+        """Pairwise cross-attention vectors, gated and mixed: ``(N, H)``, weights ``(N, P)``."""
         ref = feats[self.modalities[0]]
         if not self.pairs:
-            self.unit_weights = None
-            return ref.new_zeros(ref.shape[0], self.hidden)
+            n = ref.shape[0]
+            return ExpertOutput(
+                vector=ref.new_zeros(n, self.hidden), unit_weights=ref.new_zeros(n, 0)
+            )
         short = {
             m: masked_downsample(feats[m], feats[f"{m}_mask"], self.config.max_steps)
             for m in self.modalities
@@ -142,5 +151,6 @@ class CrossModalExpert(nn.Module):
             (xm, mm), (xn, mn) = short[m], short[n]
             vectors[u] = self.blocks[u](xm, mm, xn, mn)
             present[u] = mm.any(dim=1) & mn.any(dim=1)
-        mixed, self.unit_weights = self.gate(vectors, present)
-        return self.out(mixed) * self.usable(feats).unsqueeze(-1).to(mixed.dtype)
+        mixed, weights = self.gate(vectors, present)
+        vector = self.out(mixed) * self.usable(feats).unsqueeze(-1).to(mixed.dtype)
+        return ExpertOutput(vector=vector, unit_weights=weights)

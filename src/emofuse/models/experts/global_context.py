@@ -33,10 +33,12 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from emofuse.config import Config
+from emofuse.errors import ConfigError
 from emofuse.models.base import from_dialogues, masked_mean, to_dialogues
 from emofuse.models.experts import EXPERTS
-from emofuse.models.experts._ops import masked_downsample, sinusoidal_positions
+from emofuse.models.experts.base import Expert, ExpertOutput
 from emofuse.models.gating import ModalityGate
+from emofuse.models.ops import masked_downsample, sinusoidal_positions
 
 
 class GlobalContextExpertConfig(Config):
@@ -79,7 +81,7 @@ def _encoder(hidden: int, heads: int, ff_mult: int, layers: int, dropout: float)
 
 
 @EXPERTS.register("global-context")
-class GlobalContextExpert(nn.Module):
+class GlobalContextExpert(Expert):
     """Transformer over all modalities (+ a Transformer over the dialogue); see the module docstring.
 
     Args:
@@ -90,11 +92,16 @@ class GlobalContextExpert(nn.Module):
 
     Shapes:
         ``forward(feats)`` with ``feats[m]`` ``(N, T, H)``, ``feats[f"{m}_mask"]`` ``(N, T)`` and
-        optionally ``feats["dialogue"]``, ``feats["turn"]`` ``(N,)`` → ``(N, H)``. After a call,
-        ``unit_weights`` holds the level-1 weights ``(N, M)`` over ``units``.
+        optionally ``feats["dialogue"]``, ``feats["turn"]`` ``(N,)`` →
+        ``ExpertOutput(vector=(N, H), unit_weights=(N, M))``, the weights over ``units`` (the
+        modalities).
+
+    Raises:
+        ConfigError: When ``heads`` does not divide ``hidden``.
     """
 
     Config = GlobalContextExpertConfig
+    config: GlobalContextExpertConfig
 
     def __init__(
         self,
@@ -103,8 +110,12 @@ class GlobalContextExpert(nn.Module):
         modalities: list[str],
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.config = c = config if config is not None else GlobalContextExpertConfig()
+        super().__init__(config, hidden, modalities, dropout)
+        c = self.config
+        if hidden % c.heads:
+            raise ConfigError(
+                f"expert {self.name!r}: heads={c.heads} does not divide hidden={hidden}"
+            )
         self.units = list(modalities)
         self.cls = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
         self.encoder = _encoder(hidden, c.heads, c.ff_mult, c.layers, dropout)
@@ -117,15 +128,14 @@ class GlobalContextExpert(nn.Module):
             else None
         )
         self.dialogue_norm = nn.LayerNorm(hidden) if c.dialogue_context else None
-        self.unit_weights: Tensor | None = None
 
     def usable(self, feats: dict[str, Tensor]) -> Tensor:
         """``(N,)`` bool: always ``True`` (the ``[CLS]`` token and the dialogue always speak)."""
         ref = feats[f"{self.units[0]}_mask"]
         return torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device)
 
-    def forward(self, feats: dict[str, Tensor]) -> Tensor:
-        """Utterance (and dialogue) context vectors, ``(N, H)``."""
+    def forward(self, feats: dict[str, Tensor]) -> ExpertOutput:
+        """Utterance (and dialogue) context vectors ``(N, H)`` and the weights ``(N, M)``."""
         seqs, masks, spans = [], [], []
         n = feats[self.units[0]].shape[0]
         start = 1
@@ -143,10 +153,10 @@ class GlobalContextExpert(nn.Module):
         for m, (a, b), mk in zip(self.units, spans, masks, strict=True):
             vectors[m] = masked_mean(y[:, a:b], mk)
             present[m] = mk.any(dim=1)
-        gated, self.unit_weights = self.gate(vectors, present)
+        gated, weights = self.gate(vectors, present)
         u = self.norm(y[:, 0] + self.mix(gated))
         if self.dialogue is None or n == 0:
-            return u
+            return ExpertOutput(vector=u, unit_weights=weights)
         dia, dmask, index = to_dialogues(u, feats)
         pos = sinusoidal_positions(dia.shape[1], dia.shape[2], dia.device, dia.dtype)
         causal = None
@@ -154,4 +164,5 @@ class GlobalContextExpert(nn.Module):
             u_len = dia.shape[1]
             causal = torch.ones(u_len, u_len, dtype=torch.bool, device=dia.device).triu(1)
         ctx = self.dialogue(dia + pos, mask=causal, src_key_padding_mask=~dmask)
-        return self.dialogue_norm(u + from_dialogues(ctx, index))
+        vector = self.dialogue_norm(u + from_dialogues(ctx, index))
+        return ExpertOutput(vector=vector, unit_weights=weights)

@@ -31,8 +31,9 @@ from torch import Tensor, nn
 from emofuse.config import Config
 from emofuse.models.base import masked_mean
 from emofuse.models.experts import EXPERTS
-from emofuse.models.experts._ops import masked_max
+from emofuse.models.experts.base import Expert, ExpertOutput
 from emofuse.models.gating import ModalityGate
+from emofuse.models.ops import masked_max
 
 
 class LocalExpertConfig(Config):
@@ -73,22 +74,22 @@ class _ConvBlock(nn.Module):
 
 
 @EXPERTS.register("local")
-class LocalExpert(nn.Module):
+class LocalExpert(Expert):
     """Fine-grained expert over short windows of each modality (see the module docstring).
 
     Args:
         config: Expert options.
         hidden: Model width ``H``.
-        modalities: Modalities the model reads.
+        modalities: Modalities the model reads; they are the ``units``.
         dropout: Dropout rate.
 
     Shapes:
         ``forward(feats)`` with ``feats[m]`` ``(N, T, H)`` and ``feats[f"{m}_mask"]`` ``(N, T)`` →
-        ``(N, H)``. After a call, ``unit_weights`` holds the level-1 weights ``(N, M)`` over
-        ``units``.
+        ``ExpertOutput(vector=(N, H), unit_weights=(N, M))``, the weights over ``units``.
     """
 
     Config = LocalExpertConfig
+    config: LocalExpertConfig
 
     def __init__(
         self,
@@ -97,8 +98,7 @@ class LocalExpert(nn.Module):
         modalities: list[str],
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.config = config if config is not None else LocalExpertConfig()
+        super().__init__(config, hidden, modalities, dropout)
         self.units = list(modalities)
         self.blocks = nn.ModuleDict(
             {
@@ -112,14 +112,13 @@ class LocalExpert(nn.Module):
         self.pool = nn.ModuleDict({m: nn.Linear(2 * hidden, hidden) for m in modalities})
         self.gate = ModalityGate(self.units, hidden)
         self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.LayerNorm(hidden))
-        self.unit_weights: Tensor | None = None
 
     def usable(self, feats: dict[str, Tensor]) -> Tensor:
         """``(N,)`` bool: utterances with at least one present modality."""
         return torch.stack([feats[f"{m}_mask"].any(dim=1) for m in self.units], dim=1).any(dim=1)
 
-    def forward(self, feats: dict[str, Tensor]) -> Tensor:
-        """Per-modality local features, gated and mixed, ``(N, H)``."""
+    def forward(self, feats: dict[str, Tensor]) -> ExpertOutput:
+        """Per-modality local features, gated and mixed: ``(N, H)`` and the weights ``(N, M)``."""
         vectors, present = {}, {}
         for m in self.units:
             x, mask = feats[m], feats[f"{m}_mask"]
@@ -128,5 +127,6 @@ class LocalExpert(nn.Module):
             pooled = torch.cat([masked_mean(x, mask), masked_max(x, mask)], dim=-1)
             vectors[m] = self.pool[m](pooled)
             present[m] = mask.any(dim=1)
-        mixed, self.unit_weights = self.gate(vectors, present)
-        return self.out(mixed) * self.usable(feats).unsqueeze(-1).to(mixed.dtype)
+        mixed, weights = self.gate(vectors, present)
+        vector = self.out(mixed) * self.usable(feats).unsqueeze(-1).to(mixed.dtype)
+        return ExpertOutput(vector=vector, unit_weights=weights)

@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from emofuse.errors import ConfigError
-from emofuse.features import FeatureStore, get_extractor
-from emofuse.models.base import IGNORE_INDEX
-from emofuse.models.batching import (
+from emofuse.data import (
     DialogueBatchSampler,
     FeatureRef,
     FeatureTable,
@@ -20,6 +17,9 @@ from emofuse.models.batching import (
     input_specs,
     parse_features,
 )
+from emofuse.errors import ConfigError
+from emofuse.features import FeatureStore, get_extractor
+from emofuse.models.base import IGNORE_INDEX
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
 
@@ -134,8 +134,8 @@ def test_table_loads_truncates_skips_failures_and_marks_missing_modalities(tmp_p
 
 
 def test_collate_follows_the_batch_contract():
+    from emofuse.data import Item
     from emofuse.models.base import InputSpec
-    from emofuse.models.batching import Item
 
     inputs = {
         "text": InputSpec(feature="minilm:tokens", dim=4, kind="sequence"),
@@ -202,7 +202,7 @@ def test_samplers_are_deterministic_per_seed_and_epoch_and_split_across_ranks():
 
 
 def test_dialogue_sampler_has_a_fixed_length_and_covers_each_item_once():
-    from emofuse.models.batching import DialogueBatchSampler
+    from emofuse.data import DialogueBatchSampler
 
     rng = np.random.default_rng(3)
     sizes = rng.integers(1, 15, size=60)

@@ -1,0 +1,155 @@
+"""Score a saved model on a split of a dataset: inference + metrics.
+
+:func:`evaluate` loads the model (:func:`emofuse.models.load_model`), computes or reads the
+features it was trained on (its saved feature references), runs
+:class:`~emofuse.models.inference.Inference`, and scores the predictions with the field's
+metrics (:func:`emofuse.metrics.compute_metrics`, FIELD.md §D). The result is an
+:class:`~emofuse.schema.EvaluationResult` — the same :class:`~emofuse.schema.Prediction`
+objects ``emofuse predict`` returns, with their references.
+
+The dataset may be another one than the model was trained on: emotion references outside the
+model's labels are kept unscored and counted (``out_of_set``); only a sentiment scale that
+differs (e.g. CH-SIMS ``[-1, 1]`` against a MOSI model's ``[-3, 3]``) is refused, because every
+sentiment metric would be wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from emofuse.data.table import FeatureTable
+from emofuse.datasets.base import DatasetChoice
+from emofuse.errors import ConfigError, InputError
+from emofuse.features.store import FeatureStore, default_cache_dir
+from emofuse.hooks import Hook
+from emofuse.metrics import headline
+from emofuse.models.base import FusionModel, load_model
+from emofuse.models.inference import Inference, labelled, score
+from emofuse.schema import EvaluationResult
+from emofuse.spec import TaskSpec
+
+
+def evaluate(
+    model: str | os.PathLike[str] | FusionModel,
+    *,
+    dataset: DatasetChoice | None = None,
+    split: str = "test",
+    cache: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    hook: Hook | None = None,
+) -> EvaluationResult:
+    """Score a saved model on one split.
+
+    Args:
+        model: A model folder written by ``save_pretrained`` (``<run>/model``), or a model.
+        dataset: Where the split comes from; default: the dataset the model was trained on
+            (``training.json`` beside the weights).
+        split: Which split.
+        cache: Feature cache folder (default ``$EMOFUSE_CACHE`` or ``~/.cache/emofuse/features``).
+        batch_size: Utterances per forward pass.
+        device: Torch device of the forward passes.
+        hook: Progress hook (feature extraction, then ``"inference"``).
+
+    Returns:
+        The :class:`~emofuse.schema.EvaluationResult`: metrics, one prediction per scored
+        utterance (with its references), skipped utterances and out-of-set labels.
+
+    Raises:
+        ConfigError: no dataset was given and none is recorded; the split does not exist; the
+            dataset's sentiment scale differs from the model's; the split has no reference.
+        InputError: no utterance of the split could be used.
+    """
+    mdir = None if isinstance(model, FusionModel) else Path(model)
+    net = model if isinstance(model, FusionModel) else load_model(model)
+    training = _read_json(mdir / "training.json") if mdir is not None else None
+    if dataset is None:
+        if training is None:
+            raise ConfigError(
+                f"{mdir or 'model'}: no training.json beside the model; say which dataset to "
+                "evaluate on (--dataset NAME or a prepared folder)"
+            )
+        dataset = DatasetChoice.model_validate(training["dataset"])
+    ds = dataset.load()
+    if split not in ds.splits:
+        raise ConfigError(f"{ds.name} has no split {split!r}; splits: {', '.join(ds.splits)}")
+    check_compatible(net.spec, ds.spec, ds.name)
+    table = FeatureTable.load(
+        ds[split],
+        net.feature_refs(),
+        FeatureStore(default_cache_dir(cache)),
+        net.spec,
+        on_failure=(training or {}).get("on_feature_failure", "skip"),
+        unknown_labels="ignore",
+        hook=hook,
+    )
+    if not table.items:
+        shown = "; ".join(f"{k}: {v}" for k, v in list(table.skipped.items())[:3])
+        raise InputError(None, f"{ds.name}/{split}: no usable utterance ({shown})")
+    if not labelled(table):
+        raise ConfigError(
+            f"{ds.name}/{split}: no utterance carries a reference the model predicts; use "
+            "`emofuse predict` to get predictions without scores"
+        )
+    inference = Inference(net, batch_size=batch_size, device=device, hook=hook)
+    output = inference(table)
+    return EvaluationResult(
+        model=net.name,
+        model_dir=None if mdir is None else os.fspath(mdir),
+        dataset=ds.name,
+        split=split,
+        task=net.spec.model_dump(mode="json"),
+        monitor=headline(net.spec),
+        metrics=score(table, output),
+        predictions=inference.predictions(table, output),
+        skipped=table.skipped,
+        out_of_set=table.out_of_set,
+        history=(_read_json(mdir / "history.json") if mdir is not None else None) or [],
+    )
+
+
+def check_compatible(model: TaskSpec, data: TaskSpec, dataset: str) -> None:
+    """Refuse to score a model on data whose references it cannot be compared with.
+
+    Emotion labels may differ (references outside the model's labels are reported, not
+    scored), but at least one must be shared; a sentiment scale must be the same.
+
+    Raises:
+        ConfigError: naming the field that differs and both values.
+    """
+    if model.sentiment_range is not None and data.sentiment_range is not None:
+        for field in ("sentiment_range", "sentiment_scheme"):
+            mine, theirs = getattr(model, field), getattr(data, field)
+            if mine != theirs:
+                raise ConfigError(
+                    f"dataset {dataset!r} has {field} {theirs}, the model {mine} (task "
+                    f"{model.name!r}); sentiment scores on different scales cannot be compared"
+                )
+    shared = set(model.emotion_labels or []) & set(data.emotion_labels or [])
+    emotions = bool(model.emotion_labels and data.emotion_labels)
+    sentiment = model.sentiment_range is not None and data.sentiment_range is not None
+    if emotions and not shared and not sentiment:
+        raise ConfigError(
+            f"dataset {dataset!r} labels {data.emotion_labels} share no emotion with the model's "
+            f"{model.emotion_labels}; use `emofuse predict` to get predictions without scores"
+        )
+    if not emotions and not sentiment:
+        raise ConfigError(
+            f"dataset {dataset!r} (task {data.name!r}) has no reference the model (task "
+            f"{model.name!r}) predicts; use `emofuse predict` to get predictions without scores"
+        )
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err})") from None
+
+
+__all__ = ["check_compatible", "evaluate"]

@@ -1,0 +1,314 @@
+"""Train one run of a fusion model through Lightning: :func:`fit`.
+
+* **Model selection on ``val`` only.** After every epoch the whole validation split is
+  predicted and scored; the monitored metric (by default the task's headline metric) drives
+  the best checkpoint and early stopping. :func:`fit` never loads the ``test`` split — not even
+  its features.
+* **Resumable.** ``<out_dir>/checkpoints/last.ckpt`` is written after every epoch; starting the
+  same run again continues from it and ends with exactly the weights and history of an
+  uninterrupted run (:mod:`emofuse.train.task`).
+* **DDP.** ``devices: 2`` with ``strategy: ddp`` trains in two processes (CPU works, with the
+  gloo backend); batches are split between processes by :mod:`emofuse.data.samplers`.
+
+The outputs of a run::
+
+    <out_dir>/run.json            the validated config
+    <out_dir>/checkpoints/        last.ckpt and best-epoch=NNN.ckpt (Lightning)
+    <out_dir>/logs/metrics.csv    per-step and per-epoch logs (CSVLogger) of the last session;
+                                  metrics.1.csv, ... of the sessions before each resumption
+    <out_dir>/model/              the best model (save_pretrained: self-describing, with its
+                                  full feature references) + history.json + training.json
+    <out_dir>/result.json         TrainResult: best epoch, val metrics, history, skipped items
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from emofuse.data.table import FeatureTable
+from emofuse.datasets.base import Dataset
+from emofuse.errors import ConfigError, InputError
+from emofuse.features.store import FeatureStore
+from emofuse.hooks import Hook
+from emofuse.metrics import headline, metric_mode
+from emofuse.models.base import build_model
+from emofuse.models.inference import Inference, score
+from emofuse.records import dump_json
+from emofuse.spec import TaskSpec
+from emofuse.train.config import (
+    RESULT_FILE,
+    RESUMABLE_CHANGES,
+    RUN_FILE,
+    TrainConfig,
+    TrainResult,
+)
+from emofuse.train.task import FusionTask, HookCallback
+
+
+def _identity(config: TrainConfig) -> dict[str, Any]:
+    data = config.model_dump(mode="json")
+    return {k: v for k, v in data.items() if k not in RESUMABLE_CHANGES}
+
+
+def _keep_earlier_logs(logs: Path) -> None:
+    """Move the last session's ``metrics.csv`` to ``metrics.<n>.csv`` before a resumption.
+
+    Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts; the per-step
+    logs of every session are kept this way (``metrics.1.csv`` is the first session).
+    """
+    current = logs / "metrics.csv"
+    if not current.is_file():
+        return
+    n = 1
+    while (logs / f"metrics.{n}.csv").exists():
+        n += 1
+    current.rename(logs / f"metrics.{n}.csv")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the first of a (possibly distributed) run."""
+    return (
+        int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    )
+
+
+def load_tables(
+    config: TrainConfig,
+    splits: list[str],
+    *,
+    hook: Hook | None = None,
+) -> tuple[Dataset, dict[str, FeatureTable]]:
+    """Load the dataset and the features of ``splits`` (only those: fit never asks for test)."""
+    ds = config.dataset.load()
+    for s in splits:
+        if s not in ds.splits:
+            raise ConfigError(f"{ds.name} has no split {s!r}; splits: {', '.join(ds.splits)}")
+    store = FeatureStore(config.cache_dir())
+    tables = {}
+    for s in splits:
+        tables[s] = FeatureTable.load(
+            ds[s],
+            config.features,
+            store,
+            ds.spec,
+            on_failure=config.on_feature_failure,
+            hook=hook,
+        )
+        if not tables[s].items:
+            shown = "; ".join(f"{k}: {v}" for k, v in list(tables[s].skipped.items())[:3])
+            raise InputError(None, f"{ds.name}/{s}: no usable utterance ({shown})")
+    return ds, tables
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    hook: Hook | None = None,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """Train one run; resume from ``<out_dir>/checkpoints/last.ckpt`` when it exists.
+
+    A run whose ``result.json`` says it finished with this same config returns that result at
+    once. The best model (on ``val``) is saved to ``<out_dir>/model``.
+
+    Args:
+        config: The run.
+        hook: Progress hook (:mod:`emofuse.hooks`): feature extraction, then
+            ``"train epoch <e>"`` with the batches done and, after validation, the epoch's row.
+        callbacks: Extra Lightning callbacks.
+
+    Returns:
+        The :class:`TrainResult` (on every DDP process; only rank 0 writes files).
+
+    Raises:
+        ConfigError: ``out_dir`` holds a run with a different config.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+    try:
+        return _fit(config, hook, callbacks)
+    finally:  # the caller's setting, not ours, holds after training
+        torch.set_num_threads(threads)
+
+
+def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) -> TrainResult:
+    started = time.perf_counter()
+    config.check_model()
+    out = Path(config.out_dir)
+    run_file = out / RUN_FILE
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        if _identity(TrainConfig.model_validate(previous)) != _identity(config):
+            raise ConfigError(
+                f"{out} holds a run with a different config (see {run_file}); "
+                "choose another out_dir or delete it"
+            )
+        done = out / RESULT_FILE
+        if done.is_file() and previous.get("epochs") == config.epochs:
+            data = json.loads(done.read_text(encoding="utf-8"))
+            if (out / "model" / "model.safetensors").is_file():
+                return TrainResult(**data)
+    ds, tables = load_tables(
+        config, [config.dataset.train_split, config.dataset.val_split], hook=hook
+    )
+    train, val = tables[config.dataset.train_split], tables[config.dataset.val_split]
+    monitor = config.monitor or headline(ds.spec)
+    mode = metric_mode(monitor)
+    _check_monitor(ds.spec, monitor)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(config.model.name, ds.spec, train.inputs, config.model.options)
+    if model.config.standardize_inputs:  # training split only; stored in the model's buffers
+        model.set_input_statistics(train.statistics())
+    task = FusionTask(model, config, train, val, monitor)
+
+    if is_rank_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        dump_json(run_file, config.model_dump(mode="json"))
+    ckpt_dir = out / "checkpoints"
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best-{epoch:03d}",
+        monitor=f"val/{monitor}",
+        mode=mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        # saved once the epoch counts as processed, so a resumed run starts the next epoch
+        save_on_train_epoch_end=True,
+    )
+    # Lightning's save_last only writes when a top-k checkpoint was written in the same step,
+    # so `last.ckpt` comes from its own callback, after the best one (callbacks run in order).
+    last_checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    )
+    cbs: list[Any] = [checkpoint, last_checkpoint, *(callbacks or [])]
+    if config.patience is not None:
+        cbs.append(
+            L.pytorch.callbacks.EarlyStopping(
+                monitor=f"val/{monitor}",
+                mode=mode,
+                patience=config.patience,
+                check_on_train_epoch_end=True,
+            )
+        )
+    if hook is not None:
+        cbs.append(HookCallback(hook))
+    last = ckpt_dir / "last.ckpt"
+    if last.is_file() and is_rank_zero():
+        _keep_earlier_logs(out / "logs")
+    quiet = _quiet_lightning()
+    quiet.__enter__()
+    try:
+        trainer = L.Trainer(
+            max_epochs=config.epochs,
+            accelerator=config.accelerator,
+            devices=config.devices,
+            strategy=config.strategy,
+            callbacks=cbs,
+            logger=L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,
+            gradient_clip_val=config.grad_clip,
+            deterministic=True,
+            log_every_n_steps=10,
+        )
+        trainer.fit(task, ckpt_path=last if last.is_file() else None)
+    finally:
+        quiet.__exit__(None, None, None)
+    best_path = checkpoint.best_model_path
+    if not best_path:
+        raise InputError(out, "training produced no checkpoint (no validation epoch ran)")
+    if trainer.world_size > 1:
+        trainer.strategy.barrier()
+    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    model.eval()
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    best_epoch = int(best["epoch"])
+    history = task.history
+    val_metrics = score(val, Inference(model, batch_size=config.batch_size)(val))
+    result = TrainResult(
+        out_dir=os.fspath(out),
+        model_dir=os.fspath(out / "model"),
+        monitor=monitor,
+        mode=mode,
+        best_epoch=best_epoch,
+        best_score=float(checkpoint.best_model_score),
+        val_metrics=val_metrics,
+        history=history,
+        skipped={config.dataset.train_split: train.skipped, config.dataset.val_split: val.skipped},
+        epochs_run=int(trainer.current_epoch),
+    )
+    if trainer.is_global_zero:
+        model_dir = model.save_pretrained(out / "model")
+        dump_json(model_dir / "history.json", history)
+        dump_json(model_dir / "training.json", config.model_dump(mode="json"))
+        result.seconds = time.perf_counter() - started
+        dump_json(out / RESULT_FILE, result.as_dict())
+    if trainer.world_size > 1:
+        trainer.strategy.barrier()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _quiet_lightning:
+    """Silence Lightning's info chatter (GPU available, checkpoint paths...) during fit."""
+
+    def __enter__(self) -> None:
+        import logging
+        import warnings
+
+        self._loggers = [
+            logging.getLogger(n)
+            for n in (
+                "lightning.pytorch",
+                "lightning.fabric",
+                "lightning.pytorch.utilities.rank_zero",
+            )
+        ]
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.WARNING)
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        for pattern in (
+            ".*does not have many workers.*",
+            ".*The number of training batches.*",
+            ".*Checkpoint directory.*exists and is not empty.*",
+            # the earlier session's metrics.csv was moved aside (_keep_earlier_logs)
+            ".*Experiment logs directory.*exists and is not empty.*",
+            ".*on_epoch=True.*",
+            ".*LeafSpec.*",
+            ".*litlogger.*",
+        ):
+            warnings.filterwarnings("ignore", message=pattern)
+
+    def __exit__(self, *exc: object) -> None:
+        self._warn.__exit__(*exc)
+        for lg, level in zip(self._loggers, self._levels, strict=True):
+            lg.setLevel(level)
+
+
+def _check_monitor(spec: TaskSpec, monitor: str) -> None:
+    emotion_only = {"accuracy", "weighted_f1", "macro_f1", "wa", "ua"}
+    if monitor in emotion_only and not spec.emotion_labels:
+        raise ConfigError(f"monitor {monitor!r} needs emotion labels; task {spec.name!r} has none")
+    if monitor not in emotion_only and spec.sentiment_range is None:
+        raise ConfigError(f"monitor {monitor!r} needs sentiment; task {spec.name!r} has none")
+
+
+__all__ = ["fit", "is_rank_zero", "load_tables"]

