@@ -650,9 +650,9 @@ def models_list() -> None:
 @models_app.command("upgrade")
 @handled
 def models_upgrade(
-    model_dir: Annotated[Path, typer.Argument(help="A model folder saved by emofuse 0.1.")],
+    model_dir: Annotated[Path, typer.Argument(help="A model folder in the old format (format 1).")],
 ) -> None:
-    """Rewrite a model folder of emofuse 0.1 in the current, self-describing format.
+    """Rewrite a model folder of the old format (format 1) in the current, self-describing one.
 
     The extractor options of its features.json side file go into config.json, and a fine-tuned
     text encoder into text_encoder/ (a peft adapter or transformers folder). Predictions do

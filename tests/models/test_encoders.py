@@ -259,9 +259,11 @@ def test_save_holds_only_adapters_and_load_restores_outputs(model_name: str, tmp
     assert len(load_file(str(adapters / "adapter_model.safetensors"))) == 24
     from peft import PeftModel
 
-    from emofuse.features.text import load_minilm_base
+    from emofuse.features.text import QuietHF, load_minilm_base
 
-    peft_model = PeftModel.from_pretrained(load_minilm_base(), str(adapters)).eval()
+    base = load_minilm_base()
+    with QuietHF():
+        peft_model = PeftModel.from_pretrained(base, str(adapters)).eval()
     ids = batch["text_input_ids"]
     with torch.no_grad():
         states = peft_model(
@@ -352,7 +354,7 @@ def test_corrupt_or_incomplete_adapter_file_is_an_input_error(tmp_path: Path, mo
 
 
 def _as_format_1(model: FusionModel, folder: Path) -> None:
-    """Write ``model`` the way emofuse 0.1 did: encoder weights inside model.safetensors, no
+    """Write ``model`` the old format 1 did: encoder weights inside model.safetensors, no
     ``format`` key, ``"extractor:output"`` inputs only, options in a features.json side file."""
     from safetensors.torch import save_file
 

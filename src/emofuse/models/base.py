@@ -57,7 +57,7 @@ MODELS: Registry[type[FusionModel]] = Registry("model", "emofuse.models")
 FORMAT = 2
 """Saved-model folder format: 2 = full feature references in ``config.json`` and the text
 encoder as its own folder (``text_encoder/``, a peft adapter or a transformers model); 1 (no
-``format`` key, emofuse 0.1) = ``"extractor:output"`` strings, options in a ``features.json``
+``format`` key, written before this release) = ``"extractor:output"`` strings, options in a ``features.json``
 side file, encoder weights inside ``model.safetensors``."""
 
 
@@ -428,7 +428,7 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
     """Restore a model saved with :meth:`FusionModel.save_pretrained`.
 
     No dataset or feature store is needed: the folder names the model, its task and the full
-    reference of every input. Folders written by emofuse 0.1 (format 1) load too: their
+    reference of every input. Folders in the old format 1 (no ``format`` key) load too: their
     ``features.json`` side file, when present, supplies the extractor options, and the text
     encoder's weights are read from ``model.safetensors``; ``emofuse models upgrade DIR``
     rewrites such a folder in the current format.
@@ -502,7 +502,7 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
 
 
 def upgrade_model(path: str | os.PathLike[str]) -> list[str]:
-    """Rewrite a format-1 model folder (emofuse 0.1) in the current format, in place.
+    """Rewrite a format-1 model folder (the old layout) in the current format, in place.
 
     The folder is loaded as :func:`load_model` reads it, saved again with
     :meth:`FusionModel.save_pretrained` into a temporary folder beside it, and the new files

@@ -38,6 +38,7 @@ from emofuse.errors import ConfigError, InputError, MissingDependencyError
 from emofuse.features.text import (
     ENCODER_FILE,
     MINILM_DIM,
+    QuietHF,
     load_minilm_base,
     tokenize_texts,
 )
@@ -237,7 +238,8 @@ class TextEncoder(nn.Module):
         """
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(out))
+        with QuietHF():
+            self.model.save_pretrained(str(out))
         dump_json(out / ENCODER_FILE, self.config.model_dump(mode="json"))
         return out
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,8 +35,10 @@ from emofuse.data.table import FeatureTable
 from emofuse.errors import InputError
 from emofuse.hooks import Hook, call_hook
 from emofuse.metrics import EMOTION_METRICS, compute_metrics
-from emofuse.models.base import FusionModel, ModelOutput
 from emofuse.schema import ExpertView, Prediction
+
+if TYPE_CHECKING:  # the model calls this stage (FusionModel.predict), not the other way
+    from emofuse.models.base import FusionModel, ModelOutput
 
 
 @dataclass

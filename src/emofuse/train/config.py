@@ -113,7 +113,7 @@ class TrainConfig(Config):
     @model_validator(mode="before")
     @classmethod
     def _legacy(cls, data: Any) -> Any:
-        # emofuse 0.1 wrote `progress_bar` into run.json; progress now goes through hooks
+        # run.json files written before the hook protocol hold `progress_bar`; progress now goes through hooks
         if isinstance(data, dict) and "progress_bar" in data:
             data = {k: v for k, v in data.items() if k != "progress_bar"}
         return data
