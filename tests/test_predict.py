@@ -138,3 +138,19 @@ def test_prediction_schema_checks_and_flat_rows():
     assert columns == ["id", "emotion", "p_joy", "p_anger", "sentiment", "cues"]
     assert rows[0]["cues"] == "raised_pitch" and rows[1]["p_joy"] is None
     assert json.loads(p.model_dump_json())["cues"][0]["modality"] == "audio"
+
+
+def test_an_unusable_input_is_left_out_with_a_warning_naming_it(trained, tmp_path):
+    import numpy as np
+
+    from emofuse import load_model
+    from emofuse.errors import EmofuseWarning
+    from emofuse.testing import write_image
+
+    model = load_model(trained["model"])  # reads text and audio; an image has neither
+    image = write_image(tmp_path / "face.png", np.zeros((32, 32, 3), np.uint8))
+    with pytest.warns(EmofuseWarning, match=r"1 of 2 inputs not predicted \(face: no input"):
+        preds = model.predict([image, "Hello there."])
+    assert [p.id for p in preds] == ["text-1"]
+    with pytest.raises(InputError, match="no usable input"):
+        model.predict([image])

@@ -938,7 +938,9 @@ def predict(
     needed; references outside the model's labels are kept as given. Features are computed as
     the model was trained (its saved feature references).
     """
-    from emofuse.errors import ConfigError
+    import warnings
+
+    from emofuse.errors import ConfigError, EmofuseWarning
     from emofuse.hooks import ProgressHook
     from emofuse.models import load_model
     from emofuse.schema import prediction_rows
@@ -959,8 +961,11 @@ def predict(
             raise ConfigError(f"{ds.name} has no split {unknown[0]!r}; splits: {', '.join(ds.splits)}")
         inputs = [u for s in split for u in ds[s]] if split else ds.all()
     model = load_model(model_dir)
-    with ProgressHook(sys.stderr) as hook:
+    with ProgressHook(sys.stderr) as hook, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EmofuseWarning)
         preds = model.predict(inputs, cache=cache, batch_size=batch_size, hook=hook)
+    for w in caught:
+        err.print(f"[yellow]{escape(str(w.message))}[/yellow]", soft_wrap=True)
     if fmt is OutputFormat.json:
         text_out = json.dumps(
             [p.model_dump(mode="json", exclude_none=True) for p in preds],
@@ -984,9 +989,6 @@ def predict(
 
         write_text_atomic(output, text_out + "\n")
         err.print(f"{len(preds)} prediction(s) → {output}", soft_wrap=True)
-    missing = len(inputs) - len(preds)
-    if missing:
-        err.print(f"[yellow]{missing} input(s) had no usable feature and were left out[/yellow]")
 
 
 # -- config --------------------------------------------------------------------------------

@@ -15,6 +15,10 @@ class EmofuseError(Exception):
     """Base class of every error emofuse raises on purpose."""
 
 
+class EmofuseWarning(UserWarning):
+    """Something the user should know that did not stop the work (e.g. inputs left out)."""
+
+
 class InputError(EmofuseError, ValueError):
     """An input file, record or value is unusable.
 

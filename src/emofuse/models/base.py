@@ -337,7 +337,9 @@ class FusionModel(nn.Module):
             hook: Progress hook (features, then ``"inference"``).
 
         Returns:
-            One :class:`~emofuse.schema.Prediction` per usable input, in input order.
+            One :class:`~emofuse.schema.Prediction` per usable input, in input order. An input
+            none of whose modalities could be used is left out with an
+            :class:`~emofuse.errors.EmofuseWarning` naming it and its problem.
 
         Raises:
             InputError: no input could be used (each input's problem is named), or an input
@@ -351,6 +353,18 @@ class FusionModel(nn.Module):
         if not table.items:
             shown = "; ".join(f"{k}: {v}" for k, v in list(table.skipped.items())[:3])
             raise InputError(None, f"no usable input ({shown})")
+        if table.skipped:
+            import warnings
+
+            from emofuse.errors import EmofuseWarning
+
+            shown = "; ".join(f"{k}: {v}" for k, v in list(table.skipped.items())[:5])
+            more = f" and {len(table.skipped) - 5} more" if len(table.skipped) > 5 else ""
+            warnings.warn(
+                f"{len(table.skipped)} of {len(utts)} inputs not predicted ({shown}{more})",
+                EmofuseWarning,
+                stacklevel=2,
+            )
         return Inference(self, batch_size=batch_size, device=device, hook=hook).predictions(table)
 
     # -- persistence ---------------------------------------------------------------------
