@@ -328,6 +328,18 @@ def test_corrupt_or_incomplete_adapter_file_is_an_input_error(tmp_path: Path, mo
 
     from safetensors.torch import load_file, save_file
 
+    # a bit flip anywhere is caught by the checksums recorded in config.json
+    blob = bytearray(weights.read_bytes())
+    blob[-3] ^= 0x01
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(InputError, match="differs from the checksum"):
+        load_model(folder)
+    model.save_pretrained(folder)
+    # without checksums (e.g. a hand-edited folder) each problem is still named
+    meta = json.loads((folder / "config.json").read_text())
+    del meta["checksums"]
+    (folder / "config.json").write_text(json.dumps(meta))
+
     state = load_file(str(weights))
     lora_key = next(k for k in state if "lora_A" in k)
     save_file({k: v for k, v in state.items() if k != lora_key}, str(weights))
@@ -343,11 +355,21 @@ def test_corrupt_or_incomplete_adapter_file_is_an_input_error(tmp_path: Path, mo
     (folder / "model.safetensors").unlink()
     with pytest.raises(InputError, match=r"model\.safetensors is missing"):
         load_model(folder)
+    # a broken spec.json is blamed on spec.json, a broken config.json on config.json
+    model.save_pretrained(folder)
+    (folder / "spec.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"spec\.json: unreadable task spec"):
+        load_model(folder)
+    model.save_pretrained(folder)
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match=r"config\.json: unreadable model config"):
+        load_model(folder)
 
     # a config asking for a different rank no longer matches the saved adapters
     model.save_pretrained(folder)
     meta = json.loads((folder / "config.json").read_text())
     meta["config"]["text_encoder"]["r"] = 4
+    del meta["checksums"]
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match=r"differ from the model.s config\.json"):
         load_model(folder)

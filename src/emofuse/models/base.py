@@ -372,8 +372,8 @@ class FusionModel(nn.Module):
         """Write the model as a self-describing folder.
 
         * ``config.json`` — registry name, validated config, every input's full feature
-          reference (extractor, its validated options, output, length limits), folder format
-          and versions;
+          reference (extractor, its validated options, output, length limits), folder format,
+          the SHA-256 of every other file (checked on load) and versions; written last;
         * ``spec.json`` — the task (labels, sentiment range, metrics);
         * ``model.safetensors`` — the weights (without the text encoder);
         * ``text_encoder/`` — a fine-tuned text encoder, as a peft adapter folder (LoRA) or a
@@ -387,16 +387,6 @@ class FusionModel(nn.Module):
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        dump_json(
-            out / "config.json",
-            {
-                "format": FORMAT,
-                "model": self.name,
-                "config": self.config.model_dump(mode="json"),
-                "inputs": {m: s.model_dump(mode="json") for m, s in self.inputs.items()},
-                "versions": {"emofuse": __version__, "torch": torch.__version__},
-            },
-        )
         dump_json(out / "spec.json", self.spec.model_dump(mode="json"))
         state = {
             k: v.detach().clone().contiguous()
@@ -406,6 +396,21 @@ class FusionModel(nn.Module):
         save_file(state, str(out / "model.safetensors"))
         if self.text_encoder is not None:
             self.text_encoder.save_pretrained(out / "text_encoder")
+        weights = ["spec.json", "model.safetensors"] + sorted(
+            f.relative_to(out).as_posix() for f in (out / "text_encoder").glob("*.safetensors")
+        )
+        # written last: a folder without config.json is an unfinished save
+        dump_json(
+            out / "config.json",
+            {
+                "format": FORMAT,
+                "model": self.name,
+                "config": self.config.model_dump(mode="json"),
+                "inputs": {m: s.model_dump(mode="json") for m, s in self.inputs.items()},
+                "checksums": {name: _sha256(out / name) for name in weights},
+                "versions": {"emofuse": __version__, "torch": torch.__version__},
+            },
+        )
         return out
 
     def frozen_pretrained_keys(self) -> set[str]:
@@ -466,22 +471,36 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
         if not (p / needed).is_file():
             raise InputError(p, f"not a saved emofuse model: {needed} is missing")
     try:
-        meta = json.loads((p / "config.json").read_text(encoding="utf-8"))
         spec = TaskSpec.model_validate_json((p / "spec.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(p / "spec.json", f"unreadable task spec ({problem})") from None
+    try:
+        meta = json.loads((p / "config.json").read_text(encoding="utf-8"))
         cls = MODELS.get(meta["model"])
         config = validate_config(cls.Config, meta["config"], os.fspath(p / "config.json"))
         inputs = {m: InputSpec.model_validate(s) for m, s in meta["inputs"].items()}
         version = int(meta.get("format", 1))
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise InputError(p / "config.json", f"unreadable model config ({err})") from None
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(p / "config.json", f"unreadable model config ({problem})") from None
     if version > FORMAT:
         raise InputError(
             p / "config.json", f"saved in format {version} by a newer emofuse; upgrade emofuse"
         )
     if version < 2:
         inputs = _legacy_inputs(p, inputs)
+    for name, digest in (meta.get("checksums") or {}).items():
+        if not (p / name).is_file():
+            raise InputError(p / name, "missing (config.json lists it)")
+        if _sha256(p / name) != digest:
+            raise InputError(
+                p / name,
+                "content differs from the checksum in config.json: the file was changed or "
+                "corrupted after saving (restore or re-save it)",
+            )
     model = cls(config, spec, inputs)
     try:
         state = load_file(str(p / "model.safetensors"))
@@ -545,6 +564,16 @@ def upgrade_model(path: str | os.PathLike[str]) -> list[str]:
         os.replace(item, p / item.name)
     staging.rmdir()
     return kept
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _legacy_inputs(folder: Path, inputs: dict[str, InputSpec]) -> dict[str, InputSpec]:
