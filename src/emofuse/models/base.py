@@ -396,9 +396,8 @@ class FusionModel(nn.Module):
         save_file(state, str(out / "model.safetensors"))
         if self.text_encoder is not None:
             self.text_encoder.save_pretrained(out / "text_encoder")
-        weights = ["spec.json", "model.safetensors"] + sorted(
-            f.relative_to(out).as_posix() for f in (out / "text_encoder").glob("*.safetensors")
-        )
+        encoder = sorted((out / "text_encoder").glob("*.safetensors"))
+        weights = ["spec.json", "model.safetensors", *(f.relative_to(out).as_posix() for f in encoder)]
         # written last: a folder without config.json is an unfinished save
         dump_json(
             out / "config.json",
