@@ -154,3 +154,110 @@ def test_an_unusable_input_is_left_out_with_a_warning_naming_it(trained, tmp_pat
     assert [p.id for p in preds] == ["text-1"]
     with pytest.raises(InputError, match="no usable input"):
         model.predict([image])
+
+
+# -- faults found by trying the inference stage as a new user, one test per kind ---------------
+def test_bad_items_are_reported_and_skipped_not_fatal(trained, tmp_path):
+    from emofuse import load_model
+    from emofuse.errors import EmofuseWarning
+
+    model = load_model(trained["model"])
+    clip = next(SAMPLE.glob("*.wav"))
+    with pytest.warns(EmofuseWarning) as caught:
+        preds = model.predict(["Fine.", "", "caf\udcff", tmp_path / "gone.wav", tmp_path, str(clip)])
+    message = str(caught[0].message)
+    assert message.startswith("5 of 6 inputs not predicted") or message.startswith("4 of 6")
+    for needle in ("text-1: empty sentence", "text-2: sentence holds bytes", "gone.wav: file does",
+                   "is a folder"):
+        assert needle in message, needle
+    # a string naming an existing media file is read as that file, not as a sentence
+    assert [p.id for p in preds] == ["text-0", clip.stem]
+    assert preds[1].modalities == ["audio"] and preds[1].text is None
+
+
+def test_sentiment_is_reported_on_the_models_scale(trained):
+    from emofuse import load_model
+
+    model = load_model(trained["model"])
+    with torch_no_grad():
+        head = model.sentiment_head
+        head.bias.data += 100.0  # push every raw score far above the range
+    preds = model.predict(["So good.", "So bad."])
+    assert [p.sentiment for p in preds] == [3.0, 3.0]
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def test_cli_output_errors_are_one_line_and_leave_nothing_behind(trained, tmp_path, capsys):
+    from emofuse.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        ["predict", str(trained["model"]), "-t", "hi", "--output", str(tmp_path)],
+        ["predict", str(trained["model"]), "-t", "hi", "--output", str(afile / "x.json")],
+        ["predict", str(trained["model"]), "-t", "hi", "--cache", str(afile)],
+        ["predict", str(trained["model"]), "-t", "hi", "--split", "test"],
+        ["predict", str(trained["model"]), "--prepared", str(trained["prep"]), "-o", "x=1"],
+        ["evaluate", str(trained["model"]), "--cache", str(trained["cache"]), "--out", str(afile)],
+        ["predict", str(trained["model"] / "config.json"), "-t", "hi"],
+        ["predict", str(trained["model"].parent), "-t", "hi"],
+    ]
+    for argv in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and err.count("error:") == 1, (argv, err)
+        assert err.startswith("error:"), (argv, err)  # refused before any work
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left
+    assert "model/ folder" in err  # the run folder was given: point to its model
+
+
+def test_csv_rows_carry_the_text_and_a_non_utf8_file_name_round_trips(trained, tmp_path):
+    import os
+
+    from emofuse.cli import main
+
+    clip = next(SAMPLE.glob("*.wav"))
+    odd = tmp_path / os.fsdecode(b"caf\xe9.wav")
+    odd.write_bytes(clip.read_bytes())
+    out = tmp_path / "o.csv"
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(trained["model"]), str(odd), "--format", "csv", "--output", str(out)])
+    assert e.value.code in (0, None)
+    assert os.fsencode(str(odd)) in out.read_bytes()  # the file's real name, byte for byte
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(trained["model"]), "-t", "What a day!", "--format", "csv",
+              "--output", str(out)])
+    assert next(iter(csv.DictReader(out.open())))["text"] == "What a day!"
+
+
+def test_a_hand_edited_config_that_contradicts_its_extractor_is_refused(trained, tmp_path):
+    import shutil
+
+    from emofuse import load_model
+
+    copy = tmp_path / "m"
+    shutil.copytree(trained["model"], copy)
+    meta = json.loads((copy / "config.json").read_text())
+    meta.pop("checksums")
+    text = meta["inputs"]["text"]
+    text["feature"], text["ref"]["output"], text["kind"] = "minilm:tokens", "tokens", "vector"
+    (copy / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"config\.json: inputs\.text says minilm:tokens is a "
+                                         r"vector of dim 384, but the extractor declares sequence"):
+        load_model(copy)
+    meta["inputs"]["text"] = json.loads((trained["model"] / "config.json").read_text())[
+        "inputs"]["text"]
+    meta["model"] = "no-such-model"
+    (copy / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"config\.json: unreadable model config \(unknown model"):
+        load_model(copy)
+    (copy / "config.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="expected a JSON object, found a list"):
+        load_model(copy)

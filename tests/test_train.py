@@ -398,7 +398,7 @@ def test_predict_on_unlabelled_text_and_another_datasets_labels(data, tmp_path):
     assert ev.metrics["accuracy"] == pytest.approx(acc)
 
 
-def test_evaluate_refuses_another_sentiment_scale_naming_the_field(data, tmp_path):
+def test_evaluate_leaves_another_sentiment_scale_unscored_naming_the_field(data, tmp_path):
     from emofuse.datasets import DatasetChoice
     from emofuse.errors import ConfigError
     from emofuse.evaluate import evaluate
@@ -412,7 +412,16 @@ def test_evaluate_refuses_another_sentiment_scale_naming_the_field(data, tmp_pat
         SPEC.model_copy(update={"sentiment_range": (-1.0, 1.0), "sentiment_scheme": "sims"})
         .model_dump(mode="json"),
     )
-    with pytest.raises(ConfigError, match=r"sentiment_range \(-1.0, 1.0\), the model \(-3.0, 3.0\)"):
+    ev = evaluate(res.model_dir, dataset=DatasetChoice(prepared=prep), cache=data["cache"])
+    assert "mae" not in ev.metrics and "weighted_f1" in ev.metrics  # emotion still scored
+    assert ev.unscored and "sentiment_range (-1.0, 1.0), the model (-3.0, 3.0)" in ev.unscored[0]
+    # a sentiment-only dataset on another scale leaves nothing to score: one line
+    dump_json(
+        prep / "spec.json",
+        TaskSpec(name="sims-like", sentiment_range=(-1.0, 1.0), sentiment_scheme="sims")
+        .model_dump(mode="json"),
+    )
+    with pytest.raises(ConfigError, match=r"sentiment_range \(-1.0, 1.0\), the model"):
         evaluate(res.model_dir, dataset=DatasetChoice(prepared=prep), cache=data["cache"])
 
 

@@ -829,6 +829,8 @@ def _dataset_choice(
 
     if dataset is not None and prepared is not None:
         raise ConfigError("give a prepared folder or --dataset, not both")
+    if dataset_option and dataset is None:
+        raise ConfigError("--dataset-option applies to --dataset only")
     if dataset is not None:
         return DatasetChoice(name=dataset, options=parse_overrides(dataset_option))
     if prepared is not None:
@@ -865,11 +867,14 @@ def evaluate(
     from emofuse.evaluate.evaluation import evaluate as run_evaluate
     from emofuse.evaluate.report import write_report
     from emofuse.hooks import ProgressHook
+    from emofuse.records import check_writable
 
     choice = _dataset_choice(prepared, dataset, dataset_option)
+    target = check_writable(
+        out_dir or Path(model_dir).resolve().parent / f"eval-{split}", folder=True
+    )
     with ProgressHook(sys.stderr) as hook:
         result = run_evaluate(model_dir, dataset=choice, split=split, cache=cache, hook=hook)
-    target = out_dir or Path(model_dir).resolve().parent / f"eval-{split}"
     paths = write_report(result, target)
     _print_skipped({split: result.skipped})
     _print_out_of_set(result.out_of_set)
@@ -948,6 +953,14 @@ def predict(
     sources = [bool(paths), bool(text), dataset is not None, prepared is not None]
     if sum(sources) != 1:
         raise ConfigError("give exactly one of: PATH..., --text, --dataset, --prepared")
+    if (split or dataset_option) and dataset is None and prepared is None:
+        raise ConfigError("--split and --dataset-option apply to --dataset or --prepared only")
+    if dataset_option and prepared is not None:
+        raise ConfigError("--dataset-option applies to --dataset (a prepared folder is fixed)")
+    if output is not None:
+        from emofuse.records import check_writable
+
+        check_writable(output)
     inputs: list[Any]
     if text:
         inputs = list(text)

@@ -39,6 +39,10 @@ class InputError(EmofuseError, ValueError):
     def __reduce__(self):  # keep picklable for Ray workers
         return (type(self), (self.path, self.problem))
 
+    def about(self, item: str) -> str:
+        """The problem as said of ``item`` (a record id): the file is named when it is another."""
+        return self.problem if self.path in (None, item) else f"{self.path}: {self.problem}"
+
 
 class ConfigError(EmofuseError, ValueError):
     """A configuration value or file is invalid."""

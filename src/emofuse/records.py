@@ -224,13 +224,48 @@ def with_dialogue_context(
     return [u.model_copy(update={"context": found[u.id]}) for u in utts]
 
 
+def check_writable(path: str | os.PathLike[str], *, folder: bool = False) -> Path:
+    """Fail before any work if a file (with ``folder``, a folder) cannot be made at ``path``.
+
+    That is when ``path`` is a folder (a file), or one of its parents is a file.
+
+    Raises:
+        InputError: naming the path and the problem.
+    """
+    p = Path(path).expanduser()
+    if folder and p.is_file():
+        raise InputError(p, "is a file; give a folder to write into")
+    if not folder and p.is_dir():
+        raise InputError(p, "is a folder; give a file name to write to")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(p, f"cannot be created: {parent} is a file")
+            break
+    return p
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 text under a temporary name, then rename it into place (never half-written)."""
+    """Write UTF-8 text under a temporary name, then rename it into place (never half-written).
+
+    Text holding undecodable file names (Python's ``surrogateescape``) is written back as the
+    original bytes.
+
+    Raises:
+        InputError: the file cannot be written there (a folder of that name, a parent that is a
+            file, no permission, a full disk); no temporary file is left behind.
+    """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
+    try:
+        if p.is_dir():
+            raise InputError(p, "is a folder; give a file name to write to")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+        os.replace(tmp, p)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise InputError(p, f"cannot write here ({err.strerror or err})") from None
     return p
 
 

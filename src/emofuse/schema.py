@@ -107,8 +107,9 @@ class Prediction(_Schema):
         text: The transcript the model read, if any.
         emotion: The most probable emotion label (``None`` for sentiment-only models).
         probabilities: Probability of every label of the model (sums to 1).
-        sentiment: Continuous sentiment score in the model's range (``None`` if the model has
-            no sentiment head).
+        sentiment: Continuous sentiment score, clipped to the model's range (``None`` if the
+            model has no sentiment head). Metrics use the unclipped score, as FIELD.md §D
+            prescribes for MOSI/MOSEI MAE.
         sentiment_range: That range, so a score can be read without the model.
         modalities: The modalities that were present for this utterance.
         experts: Each expert's gate weight, usability, own probabilities and unit weights.
@@ -182,6 +183,8 @@ class EvaluationResult(_Schema):
         skipped: ``utterance id → problem`` for utterances that could not be predicted.
         out_of_set: ``label → count`` of reference labels outside the model's labels; those
             predictions are kept but not scored.
+        unscored: Targets of the dataset left unscored, each with the reason (e.g. sentiment on
+            another scale).
         history: The model's training history (one row per epoch), when it was saved with it.
     """
 
@@ -195,13 +198,14 @@ class EvaluationResult(_Schema):
     predictions: list[Prediction]
     skipped: dict[str, str] = Field(default_factory=dict)
     out_of_set: dict[str, int] = Field(default_factory=dict)
+    unscored: list[str] = Field(default_factory=list)
     history: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def prediction_rows(predictions: list[Prediction]) -> tuple[list[str], list[dict[str, Any]]]:
     """Flat rows of predictions for CSV: the columns and one dict per prediction.
 
-    Columns: ``id``, ``dialogue_id``, ``source``, ``start``, ``end``, ``emotion``,
+    Columns: ``id``, ``dialogue_id``, ``source``, ``start``, ``end``, ``text``, ``emotion``,
     ``p_<label>`` for every label, ``sentiment``, ``modalities`` (``+``-joined),
     ``gate_<expert>`` for gated experts, ``target_emotion``, ``target_sentiment``, ``cues``
     (their names, ``;``-joined), ``explanation``. Columns no prediction has are left out.
@@ -219,6 +223,7 @@ def prediction_rows(predictions: list[Prediction]) -> tuple[list[str], list[dict
             "source": p.source,
             "start": p.start,
             "end": p.end,
+            "text": p.text,
             "emotion": p.emotion,
             **{f"p_{k}": p.probabilities.get(k) for k in labels},
             "sentiment": p.sentiment,

@@ -95,12 +95,13 @@ class FeatureRef(Config):
     def resolved(self, modality: str) -> FeatureRef:
         """This reference in full: all extractor options and the length limits written out.
 
-        Every extractor option is validated and written (defaults included), and the length
+        Every extractor option is validated and written (defaults included), the content of
+        files the extractor reads is pinned (e.g. a fine-tuned encoder's digest), and the length
         limits of ``modality`` are filled in. Saved with a model, it reproduces the training
         features even if a later release changes an extractor's defaults.
         """
         max_len, shorten = self.length_limits(modality)
-        options = self.build().config.model_dump(mode="json")
+        options = self.build().pinned_config().model_dump(mode="json")
         return self.model_copy(update={"options": options, "max_len": max_len, "shorten": shorten})
 
 

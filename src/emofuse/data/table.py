@@ -142,7 +142,7 @@ class OnTheFlyFeatures:
             batch = utterances[start : start + size]
             for utt, res in zip(batch, ext.extract_batch(batch), strict=True):
                 if isinstance(res, InputError):
-                    failed[utt.id] = res.problem
+                    failed[utt.id] = res.about(utt.id)
                 else:
                     arrays[utt.id] = ext.validate(res)
             call_hook(

@@ -106,11 +106,11 @@ class DatasetRecipe(ABC):
             raise ConfigError(
                 f"dataset {self.name!r} needs a root folder (option root=… or ${DATA_ENV})"
             )
-        root = Path(root).expanduser()
+        root = Path(root).expanduser().absolute()  # manifests then resolve from anywhere
+        if root.is_file():
+            raise InputError(root, f"is a file; the dataset root for {self.name!r} is a folder")
         if not root.is_dir():
-            raise InputError(
-                root, f"dataset root for {self.name!r} does not exist or is not a folder"
-            )
+            raise InputError(root, f"dataset root for {self.name!r} does not exist")
         return root
 
     @abstractmethod
@@ -257,6 +257,12 @@ class DatasetChoice(Config):
             raise ValueError("give exactly one of 'name' or 'prepared'")
         if self.prepared is not None and self.options:
             raise ValueError("'options' apply to a recipe name, not to a prepared folder")
+        if self.prepared is not None:  # recorded in run.json: must resolve from any folder
+            object.__setattr__(self, "prepared", self.prepared.expanduser().absolute())
+        root = self.options.get("root")
+        if isinstance(root, str | Path) and str(root):
+            options = {**self.options, "root": str(Path(root).expanduser().absolute())}
+            object.__setattr__(self, "options", options)
         return self
 
     def load(self) -> Dataset:

@@ -74,6 +74,9 @@ from emofuse.errors import ConfigError, InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
 
+DEFAULT_CSV = "labels.csv"
+"""The manifest a folder is read from when no ``csv`` is given and the folder holds one."""
+
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".ogg"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
@@ -154,8 +157,8 @@ class FolderConfig(RecipeConfig):
 
     csv: Path | None = Field(
         None,
-        description="CSV manifest (relative to root or absolute). None: scan the folder for media "
-        "(or use root itself when it is a .csv file).",
+        description="CSV manifest (relative to root or absolute). None: root itself when it is a "
+        ".csv file, else <root>/labels.csv when it exists, else scan the folder for media.",
     )
     labels: list[str] | None = Field(
         None, description="Ordered emotion label set. None: the sorted labels seen in the data."
@@ -199,7 +202,7 @@ class FolderRecipe(DatasetRecipe):
         """The data folder (the CSV's folder when ``root`` names a CSV file)."""
         given = self.config.root
         if given is not None and Path(given).expanduser().is_file():
-            return Path(given).expanduser().parent
+            return Path(given).expanduser().absolute().parent
         return super().root
 
     def csv_path(self) -> Path | None:
@@ -209,8 +212,9 @@ class FolderRecipe(DatasetRecipe):
             p = Path(self.config.csv).expanduser()
             return p if p.is_absolute() else self.root / p
         if given is not None and Path(given).expanduser().is_file():
-            return Path(given).expanduser()
-        return None
+            return Path(given).expanduser().absolute()
+        default = self.root / DEFAULT_CSV
+        return default if default.is_file() else None
 
     def check(self) -> None:
         """Check that the root exists and that the CSV (if any) does."""
@@ -462,60 +466,85 @@ def _number(value: str | None, column: str) -> float | None:
 
 def as_utterances(
     inputs: Iterable[str | os.PathLike[str] | Utterance], dataset: str = "input"
-) -> list[Utterance]:
+) -> tuple[list[Utterance], dict[str, str]]:
     """Records for ad-hoc inputs: sentences, media files or ready records.
 
-    * ``str`` — a sentence: an utterance with that ``text`` (id ``text-<i>``);
+    * ``str`` — a sentence: an utterance with that ``text`` (id ``text-<i>``); a string that
+      names an existing media file is read as that file;
     * ``os.PathLike`` (e.g. ``pathlib.Path``) — a media file, its kind by suffix (audio, video or
       image); a ``.txt`` file beside it with the same stem is read as its transcript; the id
       is the file's stem (``-<i>`` added when two inputs share one);
     * :class:`~emofuse.records.Utterance` — kept as it is.
 
+    A bad item is reported and left out, the others are kept.
+
+    Returns:
+        The records, and ``item → problem`` for every input left out (or read without its
+        transcript).
+
     Raises:
-        InputError: a file does not exist, has no known media suffix, or its transcript is not
-            UTF-8; an input is of another type; ``inputs`` is a single string or empty.
+        InputError: ``inputs`` is a single string or path, or empty, or an item is of another
+            type, or two records share an id.
     """
     if isinstance(inputs, str | bytes | os.PathLike):
         raise InputError(None, "expected a list of inputs, got a single one (wrap it in a list)")
     out: list[Utterance] = []
+    problems: dict[str, str] = {}
     seen: set[str] = set()
-    for i, item in enumerate(inputs):
+    items = list(inputs)
+    if not items:
+        raise InputError(None, "no inputs given")
+    for i, item in enumerate(items):
+        if isinstance(item, str) and media_kind(item) and Path(item).expanduser().is_file():
+            item = Path(item)
         if isinstance(item, Utterance):
             utt = item
         elif isinstance(item, str):
+            uid = f"text-{i}"
             if not item.strip():
-                raise InputError(None, f"input {i} is an empty sentence")
-            utt = Utterance(id=f"text-{i}", dataset=dataset, text=item)
+                problems[uid] = "empty sentence"
+                continue
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                problems[uid] = "sentence holds bytes that are not UTF-8 text"
+                continue
+            utt = Utterance(id=uid, dataset=dataset, text=item)
         elif isinstance(item, os.PathLike):
-            path = Path(item).expanduser().resolve()
-            if not path.is_file():
-                raise InputError(path, "does not exist or is not a file")
+            path = Path(item).expanduser().absolute()
             kind = media_kind(path)
+            if path.is_dir():
+                problems[str(path)] = (
+                    "is a folder; give media files (a prepared dataset: --prepared DIR)"
+                )
+                continue
+            if not path.is_file():
+                problems[str(path)] = "file does not exist"
+                continue
             if kind is None:
-                raise InputError(
-                    path,
+                problems[str(path)] = (
                     "not a known media type (audio: "
                     + ", ".join(sorted(AUDIO_SUFFIXES))
                     + "; video: "
                     + ", ".join(sorted(VIDEO_SUFFIXES))
                     + "; image: "
                     + ", ".join(sorted(IMAGE_SUFFIXES))
-                    + ")",
+                    + ")"
                 )
+                continue
+            uid = safe_id(path.name)
+            uid = uid if uid not in seen else f"{uid}-{i}"
             text = None
             sidecar = path.with_suffix(".txt")
             if sidecar.is_file():
                 try:
                     text = sidecar.read_text(encoding="utf-8-sig").strip() or None
                 except UnicodeDecodeError:
-                    raise InputError(sidecar, "transcript is not UTF-8; re-save it as UTF-8") from None
-            uid = safe_id(path.name)
-            utt = Utterance(
-                id=uid if uid not in seen else f"{uid}-{i}",
-                dataset=dataset,
-                media={kind: str(path)},
-                text=text,
-            )
+                    problems[str(sidecar)] = "transcript is not UTF-8; the clip is read without it"
+                else:
+                    if text is None:
+                        problems[str(sidecar)] = "transcript is empty; the clip is read without it"
+            utt = Utterance(id=uid, dataset=dataset, media={kind: str(path)}, text=text)
         else:
             raise InputError(
                 None,
@@ -526,6 +555,4 @@ def as_utterances(
             raise InputError(None, f"two inputs have the id {utt.id!r}")
         seen.add(utt.id)
         out.append(utt)
-    if not out:
-        raise InputError(None, "no inputs given")
-    return out
+    return out, problems

@@ -16,6 +16,7 @@ sentiment metric would be wrong.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def evaluate(
     ds = dataset.load()
     if split not in ds.splits:
         raise ConfigError(f"{ds.name} has no split {split!r}; splits: {', '.join(ds.splits)}")
-    check_compatible(net.spec, ds.spec, ds.name)
+    unscored = check_compatible(net.spec, ds.spec, ds.name)
     table = FeatureTable.load(
         ds[split],
         net.feature_refs(),
@@ -89,6 +90,9 @@ def evaluate(
     if not table.items:
         shown = "; ".join(f"{k}: {v}" for k, v in list(table.skipped.items())[:3])
         raise InputError(None, f"{ds.name}/{split}: no usable utterance ({shown})")
+    if any(note.startswith("sentiment") for note in unscored):
+        for it in table.items:  # references on another scale: kept in the predictions only
+            it.sentiment = math.nan
     if not labelled(table):
         raise ConfigError(
             f"{ds.name}/{split}: no utterance carries a reference the model predicts; use "
@@ -107,40 +111,49 @@ def evaluate(
         predictions=inference.predictions(table, output),
         skipped=table.skipped,
         out_of_set=table.out_of_set,
+        unscored=unscored,
         history=(_read_json(mdir / "history.json") if mdir is not None else None) or [],
     )
 
 
-def check_compatible(model: TaskSpec, data: TaskSpec, dataset: str) -> None:
-    """Refuse to score a model on data whose references it cannot be compared with.
+def check_compatible(model: TaskSpec, data: TaskSpec, dataset: str) -> list[str]:
+    """Which of a dataset's references a model can be scored against.
 
     Emotion labels may differ (references outside the model's labels are reported, not
-    scored), but at least one must be shared; a sentiment scale must be the same.
+    scored) as long as one is shared. Sentiment is scored only on the same scale (range and
+    binning scheme); on another scale it is left out and said so.
+
+    Returns:
+        One note per target left unscored (``"sentiment: ..."`` or ``"emotion: ..."``).
 
     Raises:
-        ConfigError: naming the field that differs and both values.
+        ConfigError: nothing is comparable; the message names the fields and their values.
     """
-    if model.sentiment_range is not None and data.sentiment_range is not None:
+    unscored = []
+    sentiment = model.sentiment_range is not None and data.sentiment_range is not None
+    if sentiment:
         for field in ("sentiment_range", "sentiment_scheme"):
             mine, theirs = getattr(model, field), getattr(data, field)
             if mine != theirs:
-                raise ConfigError(
-                    f"dataset {dataset!r} has {field} {theirs}, the model {mine} (task "
-                    f"{model.name!r}); sentiment scores on different scales cannot be compared"
+                unscored.append(
+                    f"sentiment: dataset {dataset!r} has {field} {theirs}, the model {mine} "
+                    f"(task {model.name!r}); scores on different scales cannot be compared"
                 )
-    shared = set(model.emotion_labels or []) & set(data.emotion_labels or [])
-    emotions = bool(model.emotion_labels and data.emotion_labels)
-    sentiment = model.sentiment_range is not None and data.sentiment_range is not None
-    if emotions and not shared and not sentiment:
-        raise ConfigError(
-            f"dataset {dataset!r} labels {data.emotion_labels} share no emotion with the model's "
-            f"{model.emotion_labels}; use `emofuse predict` to get predictions without scores"
+                sentiment = False
+                break
+    emotions = bool(set(model.emotion_labels or []) & set(data.emotion_labels or []))
+    if model.emotion_labels and data.emotion_labels and not emotions:
+        unscored.append(
+            f"emotion: dataset {dataset!r} labels {data.emotion_labels} share none with the "
+            f"model's {model.emotion_labels}"
         )
     if not emotions and not sentiment:
-        raise ConfigError(
+        why = "; ".join(unscored) or (
             f"dataset {dataset!r} (task {data.name!r}) has no reference the model (task "
-            f"{model.name!r}) predicts; use `emofuse predict` to get predictions without scores"
+            f"{model.name!r}) predicts"
         )
+        raise ConfigError(f"{why}; use `emofuse predict` to get predictions without scores")
+    return unscored
 
 
 def _read_json(path: Path) -> Any:

@@ -99,7 +99,10 @@ def write_report(
     if isinstance(result, EvaluationResult):
         result = _from_evaluation(result)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file of that name, or a parent that is a file
+        raise InputError(out, f"cannot create the report folder ({err.strerror or err})") from None
     spec = _spec_dict(result.get("spec"))
     runs = _runs(result)
     multi = "seeds" in result
@@ -152,6 +155,28 @@ def write_report(
     md.write_text(_markdown(result, spec, runs, agg, order, labels, paths), encoding="utf-8")
     paths["markdown"] = md
     return paths
+
+
+def _scope(result: Mapping[str, Any]) -> str:
+    """What the metrics cover, when they do not cover every utterance of the split."""
+    notes = []
+    predictions = result.get("predictions") or []
+    out_of_set = result.get("out_of_set") or {}
+    if out_of_set:
+        shown = ", ".join(f"{k or '(none)'} ×{v}" for k, v in sorted(out_of_set.items()))
+        notes.append(
+            f"**Emotion metrics cover {len(predictions) - sum(out_of_set.values())} of "
+            f"{len(predictions)} predictions**: {sum(out_of_set.values())} references lie outside "
+            f"the model's labels ({shown}); they were predicted (see `result.json`) but not scored, "
+            "so per-class precision ignores predictions made for them."
+        )
+    unscored = result.get("unscored") or []
+    if unscored:
+        notes.append(f"Not scored: {', '.join(unscored)}.")
+    skipped = result.get("skipped") or {}
+    if skipped:
+        notes.append(f"{len(skipped)} utterances could not be predicted (listed in `result.json`).")
+    return " ".join(notes)
 
 
 def _from_evaluation(result: EvaluationResult) -> dict[str, Any]:
@@ -235,6 +260,9 @@ def _markdown(
         "Values are fractions (MAE in label units), unrounded in `result.json`. "
         "`↓` marks a metric where lower is better.\n"
     )
+    scope = _scope(result)
+    if scope:
+        parts.append(scope + "\n")
 
     published = result.get("published") or {}
     columns = ["Metric", "Mean ± std" if agg is not None else "Value"]

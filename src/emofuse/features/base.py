@@ -146,8 +146,20 @@ class FeatureExtractor(ABC):
     def fingerprint(self) -> str:
         """Hash of name, version, config and the versions of ``dependencies``."""
         return fingerprint(
-            self.name, self.version, self.config, _versions(self.dependencies), __version__
+            self.name, self.version, self.identity_config(), _versions(self.dependencies), __version__
         )
+
+    def identity_config(self) -> Config:
+        """The config as it enters the fingerprint (without pins that only guard content)."""
+        return self.config
+
+    def pinned_config(self) -> Config:
+        """The config with the content of external files it reads pinned, for saving.
+
+        Saved with a model, it makes later extraction fail if those files changed. The default
+        has nothing to pin.
+        """
+        return self.config
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (written as the cache's ``config.json``)."""

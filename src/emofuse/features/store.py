@@ -154,7 +154,7 @@ class FeatureCache:
         shard = f"{uuid.uuid4().hex}.safetensors"
         for utt, sig, res in results:
             if isinstance(res, InputError):
-                rows.append({"id": utt.id, "sig": sig, "error": res.problem})
+                rows.append({"id": utt.id, "sig": sig, "error": res.about(utt.id)})
                 continue
             for key, arr in res.items():
                 tensors[f"{utt.id}{_SEP}{key}"] = np.ascontiguousarray(arr)
@@ -200,6 +200,8 @@ class FeatureStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(self.root, "the feature cache must be a folder, and this is a file")
 
     def cache(self, extractor: FeatureExtractor) -> FeatureCache:
         """The cache for this extractor's current configuration (created if needed)."""

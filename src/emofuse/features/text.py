@@ -47,12 +47,16 @@ def check_text(utt: Utterance) -> str:
     """Return the utterance's transcript, or raise :class:`InputError` if there is none.
 
     Raises:
-        InputError: the utterance carries no text, or only whitespace.
+        InputError: the utterance carries no text, only whitespace, or undecodable bytes.
     """
     if utt.text is None:
         raise InputError(utt.id, "utterance has no text")
     if not utt.text.strip():
         raise InputError(utt.id, "empty transcript")
+    try:
+        utt.text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (surrogateescape)
+        raise InputError(utt.id, "transcript holds bytes that are not UTF-8 text") from None
     return utt.text
 
 
@@ -566,6 +570,11 @@ class MiniLMTunedConfig(_EnglishTextConfig):
         False, description="Also output the utterance's token states as the 'tokens' sequence."
     )
     batch_size: int = Field(64, ge=1, description="Texts encoded per forward pass.")
+    weights_sha1: str | None = Field(
+        None,
+        description="SHA-1 the encoder's weights file must have; set when a model trained on "
+        "these features is saved, so that a changed encoder is an error, not other features.",
+    )
 
     @model_validator(mode="after")
     def _absolute(self) -> MiniLMTunedConfig:
@@ -613,6 +622,12 @@ class MiniLMTunedExtractor(MiniLMExtractor):
         settings_file = folder / ENCODER_FILE
         if not settings_file.is_file():
             meta_file = root / "config.json"
+            if not root.is_dir():
+                raise InputError(
+                    root,
+                    "no such folder: the fine-tuned encoder that the 'minilm-tuned' extractor "
+                    "reads (its `model` option) is not here; put it back or point to it",
+                )
             if not meta_file.is_file():
                 raise InputError(
                     root, "not a saved emofuse model or text-encoder folder: config.json is missing"
@@ -673,13 +688,16 @@ class MiniLMTunedExtractor(MiniLMExtractor):
             )
         return out
 
-    def fingerprint(self) -> str:
-        """Name, version, config, dependency versions and the saved weights' content."""
+    def weights_digest(self) -> str:
+        """SHA-1 of the encoder's weights file (hashed once per file version).
+
+        Raises:
+            InputError: the config pins another digest (the encoder changed since a model that
+                reads these features was trained).
+        """
         import hashlib
 
-        from emofuse.config import fingerprint
-
-        encoder, _, weights = self._saved()
+        _, _, weights = self._saved()
         st = weights.stat()
         key = (st.st_size, st.st_mtime_ns)
         if getattr(self, "_digest", (None, None))[0] != key:  # hash 88 MB once, not per call
@@ -688,9 +706,29 @@ class MiniLMTunedExtractor(MiniLMExtractor):
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
             self._digest = (key, digest.hexdigest())
-        return fingerprint(
-            super().fingerprint(), encoder, self.window(), self._digest[1]
-        )
+        pinned = self.config.weights_sha1
+        if pinned is not None and pinned != self._digest[1]:
+            raise InputError(
+                weights,
+                "the fine-tuned encoder changed since the model reading its features was "
+                f"trained (SHA-1 {self._digest[1][:12]}…, expected {pinned[:12]}…); restore it",
+            )
+        return self._digest[1]
+
+    def identity_config(self) -> MiniLMTunedConfig:
+        """The config without ``weights_sha1`` (the digest enters the fingerprint itself)."""
+        return self.config.model_copy(update={"weights_sha1": None})
+
+    def pinned_config(self) -> MiniLMTunedConfig:
+        """The config with ``weights_sha1`` set to the encoder's current digest."""
+        return self.config.model_copy(update={"weights_sha1": self.weights_digest()})
+
+    def fingerprint(self) -> str:
+        """Name, version, config, dependency versions and the saved weights' content."""
+        from emofuse.config import fingerprint
+
+        encoder, _, _ = self._saved()
+        return fingerprint(super().fingerprint(), encoder, self.window(), self.weights_digest())
 
     def prepare(self, utterances: Sequence[Utterance]) -> list[Utterance]:
         """Attach each utterance's dialogue context (when the encoder reads any)."""

@@ -329,8 +329,10 @@ class FusionModel(nn.Module):
 
         Args:
             inputs: Sentences (``str``; for models that read text), media files
-                (``pathlib.Path``: audio, video or image, with an optional ``.txt`` transcript
-                beside it), or :class:`~emofuse.records.Utterance` records.
+                (``pathlib.Path``, or a ``str`` naming an existing one: audio, video or image,
+                with an optional ``.txt`` transcript beside it), or
+                :class:`~emofuse.records.Utterance` records (with ``dialogue_id`` and ``turn``
+                for a conversational model to read the dialogue).
             cache: Feature store (or folder) to reuse and fill; ``None`` = compute in memory.
             batch_size: Utterances per forward pass.
             device: Where to run the model.
@@ -338,30 +340,34 @@ class FusionModel(nn.Module):
 
         Returns:
             One :class:`~emofuse.schema.Prediction` per usable input, in input order. An input
-            none of whose modalities could be used is left out with an
-            :class:`~emofuse.errors.EmofuseWarning` naming it and its problem.
+            that cannot be used (no file, an empty sentence, no usable modality) is left out
+            with an :class:`~emofuse.errors.EmofuseWarning` naming it and its problem, as is a
+            transcript beside a clip that could not be read.
 
         Raises:
-            InputError: no input could be used (each input's problem is named), or an input
-                is of an unsupported kind.
+            InputError: no input could be used (the problems are named), ``inputs`` is not a
+                list, or an item is of an unsupported type.
         """
         from emofuse.datasets.folder import as_utterances
         from emofuse.models.inference import Inference
 
-        utts = as_utterances(inputs)
-        table = self.table(utts, cache=cache, hook=hook)
-        if not table.items:
-            shown = "; ".join(f"{k}: {v}" for k, v in list(table.skipped.items())[:3])
+        utts, problems = as_utterances(inputs)
+        table = self.table(utts, cache=cache, hook=hook) if utts else None
+        if table is not None:
+            problems |= table.skipped
+        if table is None or not table.items:
+            shown = "; ".join(f"{k}: {v}" for k, v in list(problems.items())[:3])
             raise InputError(None, f"no usable input ({shown})")
-        if table.skipped:
+        if problems:
             import warnings
 
             from emofuse.errors import EmofuseWarning
 
-            shown = "; ".join(f"{k}: {v}" for k, v in list(table.skipped.items())[:5])
-            more = f" and {len(table.skipped) - 5} more" if len(table.skipped) > 5 else ""
+            left_out = len(inputs) - len(table.items)
+            shown = "; ".join(f"{k}: {v}" for k, v in list(problems.items())[:5])
+            more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
             warnings.warn(
-                f"{len(table.skipped)} of {len(utts)} inputs not predicted ({shown}{more})",
+                f"{left_out} of {len(inputs)} inputs not predicted ({shown}{more})",
                 EmofuseWarning,
                 stacklevel=2,
             )
@@ -464,11 +470,14 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
     from safetensors.torch import load_file
 
     p = Path(path)
+    if p.is_file():
+        raise InputError(p, "is a file; give the saved model's folder")
     if not p.is_dir():
         raise InputError(p, "not a saved emofuse model: no such folder")
     for needed in ("config.json", "spec.json", "model.safetensors"):
         if not (p / needed).is_file():
-            raise InputError(p, f"not a saved emofuse model: {needed} is missing")
+            hint = " (the run's model is in its model/ folder)" if (p / "model").is_dir() else ""
+            raise InputError(p, f"not a saved emofuse model: {needed} is missing{hint}")
     try:
         spec = TaskSpec.model_validate_json((p / "spec.json").read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
@@ -476,6 +485,12 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
         raise InputError(p / "spec.json", f"unreadable task spec ({problem})") from None
     try:
         meta = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError(f"expected a JSON object, found a {type(meta).__name__}")
+        if meta.get("model") not in MODELS:
+            raise ValueError(
+                f"unknown model {meta.get('model')!r}; known: {', '.join(MODELS.names())}"
+            )
         cls = MODELS.get(meta["model"])
         config = validate_config(cls.Config, meta["config"], os.fspath(p / "config.json"))
         inputs = {m: InputSpec.model_validate(s) for m, s in meta["inputs"].items()}
@@ -491,6 +506,8 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
         )
     if version < 2:
         inputs = _legacy_inputs(p, inputs)
+    for m, s in inputs.items():
+        _check_input(p / "config.json", m, s)
     for name, digest in (meta.get("checksums") or {}).items():
         if not (p / name).is_file():
             raise InputError(p / name, "missing (config.json lists it)")
@@ -563,6 +580,24 @@ def upgrade_model(path: str | os.PathLike[str]) -> list[str]:
         os.replace(item, p / item.name)
     staging.rmdir()
     return kept
+
+
+def _check_input(source: Path, modality: str, spec: InputSpec) -> None:
+    """The recorded input must be what its extractor declares (a hand edit can break this)."""
+    ref = spec.feature_ref()
+    try:
+        ext = ref.build()
+    except ConfigError as err:
+        raise InputError(source, f"inputs.{modality}: {err}") from None
+    outputs = ext.outputs()
+    out = outputs.get(ref.output)
+    if ref.key != spec.feature or out is None or (out.dim, out.kind) != (spec.dim, spec.kind):
+        declared = f"{out.kind} of dim {out.dim}" if out else f"no output {ref.output!r}"
+        raise InputError(
+            source,
+            f"inputs.{modality} says {spec.feature} is a {spec.kind} of dim {spec.dim}, but the "
+            f"extractor declares {declared} (was the file edited?)",
+        )
 
 
 def _sha256(path: Path) -> str:

@@ -223,7 +223,10 @@ class Inference:
                     if units is None
                     else dict(zip(out.unit_names.get(name, []), map(float, units[i]), strict=True)),
                 )
-            sentiment = None if out.sentiment is None else float(out.sentiment[i])
+            sentiment = None
+            if out.sentiment is not None:  # the regression head is unbounded: report on the scale
+                low, high = spec.sentiment_range or (-math.inf, math.inf)
+                sentiment = min(max(float(out.sentiment[i]), low), high)
             preds.append(
                 Prediction(
                     id=utt.id,
