@@ -392,10 +392,14 @@ def test_predict_on_unlabelled_text_and_another_datasets_labels(data, tmp_path):
     ev = evaluate(res.model_dir, dataset=DatasetChoice(prepared=prep), cache=data["cache"])
     assert ev.out_of_set == {"surprise": 2} and len(ev.predictions) == 4
     assert [p.target_emotion for p in ev.predictions] == ["happy", "surprise", "surprise", "sad"]
-    # accuracy is over the two in-set references only
+    # accuracy is over the two in-set references only, and the report says so
     scored = [p for p in ev.predictions if p.target_emotion in SPEC.emotion_labels]
     acc = np.mean([p.emotion == p.target_emotion for p in scored])
     assert ev.metrics["accuracy"] == pytest.approx(acc)
+    from emofuse.evaluate import write_report
+
+    md = write_report(ev, tmp_path / "rep")["markdown"].read_text()
+    assert "Emotion metrics cover 2 of 4 predictions" in md and "surprise ×2" in md
 
 
 def test_evaluate_leaves_another_sentiment_scale_unscored_naming_the_field(data, tmp_path):

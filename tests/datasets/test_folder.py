@@ -130,3 +130,31 @@ def test_text_only_rows(tmp_path: Path) -> None:
     ds = load_dataset("folder", root=csv, language="en")
     assert [u.id for u in ds["test"]] == ["row1", "row2"]
     assert ds.spec.sentiment_range == (-3.0, 3.0) and ds.spec.emotion_labels is None
+
+
+def test_labels_csv_in_the_root_is_the_manifest(tmp_path: Path) -> None:
+    """The dataset card's tree has `my_data/labels.csv`: a root holding one is read from it."""
+    _wav(tmp_path / "a.wav")
+    _wav(tmp_path / "b.wav")
+    (tmp_path / "labels.csv").write_text("path,label,split\na.wav,happy,train\nb.wav,sad,val\n")
+    ds = load_dataset("folder", root=tmp_path)
+    assert {u.id: u.labels.emotion for u in ds.all()} == {"a": "happy", "b": "sad"}
+    assert ds.spec.emotion_labels == ["happy", "sad"] and set(ds.splits) >= {"train", "val"}
+
+
+def test_paths_resolve_from_any_working_folder(tmp_path: Path, monkeypatch) -> None:
+    """Prepared manifests and run configs hold paths that do not depend on where they were made."""
+    from emofuse.datasets import DatasetChoice
+
+    _wav(tmp_path / "data" / "a.wav")
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset("folder", root="data")
+    media = Path(ds.all()[0].media["audio"])
+    assert media.is_absolute() and media == tmp_path / "data" / "a.wav"
+    choice = DatasetChoice(prepared="prep")
+    assert choice.prepared == tmp_path / "prep"
+    assert DatasetChoice(name="folder", options={"root": "data"}).options["root"] == str(
+        tmp_path / "data"
+    )
+    with pytest.raises(InputError, match="is a file; the dataset root"):
+        load_dataset("meld", root=tmp_path / "data" / "a.wav")

@@ -190,3 +190,29 @@ def test_tuned_extractor_rejects_models_without_a_text_encoder(tmp_path: Path) -
         get_extractor("minilm-tuned", model=str(plain)).fingerprint()
     with pytest.raises(InputError, match=r"config\.json is missing"):
         get_extractor("minilm-tuned", model=str(tmp_path / "nowhere")).fingerprint()
+
+
+def test_a_saved_reference_pins_the_encoder_and_names_it_when_changed_or_moved(tmp_path: Path):
+    """A model trained on minilm-tuned features records the encoder's digest: another encoder
+    at that path is an error, not silently other features; a moved encoder names its path."""
+    folder = _save(tmp_path, "lora")
+    ref = FeatureRef.parse(
+        {"extractor": "minilm-tuned", "output": "pooled", "options": {"model": str(folder)}}
+    ).resolved("text")
+    pinned = ref.options["weights_sha1"]
+    assert pinned and len(pinned) == 40
+    # the pin guards content only: the cache is shared with the unpinned reference
+    unpinned = get_extractor("minilm-tuned", model=str(folder))
+    assert ref.build().fingerprint() == unpinned.fingerprint()
+
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "text_encoder" / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    key = next(k for k in state if "lora_B" in k)
+    save_file({**state, key: state[key] + 0.5}, str(weights))
+    with pytest.raises(InputError, match="encoder changed since the model reading its features"):
+        ref.build().fingerprint()
+    folder.rename(tmp_path / "moved")
+    with pytest.raises(InputError, match=r"no such folder: the fine-tuned encoder"):
+        ref.build().fingerprint()
