@@ -166,3 +166,24 @@ def test_normalize_ascii_and_time():
 def test_no_typographic_loss(meld):
     c = Counter(ch for u in meld.all() for ch in u.text if ord(ch) > 127)
     assert c["\u2019"] > 4000 and not any(0x80 <= ord(ch) < 0xA0 for ch in c)
+
+
+def test_empty_or_broken_csvs_are_one_line_naming_the_file(tmp_path):
+    """Every CSV a recipe reads through pandas fails the same way: empty, not UTF-8, malformed."""
+    from emofuse.datasets.base import read_csv_table
+    from emofuse.errors import InputError
+
+    empty = tmp_path / "train_sent_emo.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"train_sent_emo\.csv: CSV file is empty"):
+        read_csv_table(empty)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("a,b\ncaf\xe9,1\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin\.csv: CSV file is not UTF-8"):
+        read_csv_table(latin)
+    with pytest.raises(InputError, match="does not exist"):
+        read_csv_table(tmp_path / "missing.csv")
+    (tmp_path / "dev_sent_emo.csv").write_text("x\n")
+    (tmp_path / "test_sent_emo.csv").write_text("x\n")
+    with pytest.raises(InputError, match=r"train_sent_emo\.csv: CSV file is empty"):
+        load_dataset("meld", root=tmp_path)

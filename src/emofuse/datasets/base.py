@@ -31,6 +31,30 @@ DATA_ENV = "EMOFUSE_DATA"
 """Environment variable naming a folder that holds dataset roots (``$EMOFUSE_DATA/meld``, …)."""
 
 
+def read_csv_table(path: str | os.PathLike[str], **options: Any) -> Any:
+    """``pandas.read_csv(path, encoding="utf-8", **options)``, failing with one clear line.
+
+    Every way a user's file can fail is turned into one :class:`InputError` naming it.
+
+    Raises:
+        InputError: the file is missing, unreadable, empty, not UTF-8 or malformed.
+    """
+    import pandas as pd
+
+    p = Path(path)
+    try:
+        return pd.read_csv(p, encoding="utf-8", **options)
+    except pd.errors.EmptyDataError:
+        raise InputError(p, "CSV file is empty") from None
+    except UnicodeDecodeError:
+        raise InputError(p, "CSV file is not UTF-8; re-save it as UTF-8") from None
+    except FileNotFoundError:
+        raise InputError(p, "file does not exist") from None
+    except (pd.errors.ParserError, ValueError, OSError) as err:
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(p, f"cannot read CSV ({problem})") from None
+
+
 class RecipeConfig(Config):
     """Options shared by every recipe."""
 

@@ -90,7 +90,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
+from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig, read_csv_table
 from emofuse.errors import ConfigError, InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
@@ -216,15 +216,10 @@ class Iemocap(DatasetRecipe):
 
     def load(self) -> list[Utterance]:
         """Read the derived table and, when given, the full release."""
-        import pandas as pd
-
         if self.config.protocol == "erc6" and "fold" in self.config.model_fields_set:
             raise ConfigError("dataset 'iemocap': option 'fold' only applies to protocol='ser4'")
         path = self.root / UTTERANCES_CSV
-        try:
-            df = pd.read_csv(path, encoding="utf-8", keep_default_na=False, dtype=str)
-        except (UnicodeDecodeError, pd.errors.ParserError, OSError) as err:
-            raise InputError(path, f"cannot read CSV ({err})") from None
+        df = read_csv_table(path, keep_default_na=False, dtype=str)
         need = [
             "dialogue_id",
             "session",

@@ -83,8 +83,8 @@ from typing import Any
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
-from emofuse.errors import InputError, MissingDependencyError
+from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig, read_csv_table
+from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
 
@@ -225,10 +225,6 @@ class Meld(DatasetRecipe):
 
     def load(self) -> list[Utterance]:
         """Read the three CSVs in order train, val, test."""
-        try:
-            import pandas as pd
-        except ImportError as err:  # pragma: no cover - pandas is a core dependency
-            raise MissingDependencyError("dataset 'meld'", "pandas") from err
         raw = self._raw_folders()
         root = self.root
         cols = [
@@ -248,10 +244,7 @@ class Meld(DatasetRecipe):
         out: list[Utterance] = []
         for split in CSV_SPLITS:
             path = root / self._csv(split)
-            try:
-                df = pd.read_csv(path, encoding="utf-8", keep_default_na=False, dtype=str)
-            except (UnicodeDecodeError, pd.errors.ParserError, OSError) as err:
-                raise InputError(path, f"cannot read CSV ({err})") from None
+            df = read_csv_table(path, keep_default_na=False, dtype=str)
             absent = [c for c in cols if c not in df.columns]
             if absent:
                 raise InputError(path, f"missing column(s) {', '.join(absent)}")

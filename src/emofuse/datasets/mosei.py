@@ -74,7 +74,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
+from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig, read_csv_table
 from emofuse.datasets.mosi import MSA_METRICS, check_raw_root, raw_clip, read_label_npz
 from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
@@ -127,17 +127,10 @@ class Mosei(DatasetRecipe):
 
     def load(self) -> list[Utterance]:
         """Every ``label.npz`` key, in split then key order."""
-        import pandas as pd
-
         root = self.root
         labels = read_label_npz(root / "label.npz")
         text_path = root / TEXT_CSV
-        try:
-            tdf = pd.read_csv(
-                text_path, encoding="utf-8", keep_default_na=False, dtype={"key": str, "text": str}
-            )
-        except (UnicodeDecodeError, pd.errors.ParserError, OSError) as err:
-            raise InputError(text_path, f"cannot read CSV ({err})") from None
+        tdf = read_csv_table(text_path, keep_default_na=False, dtype={"key": str, "text": str})
         absent = [c for c in ("key", "start_s", "sentiment", "text") if c not in tdf.columns]
         if absent:
             raise InputError(text_path, f"missing column(s) {', '.join(absent)}")
@@ -195,12 +188,7 @@ class Mosei(DatasetRecipe):
 
     def _emotions(self, path: Path, labels: dict[str, tuple[str, float]]) -> dict[str, str]:
         """Join s3prl's ``label6`` to our keys (see "Records and the two joins")."""
-        import pandas as pd
-
-        try:
-            df = pd.read_csv(path, encoding="utf-8", dtype={"file": str})
-        except (UnicodeDecodeError, pd.errors.ParserError, OSError) as err:
-            raise InputError(path, f"cannot read CSV ({err})") from None
+        df = read_csv_table(path, dtype={"file": str})
         absent = [c for c in ("file", "start", "label2b", "label6", "split") if c not in df.columns]
         if absent:
             raise InputError(path, f"missing column(s) {', '.join(absent)}")

@@ -60,7 +60,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
+from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig, read_csv_table
 from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
@@ -156,15 +156,9 @@ class Mosi(DatasetRecipe):
         root = self.root
         labels = read_label_npz(root / "label.npz")
         path = root / "derived" / "mosi.csv"
-        try:
-            df = pd.read_csv(
-                path,
-                encoding="utf-8",
-                keep_default_na=False,
-                dtype={"key": str, "video_id": str, "clip_id": str},
-            )
-        except (UnicodeDecodeError, pd.errors.ParserError, OSError) as err:
-            raise InputError(path, f"cannot read CSV ({err})") from None
+        df = read_csv_table(
+            path, keep_default_na=False, dtype={"key": str, "video_id": str, "clip_id": str}
+        )
         absent = [
             c for c in ("key", "video_id", "clip_id", "text", "text_zh") if c not in df.columns
         ]

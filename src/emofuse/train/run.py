@@ -13,7 +13,7 @@
 The outputs of a run::
 
     <out_dir>/run.json            the validated config
-    <out_dir>/checkpoints/        last.ckpt and best-epoch=NNN.ckpt (Lightning)
+    <out_dir>/checkpoints/        last.ckpt and best-NNN.ckpt (Lightning)
     <out_dir>/logs/metrics.csv    per-step and per-epoch logs (CSVLogger) of the last session;
                                   metrics.1.csv, ... of the sessions before each resumption
     <out_dir>/model/              the best model (save_pretrained: self-describing, with its
