@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -411,3 +412,45 @@ def test_unknown_split_is_exit_2_listing_the_splits(tmp_path):
     )
     assert res.exit_code == 2
     assert "'train'" in res.output and "test" in res.output
+
+
+def test_extract_one_media_file_and_the_table_shows_this_jobs_item(tmp_path):
+    """A media file is a valid SOURCE; the table's outputs are those of this job's first item,
+    not of the first entry the cache holds (issue: EmoDB shapes printed for a MER clip)."""
+    from emofuse.features import FeatureStore, get_extractor
+    from emofuse.records import Utterance
+
+    cache = tmp_path / "cache"
+    ext = get_extractor("egemaps")
+    earlier = Utterance(id="aaa-earlier", dataset="x", media={"audio": "elsewhere.wav"})
+    # an earlier entry with another shape, first in the cache's index
+    FeatureStore(cache).cache(ext).write(
+        [(earlier, "sig", {"functionals": np.zeros(88, np.float32),
+                           "lld": np.zeros((7, 25), np.float32)})]
+    )
+    from importlib import resources
+
+    clip = Path(str(resources.files("emofuse.datasets") / "sample" / "03-01-03-02-01-01-01.wav"))
+    res = runner.invoke(
+        cli.app,
+        ["features", "extract", str(clip), "-e", "egemaps", "--cache", str(cache)],
+        env={**ENV, "COLUMNS": "250"},
+    )
+    assert res.exit_code == 0, res.output
+    assert "lld (363, 25)" in res.output and "(7, 25)" not in res.output
+
+
+def test_extractors_refuse_anything_but_records_in_one_line():
+    from emofuse.errors import InputError
+    from emofuse.features import EXTRACTORS, get_extractor
+
+    for name in ("egemaps", "minilm", "face"):
+        if name not in EXTRACTORS:
+            continue
+        ext = get_extractor(name)
+        with pytest.raises(InputError, match=rf"{name}\.extract got a str \('x\.wav'\)"):
+            ext.extract("x.wav")
+        with pytest.raises(InputError, match="takes a list"):
+            ext.extract_batch("x.wav")
+        with pytest.raises(InputError, match="got a PosixPath"):
+            ext.extract_batch([Path("x.wav")])

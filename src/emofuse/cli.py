@@ -431,7 +431,15 @@ def _load_utterances(
         ds = _recipe(dataset, root, options).dataset()
     else:
         from emofuse.datasets import open_prepared
+        from emofuse.datasets.folder import as_utterances, media_kind
 
+        if source is not None and source.is_file() and media_kind(source):
+            if splits:
+                raise ConfigError("--split applies to a dataset, not to a media file")
+            utts, problems = as_utterances([source])
+            for path, problem in problems.items():
+                err.print(f"[yellow]{escape(path)}: {escape(problem)}[/yellow]", soft_wrap=True)
+            return source.name, utts
         ds = open_prepared(source)  # type: ignore[arg-type]
     unknown = [s for s in splits or [] if s not in ds.splits]
     if unknown:
@@ -475,7 +483,8 @@ def features_list() -> None:
 @handled
 def features_extract(
     source: Annotated[
-        Path | None, typer.Argument(help="Manifest .jsonl or prepared dataset folder.")
+        Path | None,
+        typer.Argument(help="Manifest .jsonl, prepared dataset folder, or one media file."),
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="Load this dataset recipe directly.")] = None,
     root: Annotated[Path | None, typer.Option(help="Root folder for --dataset.")] = None,

@@ -72,6 +72,15 @@ class FeatureExtractor(ABC):
     batch_size: ClassVar[int] = 16
     """Utterances per ``extract_batch`` call (and per shard) when the caller does not choose."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # every extractor's public entry points check what they are given (one line, not an
+        # AttributeError from deep inside a library)
+        for name in ("extract", "extract_batch"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_checks_input", False):
+                setattr(cls, name, _checked(method, batch=name == "extract_batch"))
+
     def __init__(self, config: Config | None = None, **options: Any) -> None:
         if config is not None and options:
             raise ConfigError("pass either a config object or keyword options, not both")
@@ -192,6 +201,38 @@ class FeatureExtractor(ABC):
             specs[key].check(arr, key, self.name)
             out[key] = arr
         return out
+
+
+def _checked(method: Any, *, batch: bool) -> Any:
+    """Wrap ``extract`` / ``extract_batch`` so that anything but records is an InputError."""
+    import functools
+
+    hint = (
+        "give an emofuse.Utterance (e.g. Utterance(id='clip', dataset='mine', "
+        "media={'audio': 'clip.wav'})); for files use emofuse.datasets.folder.as_utterances"
+    )
+
+    @functools.wraps(method)
+    def wrapper(self: FeatureExtractor, arg: Any) -> Any:
+        items = arg if batch else [arg]
+        if batch and not isinstance(arg, list | tuple):
+            raise InputError(None, f"{self.name}.{method.__name__} takes a list; {hint}")
+        for item in items:
+            if not isinstance(item, Utterance):
+                raise InputError(
+                    None,
+                    f"{self.name}.{method.__name__} got a {type(item).__name__} "
+                    f"({str(item)[:60]!r}); {hint}",
+                )
+        return method(self, arg)
+
+    wrapper._checks_input = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+FeatureExtractor.extract_batch = _checked(  # type: ignore[method-assign]
+    FeatureExtractor.extract_batch, batch=True
+)
 
 
 def has_input(utt: Utterance, modality: str) -> bool:
