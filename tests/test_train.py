@@ -460,3 +460,62 @@ def test_cli_predict_json_and_csv(data, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["predict", res.model_dir, "--text", "hi", "--prepared", str(data["prep"])])
     assert e.value.code == 2
+
+
+# -- every state a kill or a copy can leave resumes to the same result or fails in one line -----
+def test_a_run_stopped_early_and_killed_before_its_result_does_not_train_more(data, tmp_path):
+    import shutil
+
+    from emofuse.train import fit
+
+    cfg = _config(data, tmp_path / "run", epochs=12, patience=1)
+    first = fit(cfg)
+    assert len(first.history) < 12  # early stopping ended it
+    (tmp_path / "run" / "result.json").unlink()  # killed before the result was written
+    shutil.rmtree(tmp_path / "run" / "model")
+    again = fit(cfg)
+    assert again.history == first.history and again.best_epoch == first.best_epoch
+    assert again.epochs_run == first.epochs_run
+
+
+def test_a_moved_run_folder_resumes_with_its_best_epoch(data, tmp_path):
+    import torch
+
+    from emofuse.train import fit
+
+    kw = {"model": {"name": "mlp", "options": {"hidden": 32}}}
+    straight = fit(_config(data, tmp_path / "a", epochs=5, **kw))
+    fit(_config(data, tmp_path / "b", epochs=2, **kw))  # "killed" after epoch 2
+    (tmp_path / "b").rename(tmp_path / "moved")
+    resumed = fit(_config(data, tmp_path / "moved", epochs=5, **kw))
+    assert resumed.history == straight.history and resumed.best_epoch == straight.best_epoch
+    assert resumed.model_dir == str(tmp_path / "moved" / "model")
+    ckpt = torch.load(tmp_path / "moved/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    dirs = {s["dirpath"] for s in ckpt["callbacks"].values() if isinstance(s, dict) and "dirpath" in s}
+    assert dirs == {str(tmp_path / "moved" / "checkpoints")}
+    # a finished run copied elsewhere reports where it is now
+    (tmp_path / "moved").rename(tmp_path / "again")
+    done = fit(_config(data, tmp_path / "again", epochs=5, **kw))
+    assert done.model_dir == str(tmp_path / "again" / "model") and done.history == straight.history
+
+
+def test_torn_checkpoints_and_run_files_fail_in_one_line(data, tmp_path):
+    from emofuse.errors import InputError
+    from emofuse.train import fit
+
+    cfg = _config(data, tmp_path / "run", epochs=3)
+    fit(_config(data, tmp_path / "run", epochs=1))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    whole = last.read_bytes()
+    for torn in (whole[: len(whole) // 2], b""):
+        last.write_bytes(torn)
+        with pytest.raises(InputError, match=r"last\.ckpt: unreadable checkpoint .* delete"):
+            fit(cfg)
+    # the failed attempts did not make the 1-epoch result pass for the 3-epoch run
+    assert not (tmp_path / "run" / "result.json").exists()
+    last.write_bytes(whole)
+    assert len(fit(cfg).history) == 3
+    run_json = tmp_path / "run" / "run.json"
+    run_json.write_text('{"dataset": ')
+    with pytest.raises(InputError, match=r"run\.json: not valid JSON"):
+        fit(cfg)

@@ -144,17 +144,26 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
     out = Path(config.out_dir)
     run_file = out / RUN_FILE
     if run_file.is_file():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if _identity(TrainConfig.model_validate(previous)) != _identity(config):
+        previous = _read_state(run_file)
+        try:
+            earlier = TrainConfig.model_validate(previous)
+        except ValueError as err:
+            raise InputError(run_file, f"not a run config ({str(err).splitlines()[0]})") from None
+        if _identity(earlier) != _identity(config):
             raise ConfigError(
                 f"{out} holds a run with a different config (see {run_file}); "
                 "choose another out_dir or delete it"
             )
         done = out / RESULT_FILE
         if done.is_file() and previous.get("epochs") == config.epochs:
-            data = json.loads(done.read_text(encoding="utf-8"))
+            data = _read_state(done)
             if (out / "model" / "model.safetensors").is_file():
-                return TrainResult(**data)
+                try:  # the folder may have been copied or moved since: its paths are here now
+                    return TrainResult(
+                        **data | {"out_dir": os.fspath(out), "model_dir": os.fspath(out / "model")}
+                    )
+                except TypeError as err:
+                    raise InputError(done, f"not a training result ({err})") from None
     ds, tables = load_tables(
         config, [config.dataset.train_split, config.dataset.val_split], hook=hook
     )
@@ -170,6 +179,9 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
 
     if is_rank_zero():
         out.mkdir(parents=True, exist_ok=True)
+        # a result of an earlier, shorter session no longer describes this run: until this
+        # session ends, no result.json exists (a kill can then never leave a stale one)
+        (out / RESULT_FILE).unlink(missing_ok=True)
         dump_json(run_file, config.model_dump(mode="json"))
     ckpt_dir = out / "checkpoints"
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
@@ -207,7 +219,9 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
         cbs.append(HookCallback(hook))
     last = ckpt_dir / "last.ckpt"
     if last.is_file() and is_rank_zero():
+        _prepare_resume(last, ckpt_dir)
         _keep_earlier_logs(out / "logs")
+    cbs.append(_StayStopped())
     quiet = _quiet_lightning()
     quiet.__enter__()
     try:
@@ -263,6 +277,75 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
         trainer.strategy.barrier()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """A JSON object a run wrote (run.json, result.json); one line naming it when broken."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not valid JSON ({err}); delete it to start the run over") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "not a JSON object; delete it to start the run over")
+    return data
+
+
+def _prepare_resume(last: Path, ckpt_dir: Path) -> None:
+    """Check ``last.ckpt`` before Lightning resumes from it, and carry it to a moved folder.
+
+    Lightning restores the best score and checkpoint of a run only when the checkpoint folder
+    is where it was; a run folder copied or moved elsewhere would forget its best epoch and
+    pick a later one. The paths recorded in the checkpoint are rewritten to the folder's place
+    (atomically), so the resumed run selects as the uninterrupted one does.
+
+    Raises:
+        InputError: the checkpoint is truncated, empty or not a checkpoint (a kill during
+            its write); the message says how to start over.
+    """
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        callbacks = ckpt["callbacks"]
+    except Exception as err:  # torch raises many types for a torn file
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            last,
+            f"unreadable checkpoint ({problem}); it was probably cut short by a kill: delete "
+            f"{last.parent} to start the run over",
+        ) from None
+    here = os.fspath(ckpt_dir.absolute())
+    moved = False
+    for state in callbacks.values():
+        old = state.get("dirpath") if isinstance(state, dict) else None
+        if not old or old == here:
+            continue
+        moved = True
+
+        def place(path: Any, old: str = old) -> Any:
+            return here + path[len(old) :] if isinstance(path, str) and path.startswith(old) else path
+
+        state["dirpath"] = here
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in state:
+                state[key] = place(state[key])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {place(k): v for k, v in state["best_k_models"].items()}
+    if moved:
+        tmp = last.with_name(f".{last.name}.tmp{os.getpid()}")
+        torch.save(ckpt, tmp)
+        os.replace(tmp, last)
+
+
+class _StayStopped(L.Callback):
+    """A run that early stopping ended stays ended when it is started again.
+
+    Lightning restores the early-stopping state but not the trainer's decision to stop, so a
+    run killed after stopping early (before ``result.json``) would train one more epoch.
+    """
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        for cb in trainer.callbacks:
+            if isinstance(cb, L.pytorch.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
+                trainer.should_stop = True
 
 
 class _quiet_lightning:
