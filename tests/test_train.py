@@ -519,3 +519,43 @@ def test_torn_checkpoints_and_run_files_fail_in_one_line(data, tmp_path):
     run_json.write_text('{"dataset": ')
     with pytest.raises(InputError, match=r"run\.json: not valid JSON"):
         fit(cfg)
+
+
+# -- defaults that would silently train a useless model ----------------------------------------
+def test_hand_crafted_inputs_are_standardised_by_default_and_embeddings_are_not():
+    from emofuse.data import FeatureRef, input_specs
+    from emofuse.models import build_model
+
+    inputs = input_specs(
+        {"audio": FeatureRef.parse("egemaps:functionals"), "text": FeatureRef.parse("minilm:pooled")}
+    )
+    assert build_model("mlp", SPEC, inputs).standardized == ["audio"]
+    assert build_model("mlp", SPEC, inputs, {"standardize_inputs": True}).standardized == [
+        "audio", "text"
+    ]
+    assert build_model("mlp", SPEC, inputs, {"standardize_inputs": False}).standardized == []
+
+
+def test_a_model_that_collapses_to_one_class_is_said_so(data):
+    from emofuse.data import FeatureRef, FeatureTable
+    from emofuse.models.inference import InferenceOutput
+    from emofuse.train.run import collapse_warnings
+
+    utts = [u for u in data["utts"] if u.split == "val"]
+    table = FeatureTable.load(
+        utts, {"text": FeatureRef.parse("minilm:pooled")}, FeatureStore(data["cache"]), SPEC
+    )
+    n = len(table)
+    same = InferenceOutput(
+        ids=table.ids, probabilities=None, emotion_index=np.full(n, 2), sentiment=np.full(n, 0.1),
+        fused=np.zeros((n, 1)),
+    )
+    notes = collapse_warnings(table, same)
+    assert len(notes) == 2
+    assert notes[0].startswith(f"the model predicts 'sad' for all {n} validation utterances")
+    assert "sentiment prediction barely varies" in notes[1]
+    varied = InferenceOutput(
+        ids=table.ids, probabilities=None, emotion_index=np.arange(n) % 4,
+        sentiment=np.linspace(-2, 2, n), fused=np.zeros((n, 1)),
+    )
+    assert collapse_warnings(table, varied) == []

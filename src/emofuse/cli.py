@@ -680,6 +680,25 @@ def _is_rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
+@contextlib.contextmanager
+def _warnings_as_lines() -> Any:
+    """Print emofuse's warnings of the block as yellow lines (not Python's file:line form)."""
+    import warnings
+
+    from emofuse.errors import EmofuseWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EmofuseWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, EmofuseWarning):
+                    err.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", soft_wrap=True)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 def _features(feature: list[str] | None) -> dict[str, str] | None:
     from emofuse.errors import ConfigError
 
@@ -777,7 +796,10 @@ def train(
             f"[bold]train[/bold] {cfg.model.name} on "
             f"{cfg.dataset.name or cfg.dataset.prepared} → {cfg.out_dir}"
         )
-    with ProgressHook(sys.stderr) if rank0 else contextlib.nullcontext() as hook:
+    with (
+        ProgressHook(sys.stderr) if rank0 else contextlib.nullcontext() as hook,
+        _warnings_as_lines(),
+    ):
         if cfg.seeds:
             from emofuse.evaluate.sweep import fit_seeds
 
@@ -952,9 +974,7 @@ def predict(
     needed; references outside the model's labels are kept as given. Features are computed as
     the model was trained (its saved feature references).
     """
-    import warnings
-
-    from emofuse.errors import ConfigError, EmofuseWarning
+    from emofuse.errors import ConfigError
     from emofuse.hooks import ProgressHook
     from emofuse.models import load_model
     from emofuse.schema import prediction_rows
@@ -983,11 +1003,8 @@ def predict(
             raise ConfigError(f"{ds.name} has no split {unknown[0]!r}; splits: {', '.join(ds.splits)}")
         inputs = [u for s in split for u in ds[s]] if split else ds.all()
     model = load_model(model_dir)
-    with ProgressHook(sys.stderr) as hook, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EmofuseWarning)
+    with ProgressHook(sys.stderr) as hook, _warnings_as_lines():
         preds = model.predict(inputs, cache=cache, batch_size=batch_size, hook=hook)
-    for w in caught:
-        err.print(f"[yellow]{escape(str(w.message))}[/yellow]", soft_wrap=True)
     if fmt is OutputFormat.json:
         text_out = json.dumps(
             [p.model_dump(mode="json", exclude_none=True) for p in preds],

@@ -188,8 +188,11 @@ def test_tuned_extractor_rejects_models_without_a_text_encoder(tmp_path: Path) -
     plain = build_model("mlp", SPEC, TEXT_INPUT, {"hidden": 8}).save_pretrained(tmp_path / "m")
     with pytest.raises(InputError, match="no fine-tuned text_encoder"):
         get_extractor("minilm-tuned", model=str(plain)).fingerprint()
-    with pytest.raises(InputError, match=r"config\.json is missing"):
+    with pytest.raises(InputError, match=r"nowhere: no such folder"):
         get_extractor("minilm-tuned", model=str(tmp_path / "nowhere")).fingerprint()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"config\.json is missing"):
+        get_extractor("minilm-tuned", model=str(tmp_path / "empty")).fingerprint()
 
 
 def test_a_saved_reference_pins_the_encoder_and_names_it_when_changed_or_moved(tmp_path: Path):

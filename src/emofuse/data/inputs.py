@@ -132,8 +132,10 @@ class InputSpec(BaseModel):
         dim: Feature dimension ``D``.
         kind: ``vector`` (one row per utterance) or ``sequence`` (``T`` rows).
         ref: The full feature reference (extractor options, length limits) the model was
-            trained on; ``None`` in models saved before emofuse 0.2, which recorded only
+            trained on; ``None`` in models saved in the old folder format, which recorded only
             ``feature``.
+        standardize: The extractor declares this output as hand-crafted measurements on mixed
+            scales, which models z-score by default (see ``ModelConfig.standardize_inputs``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -142,6 +144,7 @@ class InputSpec(BaseModel):
     dim: int = Field(gt=0)
     kind: Literal["vector", "sequence"]
     ref: FeatureRef | None = None
+    standardize: bool = False
 
     def feature_ref(self) -> FeatureRef:
         """The reference to compute this input with.
@@ -174,7 +177,11 @@ def input_specs(refs: Mapping[str, FeatureRef]) -> dict[str, InputSpec]:
             )
         out = outputs[ref.output]
         specs[modality] = InputSpec(
-            feature=ref.key, dim=out.dim, kind=out.kind, ref=ref.resolved(modality)
+            feature=ref.key,
+            dim=out.dim,
+            kind=out.kind,
+            ref=ref.resolved(modality),
+            standardize=out.standardize,
         )
     return specs
 

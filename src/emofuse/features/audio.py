@@ -90,10 +90,16 @@ class EgemapsExtractor(_SpeechExtractor):
         """``functionals`` (88,) and ``lld`` (T, 25)."""
         return {
             "functionals": OutputSpec(
-                dim=EGEMAPS_FUNCTIONALS, kind="vector", description="eGeMAPSv02 functionals"
+                dim=EGEMAPS_FUNCTIONALS,
+                kind="vector",
+                description="eGeMAPSv02 functionals",
+                standardize=True,
             ),
             "lld": OutputSpec(
-                dim=EGEMAPS_LLDS, kind="sequence", description="eGeMAPSv02 LLDs, 10 ms hop"
+                dim=EGEMAPS_LLDS,
+                kind="sequence",
+                description="eGeMAPSv02 LLDs, 10 ms hop",
+                standardize=True,
             ),
         }
 

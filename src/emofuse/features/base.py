@@ -39,6 +39,9 @@ class OutputSpec(BaseModel):
     dim: int
     kind: Literal["vector", "sequence"]
     description: str = ""
+    standardize: bool = False
+    """Hand-crafted measurements on mixed scales (Hz, dB, ratios, degrees): models z-score them
+    with training statistics unless told otherwise (``ModelConfig.standardize_inputs``)."""
 
     def check(self, array: np.ndarray, name: str, owner: str) -> None:
         """Raise :class:`EmofuseError` if ``array`` breaks the contract (an extractor bug)."""

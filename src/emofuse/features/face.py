@@ -176,7 +176,10 @@ class FaceExtractor(FeatureExtractor):
         g, e = len(GEOMETRY_FEATURES), len(FER_LABELS)
         return {
             "geometry": OutputSpec(
-                dim=g, kind="sequence", description="IOD-normalised face geometry + head pose"
+                dim=g,
+                kind="sequence",
+                description="IOD-normalised face geometry + head pose",
+                standardize=True,
             ),
             "expression": OutputSpec(
                 dim=e, kind="sequence", description="FER2013 7-class probabilities"
@@ -185,6 +188,7 @@ class FaceExtractor(FeatureExtractor):
                 dim=g + e + 1,
                 kind="vector",
                 description="mean geometry, mean expression, fraction of frames with a face",
+                standardize=True,
             ),
         }
 

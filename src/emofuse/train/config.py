@@ -178,6 +178,8 @@ class TrainResult:
         skipped: ``split → {utterance id: problem}`` for utterances left out.
         epochs_run: Epochs trained in total (across resumptions).
         seconds: Wall time of this call.
+        warnings: What the user should know about the model (e.g. it predicts one class for
+            every validation utterance); also issued as :class:`~emofuse.errors.EmofuseWarning`.
     """
 
     out_dir: str
@@ -191,6 +193,7 @@ class TrainResult:
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     epochs_run: int = 0
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch
 
 from emofuse.data.table import FeatureTable
 from emofuse.datasets.base import Dataset
-from emofuse.errors import ConfigError, InputError
+from emofuse.errors import ConfigError, EmofuseWarning, InputError
 from emofuse.features.store import FeatureStore
 from emofuse.hooks import Hook
 from emofuse.metrics import headline, metric_mode
@@ -173,8 +174,9 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
     _check_monitor(ds.spec, monitor)
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(config.model.name, ds.spec, train.inputs, config.model.options)
-    if model.config.standardize_inputs:  # training split only; stored in the model's buffers
-        model.set_input_statistics(train.statistics())
+    if model.standardized:  # training split only; stored in the model's buffers
+        stats = train.statistics()
+        model.set_input_statistics({m: stats[m] for m in model.standardized if m in stats})
     task = FusionTask(model, config, train, val, monitor)
 
     if is_rank_zero():
@@ -254,7 +256,8 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     best_epoch = int(best["epoch"])
     history = task.history
-    val_metrics = score(val, Inference(model, batch_size=config.batch_size)(val))
+    val_output = Inference(model, batch_size=config.batch_size)(val)
+    val_metrics = score(val, val_output)
     result = TrainResult(
         out_dir=os.fspath(out),
         model_dir=os.fspath(out / "model"),
@@ -266,7 +269,10 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
         history=history,
         skipped={config.dataset.train_split: train.skipped, config.dataset.val_split: val.skipped},
         epochs_run=int(trainer.current_epoch),
+        warnings=collapse_warnings(val, val_output),
     )
+    for message in result.warnings:
+        warnings.warn(f"{out}: {message}", EmofuseWarning, stacklevel=2)
     if trainer.is_global_zero:
         model_dir = model.save_pretrained(out / "model")
         dump_json(model_dir / "history.json", history)
@@ -277,6 +283,36 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
         trainer.strategy.barrier()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def collapse_warnings(table: FeatureTable, output: Any) -> list[str]:
+    """Say when a model answers the same for every utterance of a labelled split.
+
+    A model that predicts one emotion class for every validation utterance, or a sentiment
+    score that barely moves, has learned nothing of its inputs (e.g. unscaled hand-crafted
+    features); its metrics would otherwise look like a result.
+    """
+    import numpy as np
+
+    notes = []
+    labels = table.spec.emotion_labels or []
+    if output.emotion_index is not None and len(labels) > 1 and len(output.emotion_index) > 1:
+        classes = np.unique(output.emotion_index)
+        if len(classes) == 1:
+            notes.append(
+                f"the model predicts '{labels[int(classes[0])]}' for all "
+                f"{len(output.emotion_index)} validation utterances: it collapsed to one class "
+                "(check the features' scale, the learning rate and the class balance)"
+            )
+    if output.sentiment is not None and len(output.sentiment) > 1:
+        truth = np.array([it.sentiment for it in table.items], dtype=np.float64)
+        spread = float(np.nanstd(truth)) if np.isfinite(truth).any() else 0.0
+        if spread > 0 and float(np.std(output.sentiment)) < 0.01 * spread:
+            notes.append(
+                "the sentiment prediction barely varies across validation utterances "
+                f"(std {float(np.std(output.sentiment)):.2g} against {spread:.2g} in the labels)"
+            )
+    return notes
 
 
 def _read_state(path: Path) -> dict[str, Any]:
