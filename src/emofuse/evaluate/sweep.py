@@ -16,7 +16,7 @@ from emofuse.hooks import Hook
 from emofuse.metrics import aggregate_seeds
 from emofuse.records import dump_json
 from emofuse.train.config import TrainConfig, TrainResult
-from emofuse.train.run import fit, is_rank_zero
+from emofuse.train.run import fit, is_rank_zero, torch_threads
 
 
 def fit_seeds(
@@ -57,14 +57,15 @@ def fit_seeds(
         if test_file.is_file():
             test = json.loads(test_file.read_text(encoding="utf-8"))
         else:
-            ev = evaluate(
-                res.model_dir,
-                dataset=config.dataset,
-                split=config.dataset.test_split,
-                cache=config.cache_dir(),
-                batch_size=config.batch_size,
-                hook=hook,
-            )
+            with torch_threads(config.num_threads):  # as in training: same sums
+                ev = evaluate(
+                    res.model_dir,
+                    dataset=config.dataset,
+                    split=config.dataset.test_split,
+                    cache=config.cache_dir(),
+                    batch_size=config.batch_size,
+                    hook=hook,
+                )
             test = ev.metrics
             dump_json(test_file, test)
         tests.append(test)

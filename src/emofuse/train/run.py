@@ -23,10 +23,12 @@ The outputs of a run::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +133,23 @@ def fit(
     Raises:
         ConfigError: ``out_dir`` holds a run with a different config.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
-    try:
+    with torch_threads(config.num_threads):
         return _fit(config, hook, callbacks)
-    finally:  # the caller's setting, not ours, holds after training
-        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """Run the block with ``n`` torch threads (``None``: all cores), then restore the caller's.
+
+    Floating-point sums depend on the thread count, so a run's training and its test scoring
+    both use the run's ``num_threads``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or os.cpu_count() or 1)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) -> TrainResult:
