@@ -528,7 +528,7 @@ def features_extract(
 ) -> None:
     """Extract features into the cache; rerunning resumes and skips what is done."""
     from emofuse.errors import ConfigError
-    from emofuse.features import EXTRACTORS, FeatureStore, extract_features, has_input
+    from emofuse.features import EXTRACTORS, FeatureStore, extract_features
     from emofuse.features.pipeline import default_extractors
     from emofuse.features.store import default_cache_dir
     from emofuse.hooks import ProgressHook
@@ -558,7 +558,7 @@ def features_extract(
         ext = _build_extractor(
             ext_name, configs.get(ext_name, {}), str(extractor_config or ext_name)
         )
-        items = [u for u in candidates if has_input(u, ext.modality)]
+        items = [u for u in candidates if ext.reads(u)]
         lacking = len(candidates) - len(items)
         if not items:
             needs = _NEEDS.get(ext.modality, ext.modality)

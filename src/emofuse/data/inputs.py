@@ -23,6 +23,9 @@ from emofuse.metrics import IGNORE_INDEX  # the emotion target of an unlabelled 
 MODALITIES = ("text", "audio", "face")
 """The modalities a model may read, always by name."""
 
+MODALITY_ALIASES = {"vision": "face", "video": "face", "visual": "face", "acoustic": "audio"}
+"""Other names of the modalities in the field (MMSA's ``vision``), accepted in feature maps."""
+
 DEFAULT_MAX_LEN = {"text": 96, "audio": 300, "face": 300}
 """Steps kept per sequence feature when a :class:`FeatureRef` sets no ``max_len``: 96 word
 pieces of text; 300 frames of audio (3 s of 10 ms LLDs) or face tracks."""
@@ -118,6 +121,7 @@ def parse_features(
     """``{modality: ref}`` from config values; unknown modalities are errors."""
     out = {}
     for modality, value in features.items():
+        modality = MODALITY_ALIASES.get(modality, modality)
         if modality not in MODALITIES:
             raise ConfigError(f"{source}: unknown modality {modality!r}; known: {list(MODALITIES)}")
         out[modality] = FeatureRef.parse(value, f"{source}.{modality}")
@@ -163,19 +167,21 @@ def input_specs(refs: Mapping[str, FeatureRef]) -> dict[str, InputSpec]:
     specs = {}
     for modality, ref in refs.items():
         ext = ref.build()
-        if ext.modality != modality:
-            raise ConfigError(
-                f"features.{modality}: extractor {ref.extractor!r} reads {ext.modality}, "
-                f"not {modality}"
-            )
         outputs = ext.outputs()
         if ref.output not in outputs:
+            note = getattr(ext, "output_notes", {}).get(ref.output)
             raise ConfigError(
                 f"features.{modality}: extractor {ref.extractor!r} has no output {ref.output!r}; "
                 f"outputs: {', '.join(outputs)}"
                 + (" (enable it in the extractor options)" if ref.output == "tokens" else "")
+                + (f" ({note})" if note else "")
             )
         out = outputs[ref.output]
+        reads = out.modality or ext.modality
+        if reads != modality:
+            raise ConfigError(
+                f"features.{modality}: {ref.key} describes {reads}, not {modality}"
+            )
         specs[modality] = InputSpec(
             feature=ref.key,
             dim=out.dim,

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from emofuse.data.inputs import IGNORE_INDEX, FeatureRef, InputSpec, input_specs
 from emofuse.errors import ConfigError, InputError
-from emofuse.features.base import FeatureExtractor, Features, has_input
+from emofuse.features.base import FeatureExtractor, Features
 from emofuse.features.pipeline import extract_features
 from emofuse.features.store import FeatureStore
 from emofuse.hooks import Hook, call_hook
@@ -258,7 +258,7 @@ class FeatureTable:
         arrays: dict[str, dict[str, np.ndarray]] = {u.id: {} for u in utts}
         for modality, ref in refs.items():
             ext = ref.build()
-            with_input = ext.prepare([u for u in utts if has_input(u, modality)])
+            with_input = ext.prepare([u for u in utts if ext.reads(u)])
             found, failed = source.features(with_input, ext)
             max_len, shorten = ref.length_limits(modality)
             kind = inputs[modality].kind

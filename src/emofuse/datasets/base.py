@@ -261,6 +261,11 @@ def open_prepared(path: str | os.PathLike[str]) -> Dataset:
     return Dataset(name, spec, splits)
 
 
+_PATH_OPTIONS = ("root", "pickle")
+"""Recipe options that name a file or folder relative to the working folder (a folder
+recipe's ``csv`` is relative to its root, so it stays as given)."""
+
+
 class DatasetChoice(Config):
     """Where the utterances come from: a registered recipe or a prepared folder."""
 
@@ -283,10 +288,12 @@ class DatasetChoice(Config):
             raise ValueError("'options' apply to a recipe name, not to a prepared folder")
         if self.prepared is not None:  # recorded in run.json: must resolve from any folder
             object.__setattr__(self, "prepared", self.prepared.expanduser().absolute())
-        root = self.options.get("root")
-        if isinstance(root, str | Path) and str(root):
-            options = {**self.options, "root": str(Path(root).expanduser().absolute())}
-            object.__setattr__(self, "options", options)
+        options = dict(self.options)
+        for key in _PATH_OPTIONS:  # recorded in run.json: must resolve from any folder
+            value = options.get(key)
+            if isinstance(value, str | Path) and str(value):
+                options[key] = str(Path(value).expanduser().absolute())
+        object.__setattr__(self, "options", options)
         return self
 
     def load(self) -> Dataset:

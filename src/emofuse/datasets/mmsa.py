@@ -33,7 +33,7 @@ Layout (top-level dict)::
         "text_bert":             optional, (N, 3, L) token ids / masks / segment ids,
         "audio":                 float array (N, T_a, d_a), zero-padded,
         "vision":                float array (N, T_v, d_v), zero-padded,
-        "audio_lengths":         [int, ...],  "vision_lengths": [int, ...],
+        "audio_lengths":         [int, ...],  "vision_lengths": [int, ...],   (optional)
         "annotations":           ["Negative" | "Neutral" | "Positive", ...],
         "classification_labels": Negative 0 / Neutral 1 / Positive 2,
         "regression_labels":     sentiment (MOSI/MOSEI [-3, 3], SIMS [-1, 1]),
@@ -50,11 +50,15 @@ Label map
 
 Records
     ``id`` = ``<video_id>_<clip_id>`` (the MERTools key style, so records line up with the
-    ``mosi``/``mosei`` recipes), ``dialogue_id`` = ``video_id``, ``turn`` = rank of the clip in its
+    ``mosi``/``mosei`` recipes; ``/`` and surrounding spaces in MMSA ids become ``__`` and are
+    stripped), ``dialogue_id`` = ``video_id``, ``turn`` = rank of the clip in its
     video, ``labels.extra["mmsa_id"]`` = the original id. Features per id:
     ``{"text": (L, d) or (3, L), "audio": (audio_length, d_a), "vision": (vision_length, d_v)}``
-    with padding removed (plus ``"text_bert"`` when present). :func:`write_mmsa_pickle` pads back
-    to the longest sequence (or ``seq_len``).
+    with padding removed (plus ``"text_bert"`` when present); a pickle without ``*_lengths``
+    (aligned data) is read whole, as MMSA's loader reads it. A non-finite sentiment label is an
+    error naming the split and item. :func:`write_mmsa_pickle` pads back to the longest
+    sequence (or ``seq_len``). Models train on the arrays through the ``mmsa`` extractor
+    (:mod:`emofuse.features.mmsa`, ``docs/mmsa.md``).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
 from emofuse.errors import InputError
@@ -83,12 +87,12 @@ REQUIRED_KEYS = (
     "text",
     "audio",
     "vision",
-    "audio_lengths",
-    "vision_lengths",
     "annotations",
     "classification_labels",
     "regression_labels",
 )
+LENGTH_KEYS = ("audio_lengths", "vision_lengths")
+"""Optional: without them (aligned pickles) sequences are read whole, as MMSA's loader does."""
 _UNIMODAL = {"T": "sentiment_text", "A": "sentiment_audio", "V": "sentiment_vision"}
 _CLASSES = ["Negative", "Neutral", "Positive"]
 SIMS_METRICS = ["acc2", "acc3", "acc5", "f1", "mae", "corr"]
@@ -142,18 +146,27 @@ def read_mmsa_pickle(
         if missing:
             raise InputError(p, f"split {key!r} lacks {', '.join(missing)}")
         n = len(block["id"])
-        for k in REQUIRED_KEYS:
+        for k in (*REQUIRED_KEYS, *(k for k in LENGTH_KEYS if k in block)):
             if len(block[k]) != n:
                 raise InputError(
                     p, f"split {key!r}: {k!r} has {len(block[k])} entries, 'id' has {n}"
                 )
         ids = [str(i) for i in block["id"]]
-        videos = [i.split("$_$", 1)[0] for i in ids]
-        clips = [i.split("$_$", 1)[1] if "$_$" in i else "0" for i in ids]
+        videos = [_clean(i.split("$_$", 1)[0]) for i in ids]
+        clips = [_clean(i.split("$_$", 1)[1]) if "$_$" in i else "0" for i in ids]
         turn_of = _turns(videos, clips)
         utts = []
+        labels = np.asarray(block["regression_labels"], dtype=np.float64).reshape(n, -1)[:, 0]
+        bad = np.flatnonzero(~np.isfinite(labels))
+        if bad.size:
+            j = int(bad[0])
+            raise InputError(
+                p,
+                f"split {key!r}: {bad.size} regression label(s) are not finite (first: item {j}, "
+                f"id {ids[j]!r}, value {labels[j]})",
+            )
         for j, mmsa_id in enumerate(ids):
-            uid = f"{videos[j]}_{clips[j]}" if "$_$" in mmsa_id else mmsa_id
+            uid = f"{videos[j]}_{clips[j]}" if "$_$" in mmsa_id else _clean(mmsa_id)
             extra: dict[str, str | float | int | None] = {"mmsa_id": mmsa_id}
             for m, name in _UNIMODAL.items():
                 if f"regression_labels_{m}" in block:
@@ -169,20 +182,18 @@ def read_mmsa_pickle(
                     turn=turn_of[j],
                     text=text or None,
                     labels=Labels(
-                        sentiment=round(
-                            float(np.asarray(block["regression_labels"][j]).reshape(-1)[0]), 6
-                        ),
+                        sentiment=round(float(labels[j]), 6),
                         sentiment_class=annotation,
                         extra=extra,
                     ),
                 )
             )
-            a_len, v_len = int(block["audio_lengths"][j]), int(block["vision_lengths"][j])
-            feats = {
-                "text": np.asarray(block["text"][j]),
-                "audio": np.asarray(block["audio"][j])[:a_len],
-                "vision": np.asarray(block["vision"][j])[:v_len],
-            }
+            audio, vision = np.asarray(block["audio"][j]), np.asarray(block["vision"][j])
+            if "audio_lengths" in block:
+                audio = audio[: int(block["audio_lengths"][j])]
+            if "vision_lengths" in block:
+                vision = vision[: int(block["vision_lengths"][j])]
+            feats = {"text": np.asarray(block["text"][j]), "audio": audio, "vision": vision}
             if "text_bert" in block:
                 feats["text_bert"] = np.asarray(block["text_bert"][j])
             if uid in features:
@@ -298,6 +309,13 @@ def _pad(
     return out, lengths
 
 
+def _clean(part: str) -> str:
+    """An id part that is safe as a file-name stem (MMSA ids may hold ``/`` or spaces)."""
+    import re
+
+    return re.sub(r"[/\\\t\r\n]+", "__", part).strip().strip("_") or "0"
+
+
 def _turns(videos: list[str], clips: list[str]) -> list[int]:
     """Rank of each clip within its video (numeric clip ids sort numerically)."""
 
@@ -321,6 +339,12 @@ class MmsaConfig(RecipeConfig):
     """Options of the ``mmsa`` recipe (``root`` is unused; give ``pickle``)."""
 
     pickle: Path = Field(..., description="The MMSA .pkl file (only load pickles you trust).")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> MmsaConfig:
+        # recorded in run configs: must resolve from any working folder
+        object.__setattr__(self, "pickle", self.pickle.expanduser().absolute())
+        return self
     dataset_name: str = Field(
         "mmsa", description="Task name for the TaskSpec (e.g. 'mosi', 'sims')."
     )
@@ -357,7 +381,11 @@ class Mmsa(DatasetRecipe):
             raise InputError(p, "MMSA pickle does not exist")
 
     def load(self) -> list[Utterance]:
-        """Utterances of every split in the pickle (features are read and dropped)."""
+        """Utterances of every split in the pickle.
+
+        The feature arrays are read by the ``mmsa`` extractor
+        (:mod:`emofuse.features.mmsa`), so models train on them like on any cached features.
+        """
         splits, _ = read_mmsa_pickle(Path(self.config.pickle).expanduser(), dataset=self.name)
         lang = self.config.language
         return [u.model_copy(update={"language": lang}) for utts in splits.values() for u in utts]

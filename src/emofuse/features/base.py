@@ -42,6 +42,9 @@ class OutputSpec(BaseModel):
     standardize: bool = False
     """Hand-crafted measurements on mixed scales (Hz, dB, ratios, degrees): models z-score them
     with training statistics unless told otherwise (``ModelConfig.standardize_inputs``)."""
+    modality: Literal["text", "audio", "face"] | None = None
+    """The modality this output describes, when an extractor serves several (precomputed
+    feature files); ``None``: the extractor's own ``modality``."""
 
     def check(self, array: np.ndarray, name: str, owner: str) -> None:
         """Raise :class:`EmofuseError` if ``array`` breaks the contract (an extractor bug)."""
@@ -101,6 +104,10 @@ class FeatureExtractor(ABC):
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Load models. Called once before the first extraction; override in subclasses."""
+
+    def reads(self, utt: Utterance) -> bool:
+        """Whether ``utt`` carries the input this extractor reads (default: its modality's)."""
+        return has_input(utt, self.modality)
 
     def prepare(self, utterances: Sequence[Utterance]) -> list[Utterance]:
         """The records this extractor reads for ``utterances`` (same ids, same order).

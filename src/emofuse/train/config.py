@@ -125,6 +125,21 @@ class TrainConfig(Config):
             raise ValueError("map at least one modality to 'extractor:output'")
         return parse_features(value)
 
+    @model_validator(mode="after")
+    def _features_of_the_dataset(self) -> TrainConfig:
+        # features stored inside the dataset's own file (an MMSA pickle) are read from that file
+        # unless a reference names another one
+        pickle = self.dataset.options.get("pickle") if self.dataset.name == "mmsa" else None
+        if pickle is not None:
+            filled = {
+                m: r.model_copy(update={"options": {"pickle": str(pickle), **r.options}})
+                if r.extractor == "mmsa" and "pickle" not in r.options
+                else r
+                for m, r in self.features.items()
+            }
+            object.__setattr__(self, "features", filled)
+        return self
+
     @field_validator("monitor")
     @classmethod
     def _monitor(cls, value: str | None) -> str | None:
