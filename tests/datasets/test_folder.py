@@ -93,13 +93,11 @@ def test_plain_folder_errors(tmp_path: Path) -> None:
     [
         ("text,label\nhi,happy\n", "needs a 'path' column"),
         ("path,label,mood\na.wav,happy,x\n", "unknown column.*'mood'"),
-        ("path,label\na.wav,happy\nmissing.wav,sad\n", r"row 2 \(line 3\): file not found"),
-        ("path,sentiment\na.wav,high\n", r"row 1 .*sentiment 'high' is not a number"),
+        ("path,sentiment\na.wav,high\n", r"no usable row: row 1 .*sentiment 'high' is not a"),
         ("path,split\na.wav,holdout\n", "split 'holdout'"),
-        ("path,label\nnotes.txt,happy\n", "not a known media type"),
+        ("path,label\nnotes.txt,happy\n", "not audio, video or an image"),
         ("path,start,end\na.wav,2,1\n", "must be after start"),
         ("path\n", "no rows"),
-        ("path,label\na.wav,happy\na.wav,sad\n", "duplicate id 'a'"),
     ],
 )
 def test_bad_csv(tmp_path: Path, content: str, pattern: str) -> None:
@@ -158,3 +156,41 @@ def test_paths_resolve_from_any_working_folder(tmp_path: Path, monkeypatch) -> N
     )
     with pytest.raises(InputError, match="is a file; the dataset root"):
         load_dataset("meld", root=tmp_path / "data" / "a.wav")
+
+
+def test_bad_rows_are_reported_and_skipped_and_the_rest_is_kept(tmp_path: Path) -> None:
+    _wav(tmp_path / "a.wav")
+    csv = tmp_path / "mixed.csv"
+    csv.write_text(
+        "path,text,label\na.wav,hi,happy\nmissing.wav,,sad\n,,sad\na.wav,again,sad\n,fine,sad\n",
+        encoding="utf-8",
+    )
+    ds = load_dataset("folder", root=csv)
+    assert [u.id for u in ds.all()] == ["a", "row5"]
+    assert set(ds.skipped) == {"mixed.csv row 2 (line 3)", "mixed.csv row 3 (line 4)",
+                               "mixed.csv row 4 (line 5)"}
+    assert ds.skipped["mixed.csv row 2 (line 3)"].startswith("file not found")
+    assert ds.skipped["mixed.csv row 3 (line 4)"] == "needs a path or a text"
+    assert "duplicate id 'a'" in ds.skipped["mixed.csv row 4 (line 5)"]
+    # prepare keeps the report beside the manifests
+    prepared = DATASETS.get("folder")(root=csv).prepare(tmp_path / "prep")
+    assert open_prepared(prepared).skipped == ds.skipped
+
+
+def test_media_kind_comes_from_the_content_when_the_suffix_is_unknown(tmp_path: Path) -> None:
+    import shutil
+    from importlib import resources
+
+    sample = Path(str(resources.files("emofuse.datasets") / "sample"))
+    shutil.copy(next(sample.glob("*.wav")), tmp_path / "voice.audio")
+    shutil.copy(next(sample.glob("*.mp4")), tmp_path / "talk.clip")
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "face.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "face.png").rename(tmp_path / "face.picture")
+    (tmp_path / "junk.dat").write_bytes(b"\x00\x01 not media at all")
+    (tmp_path / "voice.txt").write_text("a transcript is not media")
+    ds = load_dataset("folder", root=tmp_path)
+    kinds = {u.id: sorted(u.media) for u in ds.all()}
+    assert kinds == {"voice": ["audio"], "talk": ["video"], "face": ["image"]}
+    assert ds.skipped == {"junk.dat": "not audio, video or an image"}

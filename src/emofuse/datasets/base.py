@@ -72,11 +72,14 @@ class Dataset:
         name: Registry name of the recipe.
         spec: The task (labels, sentiment range, metrics).
         splits: ``split name → utterances`` in corpus order.
+        skipped: ``item → problem`` for every input the recipe left out (a CSV row, a file
+            that is not media), so nothing is dropped without a word.
     """
 
     name: str
     spec: TaskSpec
     splits: dict[str, list[Utterance]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> list[Utterance]:
         try:
@@ -119,6 +122,8 @@ class DatasetRecipe(ABC):
             if config is not None
             else validate_config(self.Config, options, f"dataset {self.name!r}")
         )
+        self.skipped: dict[str, str] = {}
+        """``item → problem`` for inputs :meth:`load` left out (reported, never silent)."""
 
     @property
     def root(self) -> Path:
@@ -173,7 +178,7 @@ class DatasetRecipe(ABC):
         for u in utts:
             splits.setdefault(u.split or "unsplit", []).append(u)
         splits = dict(sorted(splits.items(), key=lambda kv: (order.get(kv[0], 9), kv[0])))
-        return Dataset(self.name, self.spec(), splits)
+        return Dataset(self.name, self.spec(), splits, dict(self.skipped))
 
     def fingerprint(self) -> str:
         """Hash of recipe name, config and emofuse version."""
@@ -199,6 +204,7 @@ class DatasetRecipe(ABC):
         for split, utts in ds.splits.items():
             write_manifest(out / f"{split}.jsonl", utts)
         dump_json(out / "spec.json", ds.spec.model_dump(mode="json"))
+        dump_json(out / "skipped.json", ds.skipped)
         dump_json(
             out / "dataset.json",
             {
@@ -258,7 +264,14 @@ def open_prepared(path: str | os.PathLike[str]) -> Dataset:
             emotion_labels=labels or None,
             sentiment_range=None if labels else (-1.0, 1.0),
         )
-    return Dataset(name, spec, splits)
+    skipped_file = (p if p.is_dir() else p.parent) / "skipped.json"
+    skipped = {}
+    if skipped_file.is_file():
+        try:
+            skipped = json.loads(skipped_file.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise InputError(skipped_file, f"not valid JSON ({err})") from None
+    return Dataset(name, spec, splits, skipped if isinstance(skipped, dict) else {})
 
 
 _PATH_OPTIONS = ("root", "pickle")

@@ -77,9 +77,10 @@ from emofuse.spec import TaskSpec
 DEFAULT_CSV = "labels.csv"
 """The manifest a folder is read from when no ``csv`` is given and the folder holds one."""
 
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".ogg"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm"})
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".wma"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".3gp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+"""Known suffixes (a fast path); files with other suffixes are probed by content."""
 
 CSV_COLUMNS = (
     "id", "path", "text", "label", "sentiment", "split",
@@ -103,6 +104,34 @@ def media_kind(path: str | os.PathLike[str]) -> Literal["audio", "video", "image
         return "video"
     if suffix in IMAGE_SUFFIXES:
         return "image"
+    return None
+
+
+_NOT_MEDIA = frozenset({".txt", ".csv", ".json", ".jsonl", ".md", ".yaml", ".yml", ".srt", ".vtt"})
+"""Files a media folder holds beside its media (transcripts, manifests): never probed."""
+
+
+def probe_kind(path: str | os.PathLike[str]) -> Literal["audio", "video", "image"] | None:
+    """The media kind of a file from its content, for suffixes :func:`media_kind` does not know.
+
+    Opens the file with PyAV (FFmpeg): a video stream of one frame in an image format is an
+    image, other video streams are video, audio streams alone are audio. ``None`` when FFmpeg
+    cannot read it.
+    """
+    try:
+        import av
+    except ImportError:  # pragma: no cover - av is a core dependency
+        return None
+    try:
+        with av.open(os.fspath(path), metadata_errors="ignore") as c:
+            if c.streams.video:
+                stream = c.streams.video[0]
+                still = c.format.name.endswith("_pipe") or c.format.name == "image2"
+                return "image" if still or (stream.frames or 0) == 1 else "video"
+            if c.streams.audio:
+                return "audio"
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        return None
     return None
 
 
@@ -304,13 +333,16 @@ class FolderRecipe(DatasetRecipe):
                 continue
             ids[utt.id] = n
             out.append(utt)
-        if problems:
+        if problems and not out:
             more = (
                 f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
             )
-            raise InputError(csv_file, "; ".join(problems[:_MAX_LISTED]) + more)
+            raise InputError(csv_file, "no usable row: " + "; ".join(problems[:_MAX_LISTED]) + more)
         if not out:
             raise InputError(csv_file, "CSV has a header but no rows")
+        for problem in problems:  # bad rows are reported and left out; the rest is kept
+            where, _, why = problem.partition(": ")
+            self.skipped[f"{csv_file.name} {where}"] = why
         return out
 
     def _row_to_utterance(
@@ -328,11 +360,11 @@ class FolderRecipe(DatasetRecipe):
         if rel:
             p = Path(rel).expanduser()
             full = p if p.is_absolute() else base / p
-            kind = media_kind(full)
-            if kind is None:
-                raise _RowError(f"{rel!r} is not a known media type (audio, video or image suffix)")
             if not full.is_file():
                 raise _RowError(f"file not found: {full}")
+            kind = media_kind(full) or probe_kind(full)
+            if kind is None:
+                raise _RowError(f"{rel!r} is not audio, video or an image (it could not be decoded)")
             media[kind] = str(full)
         elif text is None:
             raise _RowError("needs a path or a text")
@@ -382,6 +414,10 @@ class FolderRecipe(DatasetRecipe):
             if f.name.startswith(".") or not f.is_file():
                 continue
             kind = media_kind(f)
+            if kind is None and f.suffix.lower() not in _NOT_MEDIA:
+                kind = probe_kind(f)
+                if kind is None:
+                    self.skipped[str(f.relative_to(root))] = "not audio, video or an image"
             if kind is None:
                 continue
             rel = f.relative_to(root)
@@ -512,7 +548,6 @@ def as_utterances(
             utt = Utterance(id=uid, dataset=dataset, text=item)
         elif isinstance(item, os.PathLike):
             path = Path(item).expanduser().absolute()
-            kind = media_kind(path)
             if path.is_dir():
                 problems[str(path)] = (
                     "is a folder; give media files (a prepared dataset: --prepared DIR)"
@@ -521,16 +556,9 @@ def as_utterances(
             if not path.is_file():
                 problems[str(path)] = "file does not exist"
                 continue
+            kind = media_kind(path) or probe_kind(path)
             if kind is None:
-                problems[str(path)] = (
-                    "not a known media type (audio: "
-                    + ", ".join(sorted(AUDIO_SUFFIXES))
-                    + "; video: "
-                    + ", ".join(sorted(VIDEO_SUFFIXES))
-                    + "; image: "
-                    + ", ".join(sorted(IMAGE_SUFFIXES))
-                    + ")"
-                )
+                problems[str(path)] = "not audio, video or an image (it could not be decoded)"
                 continue
             uid = safe_id(path.name)
             uid = uid if uid not in seen else f"{uid}-{i}"
