@@ -85,7 +85,7 @@ def test_predict_bundled_clips_with_a_model_trained_elsewhere(trained):
     for p in preds:
         assert p.modalities == ["audio"]  # no transcript beside the clips
         assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
-    with pytest.raises(InputError, match="sample.csv: not audio, video or an image"):
+    with pytest.raises(InputError, match=r"sample\.csv: not audio, video or an image"):
         model.predict([SAMPLE / "sample.csv"])
     with pytest.raises(InputError, match="does not exist"):
         model.predict([SAMPLE / "missing.wav"])

@@ -194,3 +194,22 @@ def test_media_kind_comes_from_the_content_when_the_suffix_is_unknown(tmp_path: 
     kinds = {u.id: sorted(u.media) for u in ds.all()}
     assert kinds == {"voice": ["audio"], "talk": ["video"], "face": ["image"]}
     assert ds.skipped == {"junk.dat": "not audio, video or an image"}
+
+
+def test_numbers_from_a_csv_are_checked_before_any_setting_is_derived(tmp_path: Path) -> None:
+    """NaN, inf and out-of-range values are refused per row, never used to pick the scale."""
+    csv = tmp_path / "scores.csv"
+    csv.write_text(
+        "path,text,sentiment,start\n,good,0.5,\n,bad,nan,\n,worse,inf,\n,odd,1e999,\n"
+        ",late,0.1,-2\n,fine,-0.5,\n",
+        encoding="utf-8",
+    )
+    ds = load_dataset("folder", root=csv)
+    assert [u.text for u in ds.all()] == ["good", "fine"]
+    assert ds.spec.sentiment_range == (-1.0, 1.0)  # derived from the checked scores only
+    reasons = sorted(ds.skipped.values())
+    assert sum("not a finite number" in r for r in reasons) == 3
+    assert any("start -2 is negative" in r for r in reasons)
+    narrow = load_dataset("folder", root=csv, sentiment_range=(0.0, 1.0))
+    assert [u.text for u in narrow.all()] == ["good"]
+    assert any("lies outside sentiment_range (0.0, 1.0)" in r for r in narrow.skipped.values())

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -371,6 +372,13 @@ class FolderRecipe(DatasetRecipe):
         uid = row.get("id") or (safe_id(rel) if rel else f"row{n}")
         label = row.get("label") or None
         sentiment = _number(row.get("sentiment"), "sentiment")
+        rng = self.config.sentiment_range
+        if sentiment is not None and rng is not None and not rng[0] <= sentiment <= rng[1]:
+            raise _RowError(f"sentiment {sentiment:g} lies outside sentiment_range {tuple(rng)}")
+        for column in ("start", "end"):
+            value = _number(row.get(column), column)
+            if value is not None and value < 0:
+                raise _RowError(f"{column} {value:g} is negative (seconds from the media's start)")
         split = self.config.split
         if row.get("split"):
             split = SPLIT_ALIASES.get(row["split"].lower())
@@ -492,12 +500,16 @@ class _RowError(Exception):
 
 
 def _number(value: str | None, column: str) -> float | None:
+    """A finite number from a CSV cell (``nan``, ``inf`` and overflowing values are refused)."""
     if not value:
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise _RowError(f"{column} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise _RowError(f"{column} {value!r} is not a finite number")
+    return number
 
 
 def as_utterances(
