@@ -164,3 +164,38 @@ def test_contract_violations_are_errors(tmp_path):
     dup = _utts(tmp_path, 1) * 2
     with pytest.raises(InputError, match="twice"):
         extract_features(dup, FileStats(), tmp_path / "c")
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_store_consistent(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    from emofuse.errors import InputError
+    from emofuse.features import FeatureStore, extract_features, get_extractor
+    from emofuse.records import Utterance
+
+    ext = get_extractor("minilm")
+    utts = [Utterance(id=f"u{i}", dataset="x", text=f"sentence {i}") for i in range(3)]
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    monkeypatch.setattr(ext, "extract_batch", lambda us: [
+        {"pooled": np.zeros(384, np.float32), "tokens": np.zeros((2, 384), np.float32)} for _ in us
+    ])
+    store = FeatureStore(tmp_path)
+    with pytest.raises(InputError, match=r"cannot write features \(No space left on device\); "
+                                         r"what was stored before is intact"):
+        extract_features(utts, ext, store)
+    cache = store.cache(ext)
+    assert cache.ids() == [] and not list(cache.shards_dir.glob(".*tmp"))
+    monkeypatch.undo()
+    monkeypatch.setattr(ext, "extract_batch", lambda us: [
+        {"pooled": np.ones(384, np.float32), "tokens": np.ones((2, 384), np.float32)} for _ in us
+    ])
+    report = extract_features(utts, ext, store)  # space again: the same command resumes
+    assert report.extracted == 3 and sorted(cache.ids()) == ["u0", "u1", "u2"]
+    shard = next(cache.shards_dir.glob("*.safetensors"))
+    shard.write_bytes(b"damaged")
+    with pytest.raises(InputError, match="unreadable feature shard"):
+        store.cache(ext).get("u0")

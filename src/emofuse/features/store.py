@@ -133,7 +133,16 @@ class FeatureCache:
 
         opened = self._open.get(row.shard)  # type: ignore[arg-type]
         if opened is None:  # open a shard once and index its keys by utterance id
-            handle = safe_open(str(self.shards_dir / row.shard), framework="numpy")  # type: ignore[operator]
+            path = self.shards_dir / row.shard  # type: ignore[operator]
+            try:
+                handle = safe_open(str(path), framework="numpy")
+            except Exception as err:  # deleted or damaged after it was written
+                problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise InputError(
+                    path,
+                    f"unreadable feature shard ({problem}); delete {self.dir} to extract these "
+                    "features again",
+                ) from None
             by_id: dict[str, list[str]] = {}
             for key in handle.keys():  # noqa: SIM118 - safe_open handles are not mappings
                 by_id.setdefault(key.rsplit(_SEP, 1)[0], []).append(key)
@@ -161,18 +170,34 @@ class FeatureCache:
             rows.append({"id": utt.id, "sig": sig, "shard": shard})
         if tensors:
             tmp = self.shards_dir / f".{shard}.tmp"
-            save_file(tensors, str(tmp))
-            _fsync(tmp)
-            os.replace(tmp, self.shards_dir / shard)
+            try:
+                save_file(tensors, str(tmp))
+                _fsync(tmp)
+                os.replace(tmp, self.shards_dir / shard)
+            except Exception as err:  # a full disk, a read-only or vanished folder
+                tmp.unlink(missing_ok=True)
+                raise _write_error(self.dir, err) from None
         payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-        with self._lock, self.index_path.open("ab+") as fh:
-            if fh.tell() > 0:  # a writer killed mid-line left a torn row: end it first
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    payload = b"\n" + payload
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with self._lock, self.index_path.open("ab+") as fh:
+                if fh.tell() > 0:  # a writer killed mid-line left a torn row: end it first
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        payload = b"\n" + payload
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as err:  # the shard is orphaned, harmless: no index row names it
+            raise _write_error(self.dir, err) from None
+
+
+def _write_error(folder: Path, err: BaseException) -> InputError:
+    problem = getattr(err, "strerror", None) or str(err).strip().splitlines()[0] or type(err).__name__
+    return InputError(
+        folder,
+        f"cannot write features ({problem}); what was stored before is intact: free space or "
+        "fix the folder, then run the same command again to resume",
+    )
 
 
 CACHE_ENV = "EMOFUSE_CACHE"
