@@ -5,10 +5,11 @@ Commands::
     emofuse setup [--check] [--dry-run]
     emofuse datasets list | show NAME | prepare NAME [--root PATH] [--out DIR] [-o key=value] ...
     emofuse features list | extract [SOURCE] [--dataset NAME] [-e NAME] [--engine local|ray] ...
-    emofuse config default dataset|extractor NAME
+    emofuse config default dataset|extractor|model NAME | train [MODEL]
     emofuse models list
     emofuse train [--config FILE.yaml] [--model NAME --dataset NAME -f text=minilm:tokens] ...
     emofuse evaluate MODEL_DIR [PREPARED_DIR | --dataset NAME] [--split test] [--out DIR]
+                     [--names ours|mmsa|merbench]
 
 Errors a user can cause (:class:`~emofuse.errors.EmofuseError`) print one red line on stderr and
 exit with status 2; ``--debug`` shows the traceback instead. Ctrl-C exits with 130, and running
@@ -306,6 +307,9 @@ def datasets_prepare(
     ds = open_prepared(path)
     out.print(f"[green]prepared[/green] {name} → {path}")
     _print_counts(ds)
+    if ds.skipped:
+        _print_skipped({"input": ds.skipped})
+        out.print(f"[dim]every item left out, with its reason: {path / 'skipped.json'}[/dim]")
 
 
 def _fill_transcripts(folder: Path) -> None:
@@ -869,6 +873,14 @@ def _dataset_choice(
     return None
 
 
+class NameStyle(StrEnum):
+    """Metric-name styles of `emofuse evaluate --names` (``emofuse.metrics.METRIC_NAMES``)."""
+
+    ours = "ours"
+    mmsa = "mmsa"
+    merbench = "merbench"
+
+
 @app.command()
 @handled
 def evaluate(
@@ -889,6 +901,17 @@ def evaluate(
     cache: Annotated[
         Path | None, typer.Option(help=f"Feature cache (default ${CACHE_ENV} or {DEFAULT_CACHE}).")
     ] = None,
+    names: Annotated[
+        NameStyle,
+        typer.Option(
+            "--names",
+            help="Metric names in results.md and the printed table: ours; mmsa (sentiment "
+            "metrics as MMSA's metricsTop.py names them: Has0_acc_2, Non0_F1_score, "
+            "Mult_acc_7, MAE, Corr, ...); merbench (emotion metrics as MERBench names them: "
+            "WAF, ACC). Metrics without such a name keep ours; result.json always uses ours "
+            "and maps them under metric_names.",
+        ),
+    ] = NameStyle.ours,
 ) -> None:
     """Score a saved model; write result.json (metrics and every prediction), results.md and plots.
 
@@ -898,6 +921,7 @@ def evaluate(
     from emofuse.evaluate.evaluation import evaluate as run_evaluate
     from emofuse.evaluate.report import write_report
     from emofuse.hooks import ProgressHook
+    from emofuse.metrics import metric_names
     from emofuse.records import check_writable
 
     choice = _dataset_choice(prepared, dataset, dataset_option)
@@ -906,15 +930,16 @@ def evaluate(
     )
     with ProgressHook(sys.stderr) as hook:
         result = run_evaluate(model_dir, dataset=choice, split=split, cache=cache, hook=hook)
-    paths = write_report(result, target)
+    paths = write_report(result, target, names=names.value)
     _print_skipped({split: result.skipped})
     _print_out_of_set(result.out_of_set)
+    shown = metric_names(result.task, names.value)
     table = Table(title=f"{result.dataset} / {split}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in result.metrics.items():
         if isinstance(v, float | int) and not isinstance(v, bool):
-            table.add_row(k, f"{v:.4f}")
+            table.add_row(shown.get(k, k), f"{v:.4f}")
     out.print(table)
     out.print(f"[green]report[/green] → {paths['markdown'].parent}")
 
@@ -1036,15 +1061,41 @@ class Kind(StrEnum):
 
     dataset = "dataset"
     extractor = "extractor"
+    model = "model"
+    train = "train"
 
 
 @config_app.command("default")
 @handled
 def config_default(
-    kind: Annotated[Kind, typer.Argument(help="dataset or extractor")],
-    name: Annotated[str, typer.Argument(help="Registry name.")],
+    kind: Annotated[
+        Kind,
+        typer.Argument(
+            help="dataset or extractor: its options; model: a full run config for model NAME; "
+            "train: the same for NAME, default mlp."
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Argument(help="Registry name (optional for train: default mlp).")
+    ] = None,
 ) -> None:
-    """Print the default config as commented YAML (usable as --config / --extractor-config)."""
+    """Print a default config as commented YAML.
+
+    `dataset NAME` and `extractor NAME` print the component's options (usable as a recipe
+    --config / --extractor-config). `model NAME` prints a complete run config for
+    `emofuse train --config`: the dataset and features (placeholders to replace), the model
+    with every option at its default, and every training setting; `train [NAME]` prints the
+    same for model NAME, by default mlp.
+    """
+    from emofuse.errors import ConfigError
+
+    if kind in (Kind.model, Kind.train):
+        from emofuse.train.config import DEFAULT_MODEL
+
+        sys.stdout.write(run_config_yaml(name or DEFAULT_MODEL))
+        return
+    if name is None:
+        raise ConfigError(f"give the {kind.value}'s name: emofuse config default {kind.value} NAME")
     if kind is Kind.dataset:
         from emofuse.datasets import DATASETS
 
@@ -1056,31 +1107,172 @@ def config_default(
     sys.stdout.write(commented_yaml(cls, header=f"emofuse {kind.value} {name!r}: default options"))
 
 
-def commented_yaml(cls: type[BaseModel], header: str = "") -> str:
-    """Defaults of a pydantic config as YAML, each key preceded by its description as comments."""
+def run_config_yaml(model: str) -> str:
+    """A complete run config for ``model`` as commented YAML (``emofuse config default model``).
+
+    The values come from :func:`emofuse.train.config.default_run_config`; every key, the
+    model's options included, is preceded by its description.
+    """
+    from emofuse.models import MODELS
+    from emofuse.train.config import TrainConfig, default_run_config
+
+    values = default_run_config(model)
+    ds, feats = values["dataset"]["name"], ", ".join(
+        f"{k}: {v}" for k, v in values["features"].items()
+    )
+    header = (
+        f"emofuse run config: model {model!r} with every option at its default.\n"
+        "Train with: emofuse train --config THIS_FILE.yaml\n"
+        f"PLACEHOLDERS: `dataset` ({ds}) and `features` ({feats}) validate as they are, but\n"
+        "replace them with your data (emofuse datasets list; {prepared: DIR} for a prepared\n"
+        "folder) and the inputs the model should read (emofuse features list)."
+    )
+    notes = {
+        "dataset": "PLACEHOLDER: replace the recipe name and its options (or give prepared: DIR).",
+        "features": "PLACEHOLDER: replace with the extractor outputs of your inputs.",
+    }
+    return commented_yaml(
+        TrainConfig,
+        header=header,
+        values=values,
+        nested={"model.options": MODELS.get(model).Config},
+        notes=notes,
+    )
+
+
+def commented_yaml(
+    cls: type[BaseModel],
+    header: str = "",
+    *,
+    values: dict[str, Any] | None = None,
+    nested: dict[str, type[BaseModel]] | None = None,
+    notes: dict[str, str] | None = None,
+) -> str:
+    """A pydantic config as YAML, each key preceded by its description as comments.
+
+    Nested configs are written as nested mappings with the descriptions of their own fields:
+    fields typed as a config class (``optimizer``, EGMF's ``gate``), mapping-valued fields that
+    ``nested`` names, and mappings whose owner has an ``option_config(field, key)`` classmethod
+    (EGMF's ``expert_options``). A nested config left at ``null`` (a model's ``text_encoder``)
+    is followed by its default options, commented out.
+
+    Args:
+        cls: The config class.
+        header: Comment lines at the top (newlines start new comment lines).
+        values: The values to write (a complete config, e.g. a run config). Default: the
+            defaults of ``cls``, where a required field becomes a commented ``(required)`` line.
+        nested: Dotted key → the config class of a mapping-valued key that ``cls`` types loosely
+            (``{"model.options": EGMF.Config}``).
+        notes: Dotted key → extra comment lines written above the key.
+    """
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    _commented_fields(cls, values, nested or {}, notes or {}, "", 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _commented_fields(
+    cls: type[BaseModel],
+    values: dict[str, Any] | None,
+    nested: dict[str, type[BaseModel]],
+    notes: dict[str, str],
+    path: str,
+    indent: int,
+    lines: list[str],
+) -> None:
     import textwrap
 
-    import yaml
     from pydantic import TypeAdapter
 
-    lines = [f"# {header}"] if header else []
+    pad = " " * indent
     for key, field in cls.model_fields.items():
-        if lines:
+        dotted = path + key
+        if indent == 0 and lines:
             lines.append("")
-        for text in textwrap.wrap(field.description or "", 96):
-            lines.append(f"# {text}")
-        if field.is_required():
-            lines.append(f"# {key}: (required)")
+        lines += [f"{pad}# {t}" for t in textwrap.wrap(field.description or "", 96 - indent)]
+        lines += [f"{pad}# {t}" for t in notes.get(dotted, "").splitlines()]
+        if values is not None and key in values:
+            value = values[key]
+        elif field.is_required():
+            lines.append(f"{pad}# {key}: (required)")
             continue
-        value = TypeAdapter(field.annotation).dump_python(
-            field.get_default(call_default_factory=True), mode="json"
-        )
-        lines.append(
-            yaml.safe_dump(
-                {key: value}, sort_keys=False, allow_unicode=True, default_flow_style=False
-            ).rstrip()
-        )
-    return "\n".join(lines) + "\n"
+        else:
+            value = TypeAdapter(field.annotation).dump_python(
+                field.get_default(call_default_factory=True), mode="json"
+            )
+        sub = nested.get(dotted) or _config_class(field.annotation)
+        option_config = getattr(cls, "option_config", None)
+        if sub is not None and isinstance(value, dict) and value:
+            lines.append(f"{pad}{key}:")
+            _commented_fields(sub, value, nested, notes, dotted + ".", indent + 2, lines)
+            extra = {k: v for k, v in value.items() if k not in sub.model_fields}
+            lines += _yaml_lines(extra, indent + 2)
+        elif (
+            option_config is not None
+            and isinstance(value, dict)
+            and value
+            and all(isinstance(v, dict) for v in value.values())
+        ):
+            lines.append(f"{pad}{key}:")
+            for name, options in value.items():
+                options_cls = option_config(key, name)
+                if options_cls is None or not options:
+                    lines += _yaml_lines({name: options}, indent + 2)
+                    continue
+                lines.append(f"{pad}  {name}:")
+                _commented_fields(
+                    options_cls, options, {}, {}, f"{dotted}.{name}.", indent + 4, lines
+                )
+        else:
+            lines += _yaml_lines({key: value}, indent)
+            if value is None and sub is not None:
+                lines += _commented_defaults(sub, indent)
+
+
+def _commented_defaults(cls: type[BaseModel], indent: int) -> list[str]:
+    """The defaults of ``cls`` as commented-out YAML (nothing when a field is required)."""
+    from pydantic import ValidationError
+
+    try:
+        defaults = cls().model_dump(mode="json")
+    except ValidationError:
+        return []
+    pad = " " * indent
+    head = [f"{pad}#   to use it, replace null with these options (defaults shown):"]
+    return head + [f"{pad}#   {line}" for line in _yaml_lines(defaults, 0)]
+
+
+def _config_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic class of a field typed ``C`` or ``C | None``, else ``None``."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
+
+
+def _yaml_lines(data: dict[str, Any], indent: int) -> list[str]:
+    """``data`` as block YAML lines indented by ``indent``; lists of scalars in flow style."""
+    if not data:
+        return []
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def sequence(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
+        flow = all(not isinstance(x, dict | list) for x in items)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
+
+    Dumper.add_representer(list, sequence)
+    text = yaml.dump(
+        data, Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+    return [" " * indent + line for line in text.rstrip().splitlines()]
 
 
 # -- entry point ---------------------------------------------------------------------------
