@@ -215,6 +215,70 @@ def test_config_default_extractor_round_trips_as_extractor_config(tmp_path):
     assert res2.exit_code == 0, res2.output
 
 
+def _model_names() -> list[str]:
+    from emofuse.models import MODELS
+
+    return MODELS.names()
+
+
+@pytest.mark.parametrize("model", _model_names())
+def test_config_default_model_is_a_complete_run_config_train_accepts(model, tmp_path):
+    from emofuse.models import MODELS
+    from emofuse.train import TrainConfig, load_run_config
+
+    res = invoke("config", "default", "model", model)
+    assert res.exit_code == 0, res.output
+    data = yaml.safe_load(res.output)
+    assert list(data) == list(TrainConfig.model_fields)  # every key, required ones set
+    assert "(required)" not in res.output
+    assert "PLACEHOLDER" in res.output and data["dataset"]["name"] == "meld"
+    path = tmp_path / f"{model}.yaml"
+    path.write_text(res.output)
+    cfg = load_run_config(path)
+    defaults = MODELS.get(model).Config()
+    assert cfg.model.name == model
+    assert cfg.model.options == defaults.model_dump(mode="json")  # every option, nested too
+    assert MODELS.get(model).Config.model_validate(cfg.model.options) == defaults
+    assert cfg.loggers == ["csv"] and cfg.epochs == TrainConfig.model_fields["epochs"].default
+    # each option is preceded by its description
+    lines = res.output.splitlines()
+    for key, field in MODELS.get(model).Config.model_fields.items():
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"    {key}:"))
+        assert lines[at - 1].lstrip().startswith("#"), key
+        assert field.description.split()[0] in "\n".join(lines[at - 6 : at]), key
+
+
+def test_config_default_model_documents_nested_options():
+    res = invoke("config", "default", "model", "egmf")
+    assert res.exit_code == 0, res.output
+    text = res.output
+    # the gate (a config class) and each expert's options (expert_options) are commented
+    assert "    gate:\n      # Width of the gate's MLP" in text
+    assert "      cross-modal:\n        # Attention heads" in text
+    # a nested config left at null lists its options, commented out
+    assert "    text_encoder: null\n    #   to use it" in text and "    #   method: lora" in text
+    options = yaml.safe_load(text)["model"]["options"]
+    assert options["gate"]["temperature"] == 1.0
+    assert options["expert_options"]["global-context"]["dialogue_context"] is True
+
+
+def test_config_default_train_is_the_mlp_run_config():
+    res = invoke("config", "default", "train")
+    assert res.exit_code == 0, res.output
+    assert res.output == invoke("config", "default", "model", "mlp").output
+    assert yaml.safe_load(res.output)["model"]["name"] == "mlp"
+    assert invoke("config", "default", "train", "tfn").output == (
+        invoke("config", "default", "model", "tfn").output
+    )
+
+
+def test_config_default_needs_a_known_name():
+    res = invoke("config", "default", "dataset")
+    assert res.exit_code == 2 and "emofuse config default dataset NAME" in res.output
+    res = invoke("config", "default", "model", "egfm")
+    assert res.exit_code == 2 and "Did you mean 'egmf'?" in res.output
+
+
 # -- features --------------------------------------------------------------------------------
 def test_features_list_names_outputs_with_dims():
     res = invoke("features", "list")

@@ -66,9 +66,35 @@ def _tuned_minilm_model(tmp_path) -> dict:
     return {"model": str(model.save_pretrained(tmp_path / "tuned"))}
 
 
+def _mmsa_pickle(tmp_path) -> dict:
+    """An MMSA-layout pickle holding the bundled sample's utterances, for ``mmsa``."""
+    import pickle
+
+    import numpy as np
+
+    ids = [u.id for u in load_dataset("sample").all()]
+    n, rng = len(ids), np.random.default_rng(0)
+    block = {
+        "id": ids,
+        "raw_text": ["x"] * n,
+        "text": rng.normal(size=(n, 6, 8)).astype(np.float32),
+        "audio": rng.normal(size=(n, 9, 5)),
+        "vision": rng.normal(size=(n, 7, 4)).astype(np.float32),
+        "audio_lengths": [9] * n,
+        "vision_lengths": [5] * n,
+        "annotations": ["Neutral"] * n,
+        "classification_labels": np.ones(n),
+        "regression_labels": np.zeros(n, np.float32),
+    }
+    path = tmp_path / "contract.pkl"
+    with path.open("wb") as fh:
+        pickle.dump({"test": block}, fh)
+    return {"pickle": str(path)}
+
+
 # Extractors with required options, and how a test makes them; any other extractor must build
 # with defaults alone.
-REQUIRED_OPTIONS = {"minilm-tuned": _tuned_minilm_model}
+REQUIRED_OPTIONS = {"minilm-tuned": _tuned_minilm_model, "mmsa": _mmsa_pickle}
 
 
 def _build(name, tmp_path):

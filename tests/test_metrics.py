@@ -378,3 +378,96 @@ def test_aggregate_seeds_all_nan_and_empty():
     assert math.isnan(agg["corr"]["mean"]) and agg["corr"]["n"] == 0
     with pytest.raises(InputError):
         aggregate_seeds([])
+
+
+# --------------------------------------------------------------------------------------------
+# names of other toolkits (MMSA metricsTop.py, MERBench)
+
+MMSA_MOSI_KEYS = {
+    "Has0_acc_2",
+    "Has0_F1_score",
+    "Non0_acc_2",
+    "Non0_F1_score",
+    "Mult_acc_5",
+    "Mult_acc_7",
+    "MAE",
+    "Corr",
+}
+MMSA_SIMS_KEYS = {"Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr"}
+
+
+def test_mosi_scheme_metrics_map_to_exactly_mmsas_keys_with_the_same_values():
+    from emofuse.metrics import field_names
+
+    ours = {
+        "has0_acc2": 0.812345678,
+        "has0_f1": 0.81111111,
+        "non0_acc2": 0.8333333333,
+        "non0_f1": 0.8299999,
+        "acc7": 0.4285714285714,
+        "acc5": 0.5,
+        "mae": 0.7123456789,
+        "corr": 0.798765,
+    }
+    theirs = field_names(ours, "mosi", style="mmsa")
+    assert set(theirs) == MMSA_MOSI_KEYS
+    assert theirs == {
+        "Has0_acc_2": 0.812345678,
+        "Has0_F1_score": 0.81111111,
+        "Non0_acc_2": 0.8333333333,
+        "Non0_F1_score": 0.8299999,
+        "Mult_acc_7": 0.4285714285714,
+        "Mult_acc_5": 0.5,
+        "MAE": 0.7123456789,
+        "Corr": 0.798765,
+    }
+    assert list(theirs.values()) == list(ours.values())  # unrounded, in order
+    # a task spec says the same as its scheme; counts and unknown keys keep their names
+    spec = TaskSpec(name="mosi", sentiment_range=(-3, 3), sentiment_scheme="mosi")
+    computed = sentiment_metrics([-2.0, 0.0, 1.0, 2.5], [-1.5, 0.5, 0.2, 3.0], "mosi")
+    named = field_names(computed, spec, style="mmsa")
+    assert set(named) == MMSA_MOSI_KEYS | {"n", "n_non0"}
+    assert named["Mult_acc_7"] == computed["acc7"] and named["n"] == 4
+
+
+def test_sims_scheme_metrics_map_to_exactly_mmsas_keys_with_the_same_values():
+    from emofuse.metrics import field_names
+
+    computed = sentiment_metrics([-0.8, -0.2, 0.0, 0.4, 1.0], [-0.6, 0.1, -0.1, 0.5, 0.8], "sims")
+    scalars = {k: v for k, v in computed.items() if k in SIMS_METRICS}
+    theirs = field_names(scalars, {"name": "sims", "sentiment_scheme": "sims"}, style="mmsa")
+    assert set(theirs) == MMSA_SIMS_KEYS
+    assert theirs["Mult_acc_2"] == computed["acc2"] and theirs["F1_score"] == computed["f1"]
+    assert theirs["Mult_acc_3"] == computed["acc3"] and theirs["Mult_acc_5"] == computed["acc5"]
+    assert theirs["MAE"] == computed["mae"] and theirs["Corr"] == computed["corr"]
+    # the same key means another metric under each scheme: acc5 is MMSA's Mult_acc_5 in both
+    assert field_names({"acc2": 0.5}, "mosi", style="mmsa") == {"acc2": 0.5}
+
+
+def test_merbench_names_the_emotion_metrics_and_keeps_the_rest():
+    from emofuse.metrics import field_names
+
+    spec = TaskSpec(name="meld-7", emotion_labels=["a", "b"], metrics=["weighted_f1"])
+    metrics = emotion_metrics([0, 1, 1, 0], [0, 1, 0, 0], ["a", "b"])
+    named = field_names(metrics, spec, style="merbench")
+    assert named["WAF"] == metrics["weighted_f1"] and named["ACC"] == metrics["accuracy"]
+    assert "weighted_f1" not in named and "accuracy" not in named
+    assert named["ua"] == metrics["ua"] and named["per_class"] == metrics["per_class"]
+    # MMSA has no emotion metrics: they keep our names; "ours" is a copy
+    assert field_names(metrics, spec, style="mmsa") == metrics
+    assert field_names(metrics, spec, style="ours") == metrics
+
+
+def test_field_names_refuses_unknown_styles_schemes_and_clashes():
+    from emofuse.metrics import field_names, infer_scheme
+
+    with pytest.raises(InputError, match="unknown metric-name style 'paper'"):
+        field_names({"mae": 1.0}, "mosi", style="paper")
+    with pytest.raises(InputError, match="unknown sentiment scheme"):
+        field_names({"mae": 1.0}, "mosei", style="mmsa")
+    with pytest.raises(InputError, match="'MAE'"):
+        field_names({"mae": 1.0, "MAE": 2.0}, "mosi", style="mmsa")
+    # the generic scheme (no binning) has no MMSA names
+    assert field_names({"mae": 1.0, "corr": 0.5}, None, style="mmsa") == {"mae": 1.0, "corr": 0.5}
+    assert infer_scheme({"non0_acc2": 1}) == "mosi" and infer_scheme({"acc3": 1}) == "sims"
+    assert infer_scheme({"mae": 1, "weighted_f1": 1}) is None

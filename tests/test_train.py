@@ -565,3 +565,141 @@ def test_a_model_that_collapses_to_one_class_is_said_so(data):
         sentiment=np.linspace(-2, 2, n), fused=np.zeros((n, 1)),
     )
     assert collapse_warnings(table, varied) == []
+
+
+# -- printed default configs, loggers, metric-name styles ------------------------------------
+def test_train_one_epoch_from_the_printed_default_config(data, tmp_path, capsys):
+    from emofuse.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["config", "default", "train"])
+    assert e.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["name"] == "mlp" and printed["features"] == {"text": "minilm:tokens"}
+    # swap the placeholder dataset for the prepared synthetic one; everything else as printed
+    printed["dataset"] = {"prepared": str(data["prep"])}
+    printed |= {
+        "cache": str(data["cache"]),
+        "out_dir": str(tmp_path / "run"),
+        "epochs": 1,
+        "num_threads": 1,
+    }
+    cfg = tmp_path / "printed.yaml"
+    cfg.write_text(yaml.safe_dump(printed, sort_keys=False))
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(cfg)])
+    assert e.value.code in (0, None)
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["epochs_run"] == 1 and len(result["history"]) == 1
+    assert (tmp_path / "run" / "logs" / "metrics.csv").is_file()
+
+
+def test_csv_and_tensorboard_loggers_write_their_files(data, tmp_path):
+    from emofuse.train import fit
+
+    out = tmp_path / "run"
+    fit(_config(data, out, epochs=1, loggers=["csv", "tensorboard"]))
+    events = list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    assert "val/weighted_f1" in (out / "logs" / "metrics.csv").read_text()
+
+
+def test_loggers_may_change_when_a_run_resumes(data, tmp_path):
+    from emofuse.train import fit
+
+    out = tmp_path / "run"
+    fit(_config(data, out, epochs=1))  # csv only
+    first_session = (out / "logs" / "metrics.csv").read_text()
+    resumed = fit(_config(data, out, epochs=2, loggers=["tensorboard"]))
+    assert len(resumed.history) == 2
+    assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "logs" / "metrics.1.csv").read_text() == first_session
+    assert not (out / "logs" / "metrics.csv").exists()  # the second session had no csv logger
+    assert json.loads((out / "run.json").read_text())["loggers"] == ["tensorboard"]
+
+
+def test_tensorboard_missing_is_one_line_before_any_work(data, tmp_path, monkeypatch, capsys):
+    from emofuse.cli import main
+    from emofuse.errors import MissingDependencyError
+    from emofuse.train import fit
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard now fails
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(MissingDependencyError) as err:
+        fit(_config(data, tmp_path / "run", epochs=1, loggers=["csv", "tensorboard"]))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "logger 'tensorboard' needs 'tensorboard>=2.16'" in message
+    assert 'pip install "emofuse[tensorboard]"' in message
+    assert not (tmp_path / "run").exists()  # nothing was trained or written
+    cfg = tmp_path / "tb.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"prepared": str(data["prep"])},
+                "features": {"text": "minilm:tokens"},
+                "model": {"name": "mlp"},
+                "loggers": ["tensorboard"],
+                "num_threads": 1,
+            }
+        )
+    )
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(cfg), "--out", str(tmp_path / "cli"), "--cache", str(data["cache"])])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "tensorboard" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_loggers_are_validated():
+    from emofuse.train import TrainConfig
+
+    base = {"dataset": {"name": "meld"}, "features": {"text": "minilm:pooled"}, "model": {"name": "mlp"}}
+    assert TrainConfig.model_validate(base).loggers == ["csv"]
+    assert TrainConfig.model_validate(base | {"loggers": []}).loggers == []
+    with pytest.raises(ValueError, match="wandb"):
+        TrainConfig.model_validate(base | {"loggers": ["wandb"]})
+    with pytest.raises(ValueError, match="listed twice"):
+        TrainConfig.model_validate(base | {"loggers": ["csv", "csv"]})
+
+
+def test_cli_evaluate_names_flag_renames_the_markdown_metrics(data, tmp_path):
+    from emofuse.cli import main
+    from emofuse.train import fit
+
+    res = fit(_config(data, tmp_path / "run", epochs=1))
+    tables = {}
+    for style in ("ours", "mmsa", "merbench"):
+        with pytest.raises(SystemExit) as e:
+            main(
+                [
+                    "evaluate",
+                    res.model_dir,
+                    "--cache",
+                    str(data["cache"]),
+                    "--out",
+                    str(tmp_path / style),
+                    "--names",
+                    style,
+                ]
+            )
+        assert e.value.code in (0, None)
+        tables[style] = (tmp_path / style / "results.md").read_text()
+    assert "| Metric | Value |" in tables["ours"] and "| **weighted_f1** |" in tables["ours"]
+    assert "| has0_acc2 |" in tables["ours"] and "Has0_acc_2" not in tables["ours"]
+    mmsa = tables["mmsa"]  # the synthetic task has MOSI-scheme sentiment next to emotion
+    assert "| Metric (MMSA) | Value |" in mmsa
+    for name in ("Has0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE ↓", "Corr"):
+        assert f"| {name} |" in mmsa, name
+    assert "| has0_acc2 |" not in mmsa and "| **weighted_f1** |" in mmsa
+    merbench = tables["merbench"]
+    assert "| Metric (MERBench) | Value |" in merbench
+    assert "| **WAF** |" in merbench and "| ACC |" in merbench and "| has0_acc2 |" in merbench
+    # result.json keeps our names and maps them, whatever the table shows
+    rep = json.loads((tmp_path / "mmsa" / "result.json").read_text())
+    assert "has0_acc2" in rep["metrics"] and rep["metric_names"]["mmsa"]["acc7"] == "Mult_acc_7"
+    assert rep["metric_names"]["merbench"] == {"weighted_f1": "WAF", "accuracy": "ACC"}
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", res.model_dir, "--names", "paper", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2

@@ -34,6 +34,22 @@ Conventions worth knowing:
   MMSA tables print MAE and Corr ×100 — convert before comparing.
 * Sentiment truths that are ``NaN`` mark unlabelled samples and are dropped (the batch contract
   of :mod:`emofuse.models.base`); a non-finite prediction is an error.
+
+**Names researchers paste into tables.** :func:`field_names` renames a metrics dict to the keys
+of a reference toolkit, values untouched (:data:`METRIC_NAMES` holds the mapping):
+
+* ``style="mmsa"`` — the keys of MMSA's ``metricsTop.py`` (regression evaluation), per scheme:
+  MOSI/MOSEI ``has0_acc2`` → ``Has0_acc_2``, ``has0_f1`` → ``Has0_F1_score``, ``non0_acc2`` →
+  ``Non0_acc_2``, ``non0_f1`` → ``Non0_F1_score``, ``acc5`` → ``Mult_acc_5``, ``acc7`` →
+  ``Mult_acc_7``, ``mae`` → ``MAE``, ``corr`` → ``Corr``; CH-SIMS ``acc2`` → ``Mult_acc_2``,
+  ``acc3`` → ``Mult_acc_3``, ``acc5`` → ``Mult_acc_5``, ``f1`` → ``F1_score``, ``mae`` →
+  ``MAE``, ``corr`` → ``Corr``. MMSA has no emotion metrics; those keep our names.
+* ``style="merbench"`` — the emotion metrics as MERBench (``zeroQiaoba/MERTools``) reports
+  them: ``weighted_f1`` → ``WAF`` (weighted average F-score: its ``calculate_results`` stores
+  ``f1_score(average="weighted")`` as ``emofscore``) and ``accuracy`` → ``ACC`` (``emoacc``).
+  MERBench's own sentiment scores on MOSI/MOSEI are the same two numbers on the non-zero binary
+  split, i.e. our ``non0_f1`` / ``non0_acc2``; they are *not* renamed, so that a task with both
+  heads never has two ``ACC`` keys. Every other key keeps our name.
 """
 
 from __future__ import annotations
@@ -85,6 +101,49 @@ SIMS_EDGES: dict[str, tuple[float, ...]] = {
 
 Scheme = Literal["mosi", "sims"] | None
 
+NameStyle = Literal["ours", "mmsa", "merbench"]
+"""Whose metric names :func:`field_names` writes: ours, MMSA's or MERBench's."""
+
+NAME_STYLES: tuple[str, ...] = ("ours", "mmsa", "merbench")
+"""The values of :data:`NameStyle`."""
+
+METRIC_NAMES: dict[str, dict[str, dict[str, str]]] = {
+    "mmsa": {
+        # thuiar/MMSA src/MMSA/utils/metricsTop.py, __eval_mosei_regression (MOSI and MOSEI)
+        "mosi": {
+            "has0_acc2": "Has0_acc_2",
+            "has0_f1": "Has0_F1_score",
+            "non0_acc2": "Non0_acc_2",
+            "non0_f1": "Non0_F1_score",
+            "acc5": "Mult_acc_5",
+            "acc7": "Mult_acc_7",
+            "mae": "MAE",
+            "corr": "Corr",
+        },
+        # the same file, __eval_sims_regression (CH-SIMS, SIMS-v2)
+        "sims": {
+            "acc2": "Mult_acc_2",
+            "acc3": "Mult_acc_3",
+            "acc5": "Mult_acc_5",
+            "f1": "F1_score",
+            "mae": "MAE",
+            "corr": "Corr",
+        },
+    },
+    "merbench": {
+        # zeroQiaoba/MERTools MERBench/toolkit/dataloader/*.py calculate_results: emofscore =
+        # f1_score(average="weighted"), reported as WAF; emoacc = accuracy_score, as ACC
+        "emotion": {"weighted_f1": "WAF", "accuracy": "ACC"},
+    },
+}
+"""Our metric name → a reference toolkit's, by style and metric family.
+
+Families are ``"emotion"`` and the sentiment schemes ``"mosi"`` (MOSI, MOSEI) and ``"sims"``
+(CH-SIMS, SIMS-v2); a task uses the emotion family plus its own scheme's. A metric without an
+entry keeps our name (the generic sentiment scheme of e.g. EmotionTalk has none: MMSA never
+evaluates it). See the module docstring for the sources.
+"""
+
 
 def metric_mode(name: str) -> Literal["max", "min"]:
     """Whether a metric is maximised (``"max"``) or minimised (``"min"``) in model selection.
@@ -109,6 +168,92 @@ def headline(spec: TaskSpec) -> str:
     if spec.metrics:
         return spec.metrics[0]
     return "weighted_f1" if spec.emotion_labels else "mae"
+
+
+def metric_names(
+    spec_or_scheme: TaskSpec | Mapping[str, Any] | Scheme, style: str
+) -> dict[str, str]:
+    """Our metric name → the name ``style`` uses, for the metric families of a task.
+
+    Args:
+        spec_or_scheme: The task (a :class:`~emofuse.spec.TaskSpec` or its dict form, whose
+            ``sentiment_scheme`` is read) or a sentiment scheme (``"mosi"``, ``"sims"`` or
+            ``None``).
+        style: ``"ours"`` (an empty mapping), ``"mmsa"`` or ``"merbench"``.
+
+    Raises:
+        InputError: ``style`` or the scheme is unknown.
+    """
+    if style not in NAME_STYLES:
+        raise InputError(
+            None, f"unknown metric-name style {style!r}; use {', '.join(NAME_STYLES)}"
+        )
+    scheme = _scheme_of(spec_or_scheme)
+    if style == "ours":
+        return {}
+    families = METRIC_NAMES[style]
+    return {**families.get("emotion", {}), **(families.get(scheme, {}) if scheme else {})}
+
+
+def field_names(
+    metrics: Mapping[str, Any],
+    spec_or_scheme: TaskSpec | Mapping[str, Any] | Scheme,
+    style: str = "mmsa",
+) -> dict[str, Any]:
+    """A metrics dict with the keys a reference toolkit uses (:data:`METRIC_NAMES`).
+
+    Values are copied as they are (never rounded); keys without a name in ``style`` (counts,
+    ``per_class``, metrics of another family) keep ours, and the order is kept.
+
+    Example:
+        >>> field_names({"has0_acc2": 0.8125, "mae": 0.71, "n": 16}, "mosi")
+        {'Has0_acc_2': 0.8125, 'MAE': 0.71, 'n': 16}
+
+    Args:
+        metrics: E.g. from :func:`compute_metrics`.
+        spec_or_scheme: The task or its sentiment scheme (see :func:`metric_names`).
+        style: ``"mmsa"`` (sentiment metrics as MMSA names them), ``"merbench"`` (emotion
+            metrics as MERBench does) or ``"ours"`` (a copy).
+
+    Raises:
+        InputError: ``style`` or the scheme is unknown, or two keys would get the same name.
+    """
+    names = metric_names(spec_or_scheme, style)
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        new = names.get(key, key)
+        if new in out:
+            raise InputError(
+                None, f"metrics {key!r} and another key would both be named {new!r} ({style})"
+            )
+        out[new] = value
+    return out
+
+
+def infer_scheme(metrics: Mapping[str, Any]) -> Scheme:
+    """The sentiment scheme a metrics dict was computed with, told by its keys.
+
+    For results without a task: ``"mosi"`` when a Has0/Non0/Acc-7 metric is present, ``"sims"``
+    when Acc-2/Acc-3/F1 is, else ``None``.
+    """
+    if any(k in metrics for k in ("has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc7")):
+        return "mosi"
+    if any(k in metrics for k in ("acc2", "acc3", "f1")):
+        return "sims"
+    return None
+
+
+def _scheme_of(spec_or_scheme: TaskSpec | Mapping[str, Any] | Scheme) -> Scheme:
+    if isinstance(spec_or_scheme, TaskSpec):
+        return spec_or_scheme.sentiment_scheme
+    scheme = (
+        spec_or_scheme.get("sentiment_scheme")
+        if isinstance(spec_or_scheme, Mapping)
+        else spec_or_scheme
+    )
+    if scheme not in ("mosi", "sims", None):
+        raise InputError(None, f"unknown sentiment scheme {scheme!r}; use 'mosi', 'sims' or None")
+    return scheme
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,14 +601,19 @@ __all__ = [
     "GENERIC_SENTIMENT_METRICS",
     "IGNORE_INDEX",
     "LOWER_IS_BETTER",
+    "METRIC_NAMES",
     "MOSI_METRICS",
+    "NAME_STYLES",
     "SIMS_EDGES",
     "SIMS_METRICS",
     "aggregate_seeds",
     "compute_metrics",
     "emotion_metrics",
+    "field_names",
     "headline",
+    "infer_scheme",
     "metric_mode",
+    "metric_names",
     "sentiment_metrics",
     "sims_bin",
 ]

@@ -171,6 +171,56 @@ def test_multi_seed_confusion_is_summed(tmp_path):
     assert "## Per class" not in paths["markdown"].read_text()
 
 
+def test_report_carries_mmsa_and_merbench_names_and_shows_them_on_request(tmp_path):
+    spec = TaskSpec(
+        name="mosi", sentiment_range=(-3, 3), sentiment_scheme="mosi", metrics=["has0_acc2", "mae"]
+    )
+    rng = np.random.default_rng(0)
+    t = rng.uniform(-3, 3, 40)
+    metrics = compute_metrics(spec, sentiment_true=t, sentiment_pred=t + rng.normal(0, 1, 40))
+    ours = write_report({"spec": spec, "metrics": metrics}, tmp_path / "ours")
+    data = json.loads(ours["json"].read_text())
+    assert data["metrics"]["has0_acc2"] == metrics["has0_acc2"]  # our names stay the keys
+    assert data["metric_names"]["mmsa"] == {
+        "has0_acc2": "Has0_acc_2",
+        "has0_f1": "Has0_F1_score",
+        "non0_acc2": "Non0_acc_2",
+        "non0_f1": "Non0_F1_score",
+        "acc5": "Mult_acc_5",
+        "acc7": "Mult_acc_7",
+        "mae": "MAE",
+        "corr": "Corr",
+    }
+    assert data["metric_names"]["merbench"] == {}  # no emotion metric
+    md = ours["markdown"].read_text()
+    assert "| **has0_acc2** |" in md and "Has0_acc_2" not in md
+
+    mmsa = write_report({"spec": spec, "metrics": metrics}, tmp_path / "mmsa", names="mmsa")
+    md = mmsa["markdown"].read_text()
+    assert "| Metric (MMSA) | Value |" in md
+    assert f"| **Has0_acc_2** | {metrics['has0_acc2']:.4f} |" in md
+    assert f"| MAE ↓ | {metrics['mae']:.4f} |" in md and "| Mult_acc_7 |" in md
+    assert "| has0_acc2" not in md and "| n_sentiment |" in md  # counts keep our names
+    assert json.loads(mmsa["json"].read_text()) == data
+
+    emo = write_report(
+        {"spec": SPEC, "metrics": compute_metrics(SPEC, *_predictions(0))},
+        tmp_path / "emo",
+        names="merbench",
+    )
+    names = json.loads(emo["json"].read_text())["metric_names"]
+    assert names == {"mmsa": {}, "merbench": {"weighted_f1": "WAF", "accuracy": "ACC"}}
+    md = emo["markdown"].read_text()
+    assert "| Metric (MERBench) |" in md and "| **WAF** |" in md and "| ACC |" in md
+    assert "| ua |" in md  # MERBench has no name for it
+    # a result without a spec: the scheme is told by the metric names
+    bare = write_report({"metrics": {"acc2": 0.5, "f1": 0.4, "mae": 0.3}}, tmp_path / "bare")
+    mapped = json.loads(bare["json"].read_text())["metric_names"]["mmsa"]
+    assert mapped == {"acc2": "Mult_acc_2", "f1": "F1_score", "mae": "MAE"}
+    with pytest.raises(InputError, match="unknown metric-name style"):
+        write_report({"metrics": metrics}, tmp_path / "x", names="paper")
+
+
 def test_report_needs_metrics(tmp_path):
     with pytest.raises(InputError, match="'metrics'"):
         write_report({"model": "x"}, tmp_path)

@@ -177,3 +177,8 @@ def test_train_egmf_and_mister_on_three_mmsa_modalities_then_evaluate(tmp_path):
         ev = evaluate(res.model_dir, split="test", cache=tmp_path / "cache")
         assert {"non0_acc2", "mae", "corr"} <= set(ev.metrics)
         assert ev.predictions[0].modalities == ["audio", "face", "text"]
+        # the same numbers under MMSA's names
+        from emofuse.metrics import field_names
+
+        mmsa = field_names(ev.metrics, ev.task, "mmsa")
+        assert mmsa["Non0_acc_2"] == ev.metrics["non0_acc2"] and mmsa["MAE"] == ev.metrics["mae"]

@@ -20,6 +20,21 @@ It writes ``result.json`` (pretty, sorted keys, ``NaN`` as ``null``, aggregates 
 runs added, raw gate arrays replaced by their per-class means), ``results.md`` and the PNGs
 that the result has data for: ``confusion_matrix.png`` (summed over seeds for multi-seed runs),
 ``gate_weights.png`` and ``training_curves.png``.
+
+**Names of other toolkits.** Metrics keep our names everywhere in ``result.json``; beside them,
+a ``metric_names`` section maps each metric of the result that a reference toolkit names
+differently to that name, per style (:data:`emofuse.metrics.METRIC_NAMES`)::
+
+    "metric_names": {
+        "mmsa": {"has0_acc2": "Has0_acc_2", "mae": "MAE", ...},   # sentiment, MMSA metricsTop.py
+        "merbench": {"weighted_f1": "WAF", "accuracy": "ACC"}     # emotion, MERBench
+    }
+
+Both keys are always present (an empty mapping when no metric of the result has such a name).
+``emofuse.metrics.field_names(metrics, spec, style)`` renames a metrics dict the same way. The
+Markdown table shows our names unless ``write_report(..., names="mmsa")`` or ``"merbench"``
+asks for the other toolkit's (``emofuse evaluate --names``); rows without a name in that style
+keep ours.
 """
 
 from __future__ import annotations
@@ -37,15 +52,19 @@ from emofuse.evaluate import plots
 from emofuse.metrics import (
     EMOTION_METRICS,
     MOSI_METRICS,
+    NAME_STYLES,
     SIMS_METRICS,
     aggregate_seeds,
+    infer_scheme,
     metric_mode,
+    metric_names,
 )
 from emofuse.records import dump_json
 from emofuse.schema import EvaluationResult
 from emofuse.spec import METRICS
 
 _KNOWN_ORDER = list(dict.fromkeys([*EMOTION_METRICS, *MOSI_METRICS, *SIMS_METRICS]))
+_STYLE_TITLES = {"mmsa": "MMSA", "merbench": "MERBench"}
 
 
 def markdown_table(
@@ -82,7 +101,9 @@ def markdown_table(
 
 
 def write_report(
-    result: Mapping[str, Any] | EvaluationResult, out_dir: str | os.PathLike[str]
+    result: Mapping[str, Any] | EvaluationResult,
+    out_dir: str | os.PathLike[str],
+    names: str = "ours",
 ) -> dict[str, Path]:
     """Write a result's JSON, Markdown table and figures into ``out_dir``.
 
@@ -91,11 +112,22 @@ def write_report(
             predictions give the per-class gate weights), or a mapping as in the module
             docstring, with ``metrics`` (one run) or ``seeds`` (several).
         out_dir: Folder to write into (created).
+        names: Metric names in the Markdown table: ``"ours"``, ``"mmsa"`` (sentiment metrics
+            as MMSA's ``metricsTop.py`` names them) or ``"merbench"`` (emotion metrics as
+            MERBench does). ``result.json`` always has our names plus ``metric_names``.
 
     Returns:
         ``{"json": …, "markdown": …}`` plus ``"confusion_matrix"``, ``"gate_weights"`` and
         ``"training_curves"`` for the figures written.
+
+    Raises:
+        InputError: ``names`` is not a known style, or the result has neither ``metrics`` nor
+            ``seeds``.
     """
+    if names not in NAME_STYLES:
+        raise InputError(
+            None, f"unknown metric-name style {names!r}; use {', '.join(NAME_STYLES)}"
+        )
     if isinstance(result, EvaluationResult):
         result = _from_evaluation(result)
     out = Path(out_dir)
@@ -117,6 +149,13 @@ def write_report(
         data.setdefault("headline", spec["metrics"][0])
     if agg is not None:
         data["aggregate"] = agg
+    scheme = spec if spec is not None else infer_scheme({k: None for r in runs for k in r})
+    styles = {
+        style: {k: v for k, v in metric_names(scheme, style).items() if k in order}
+        for style in NAME_STYLES
+        if style != "ours"
+    }
+    data["metric_names"] = styles
     paths: dict[str, Path] = {}
 
     cms = [r["confusion_matrix"] for r in runs if r.get("confusion_matrix") is not None]
@@ -133,14 +172,17 @@ def write_report(
     if gates is not None:
         if not labels:
             raise InputError(None, "gate weights per class need class labels (give 'spec')")
-        weights, names, y = gates["weights"], list(gates["names"]), gates["y"]
+        weights, gate_names, y = gates["weights"], list(gates["names"]), gates["y"]
         means, counts = plots.mean_gates_per_class(weights, y, len(labels))
         data["gate_weights_per_class"] = {
-            lab: {"n": int(counts[i]), **{nm: float(means[i, k]) for k, nm in enumerate(names)}}
+            lab: {
+                "n": int(counts[i]),
+                **{nm: float(means[i, k]) for k, nm in enumerate(gate_names)},
+            }
             for i, lab in enumerate(labels)
         }
         paths["gate_weights"] = plots.gate_weights_per_class(
-            weights, names, y, labels, out / "gate_weights.png"
+            weights, gate_names, y, labels, out / "gate_weights.png"
         )
 
     history = result.get("history")
@@ -152,7 +194,10 @@ def write_report(
 
     paths["json"] = dump_json(out / "result.json", _jsonable(data))
     md = out / "results.md"
-    md.write_text(_markdown(result, spec, runs, agg, order, labels, paths), encoding="utf-8")
+    shown = styles.get(names, {})
+    md.write_text(
+        _markdown(result, spec, runs, agg, order, labels, paths, names, shown), encoding="utf-8"
+    )
     paths["markdown"] = md
     return paths
 
@@ -245,6 +290,8 @@ def _markdown(
     order: Sequence[str],
     labels: Sequence[str],
     paths: Mapping[str, Path],
+    style: str = "ours",
+    shown: Mapping[str, str] | None = None,
 ) -> str:
     context = [str(result[k]) for k in ("model", "dataset", "split") if result.get(k)]
     task = (spec or {}).get("name")
@@ -263,16 +310,27 @@ def _markdown(
     scope = _scope(result)
     if scope:
         parts.append(scope + "\n")
+    shown = shown or {}
+    if style != "ours":
+        source = {
+            "mmsa": "MMSA's `metricsTop.py`",
+            "merbench": "MERBench (`zeroQiaoba/MERTools`)",
+        }[style]
+        parts.append(
+            f"Metric names follow {source} where it names the metric; `result.json` keeps "
+            "ours (`metric_names` maps them).\n"
+        )
 
     published = result.get("published") or {}
-    columns = ["Metric", "Mean ± std" if agg is not None else "Value"]
+    metric_col = f"Metric ({_STYLE_TITLES[style]})" if style != "ours" else "Metric"
+    columns = [metric_col, "Mean ± std" if agg is not None else "Value"]
     if published:
         source = result.get("published_source")
         columns.append(f"Published ({source})" if source else "Published")
     headline = (spec or {}).get("metrics", [None])[0] if spec and spec.get("metrics") else None
     rows = []
     for m in order:
-        name = m
+        name = shown.get(m, m)
         if m in METRICS and metric_mode(m) == "min":
             name += " ↓"
         if m == headline:

@@ -175,6 +175,20 @@ class EGMFConfig(ModelConfig):
             out[name] = options.model_dump(mode="json")
         return out
 
+    @classmethod
+    def option_config(cls, field: str, key: str) -> type[Config] | None:
+        """The config class of the options ``field[key]`` (``expert_options`` → the expert's).
+
+        Lets a printer of default configs (``emofuse config default model egmf``) document
+        each expert's options; ``None`` for other fields and unknown experts.
+        """
+        if field != "expert_options":
+            return None
+        try:
+            return _expert_class(key).Config
+        except ValueError:
+            return None
+
     def expert_config(self, name: str) -> Config:
         """The validated options of expert ``name`` (an instance of its ``Config``)."""
         return EXPERTS.get(name).Config.model_validate(self.expert_options.get(name, {}))

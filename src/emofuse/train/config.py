@@ -25,7 +25,16 @@ RESULT_FILE = "result.json"
 RUN_FILE = "run.json"
 
 # Config fields that may change between a run and its resumption without changing its result.
-RESUMABLE_CHANGES = {"epochs", "patience", "out_dir", "num_threads", "seeds"}
+RESUMABLE_CHANGES = {"epochs", "patience", "out_dir", "num_threads", "seeds", "loggers"}
+
+DEFAULT_MODEL = "mlp"
+"""The model of :func:`default_run_config` when none is named (``emofuse config default train``)."""
+
+PLACEHOLDER_DATASET: dict[str, Any] = {"name": "meld"}
+"""The dataset of :func:`default_run_config`: a placeholder that validates, to be replaced."""
+
+PLACEHOLDER_FEATURES: dict[str, str] = {"text": "minilm:tokens"}
+"""The features of :func:`default_run_config`: a placeholder that validates, to be replaced."""
 
 
 class ModelChoice(Config):
@@ -109,6 +118,12 @@ class TrainConfig(Config):
         description="An utterance whose features failed to extract is skipped, or keeps its "
         "other modalities with this one missing.",
     )
+    loggers: list[Literal["csv", "tensorboard"]] = Field(
+        default_factory=lambda: ["csv"],
+        description="Where per-step and per-epoch values are logged: 'csv' → "
+        "<out_dir>/logs/metrics.csv, 'tensorboard' → event files in <out_dir>/logs/tensorboard/ "
+        "(needs the tensorboard package); [] = none. May change when a run is resumed.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +160,13 @@ class TrainConfig(Config):
     def _monitor(cls, value: str | None) -> str | None:
         if value is not None and value not in METRICS:
             raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
+        return value
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"a logger is listed twice: {value}")
         return value
 
     @field_validator("seeds")
@@ -213,6 +235,41 @@ class TrainResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+
+def default_run_config(model: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """A complete run config with every default spelled out (``emofuse config default model``).
+
+    Every :class:`TrainConfig` key is present with its default, and ``model.options`` holds
+    every option of the model's ``Config`` at its default, nested ones included (EGMF's
+    ``expert_options`` and ``gate``, a ``text_encoder`` of ``null``). The dataset and the
+    features are placeholders (:data:`PLACEHOLDER_DATASET`, :data:`PLACEHOLDER_FEATURES`) that
+    validate but must be replaced before training: MELD needs its files, and the model should
+    read the inputs of the task.
+
+    Args:
+        model: A registered model name (``emofuse models list``).
+
+    Returns:
+        Plain YAML/JSON values in :class:`TrainConfig` field order, accepted by
+        :func:`load_run_config` as they are.
+
+    Raises:
+        UnknownComponentError: ``model`` is not registered.
+    """
+    options = MODELS.get(model).Config().model_dump(mode="json")
+    raw = {
+        "dataset": dict(PLACEHOLDER_DATASET),
+        "features": dict(PLACEHOLDER_FEATURES),
+        "model": {"name": model, "options": options},
+    }
+    config = validate_config(TrainConfig, raw, f"default run config of {model!r}")
+    config.check_model(f"default run config of {model!r}")
+    data = config.model_dump(mode="json")
+    # features as written: the validated form spells out every extractor option
+    data["features"] = dict(raw["features"])
+    return {key: data[key] for key in TrainConfig.model_fields}
+
 
 def run_config(
     file: str | os.PathLike[str] | None = None,
@@ -284,6 +341,9 @@ def run_config(
 
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "PLACEHOLDER_DATASET",
+    "PLACEHOLDER_FEATURES",
     "RESULT_FILE",
     "RUN_FILE",
     "DatasetChoice",
@@ -291,6 +351,7 @@ __all__ = [
     "OptimizerConfig",
     "TrainConfig",
     "TrainResult",
+    "default_run_config",
     "load_run_config",
     "run_config",
 ]

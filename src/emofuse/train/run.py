@@ -16,6 +16,9 @@ The outputs of a run::
     <out_dir>/checkpoints/        last.ckpt and best-NNN.ckpt (Lightning)
     <out_dir>/logs/metrics.csv    per-step and per-epoch logs (CSVLogger) of the last session;
                                   metrics.1.csv, ... of the sessions before each resumption
+                                  (``loggers: [csv]``, the default)
+    <out_dir>/logs/tensorboard/   TensorBoard event files, one more per session
+                                  (``loggers: [..., tensorboard]``; needs ``tensorboard``)
     <out_dir>/model/              the best model (save_pretrained: self-describing, with its
                                   full feature references) + history.json + training.json
     <out_dir>/result.json         TrainResult: best epoch, val metrics, history, skipped items
@@ -24,6 +27,7 @@ The outputs of a run::
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import time
@@ -37,7 +41,7 @@ import torch
 
 from emofuse.data.table import FeatureTable
 from emofuse.datasets.base import Dataset
-from emofuse.errors import ConfigError, EmofuseWarning, InputError
+from emofuse.errors import ConfigError, EmofuseWarning, InputError, MissingDependencyError
 from emofuse.features.store import FeatureStore
 from emofuse.hooks import Hook
 from emofuse.metrics import headline, metric_mode
@@ -73,6 +77,54 @@ def _keep_earlier_logs(logs: Path) -> None:
     while (logs / f"metrics.{n}.csv").exists():
         n += 1
     current.rename(logs / f"metrics.{n}.csv")
+
+
+TENSORBOARD_REQUIREMENT = "tensorboard>=2.16"
+"""What ``loggers: [tensorboard]`` needs (the ``tensorboard`` extra, part of ``all``)."""
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return False
+
+
+def check_loggers(config: TrainConfig) -> None:
+    """Fail before any work when a logger of ``config.loggers`` cannot run here.
+
+    Raises:
+        MissingDependencyError: ``tensorboard`` is asked for but neither ``tensorboard`` nor
+            ``tensorboardX`` (which Lightning also accepts) is installed.
+    """
+    if "tensorboard" in config.loggers and not (
+        _importable("tensorboard") or _importable("tensorboardX")
+    ):
+        raise MissingDependencyError("logger 'tensorboard'", TENSORBOARD_REQUIREMENT, "tensorboard")
+
+
+def build_loggers(config: TrainConfig, out: Path) -> list[Any]:
+    """The Lightning loggers of ``config.loggers``, in that order (``[]``: none).
+
+    ``csv`` writes ``<out>/logs/metrics.csv`` (earlier sessions' files are kept by
+    :func:`_keep_earlier_logs`); ``tensorboard`` writes event files into
+    ``<out>/logs/tensorboard/``.
+
+    Raises:
+        MissingDependencyError: see :func:`check_loggers`.
+    """
+    check_loggers(config)
+    loggers: list[Any] = []
+    for name in config.loggers:
+        if name == "csv":
+            loggers.append(L.pytorch.loggers.CSVLogger(out, name="logs", version=""))
+        elif name == "tensorboard":
+            loggers.append(
+                L.pytorch.loggers.TensorBoardLogger(
+                    out / "logs", name="tensorboard", version="", default_hp_metric=False
+                )
+            )
+    return loggers
 
 
 def is_rank_zero() -> bool:
@@ -178,6 +230,7 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
                     )
                 except TypeError as err:
                     raise InputError(done, f"not a training result ({err})") from None
+    check_loggers(config)  # before any work (a finished run above needs no logger)
     ds, tables = load_tables(
         config, [config.dataset.train_split, config.dataset.val_split], hook=hook
     )
@@ -246,7 +299,7 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
             devices=config.devices,
             strategy=config.strategy,
             callbacks=cbs,
-            logger=L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+            logger=build_loggers(config, out) or False,
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -443,4 +496,11 @@ def _check_monitor(spec: TaskSpec, monitor: str) -> None:
         raise ConfigError(f"monitor {monitor!r} needs sentiment; task {spec.name!r} has none")
 
 
-__all__ = ["fit", "is_rank_zero", "load_tables"]
+__all__ = [
+    "TENSORBOARD_REQUIREMENT",
+    "build_loggers",
+    "check_loggers",
+    "fit",
+    "is_rank_zero",
+    "load_tables",
+]
