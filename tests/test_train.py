@@ -568,14 +568,18 @@ def test_a_model_that_collapses_to_one_class_is_said_so(data):
 
 
 # -- printed default configs, loggers, metric-name styles ------------------------------------
-def test_train_one_epoch_from_the_printed_default_config(data, tmp_path, capsys):
+@pytest.mark.parametrize("model", ["egmf", "mister", "mlp", "late-fusion", "tfn", "mult"])
+def test_train_one_epoch_from_the_printed_default_config(data, tmp_path, capsys, model):
+    """Every model's printed default run config loads back and trains (dataset swapped)."""
     from emofuse.cli import main
+    from emofuse.models import MODELS
 
+    assert model in MODELS.names()
     with pytest.raises(SystemExit) as e:
-        main(["config", "default", "train"])
+        main(["config", "default", "model", model])
     assert e.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["name"] == "mlp" and printed["features"] == {"text": "minilm:tokens"}
+    assert printed["model"]["name"] == model and printed["features"] == {"text": "minilm:tokens"}
     # swap the placeholder dataset for the prepared synthetic one; everything else as printed
     printed["dataset"] = {"prepared": str(data["prep"])}
     printed |= {
