@@ -62,8 +62,13 @@ def test_feature_ref_parsing_and_errors():
     for bad in ("minilm", "a:b:c", ":x"):
         with pytest.raises(ConfigError, match="extractor:output"):
             FeatureRef.parse(bad)
-    with pytest.raises(ConfigError, match="unknown modality 'video'"):
-        parse_features({"video": "face:pooled"})
+    with pytest.raises(ConfigError, match="unknown modality 'smell'"):
+        parse_features({"smell": "face:pooled"})
+    # the field's other names of a modality (MMSA's "vision") are accepted
+    assert list(parse_features({"vision": "face:pooled"})) == ["face"]
+    assert list(parse_features({"video": "face:pooled", "acoustic": "egemaps:lld"})) == [
+        "audio", "face"
+    ]
     specs = input_specs(parse_features({"text": "minilm:tokens", "audio": "egemaps:functionals"}))
     assert specs["text"].dim == 384 and specs["text"].kind == "sequence"
     assert specs["audio"].dim == 88 and specs["audio"].kind == "vector"
