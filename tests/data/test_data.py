@@ -72,7 +72,7 @@ def test_feature_ref_parsing_and_errors():
     specs = input_specs(parse_features({"text": "minilm:tokens", "audio": "egemaps:functionals"}))
     assert specs["text"].dim == 384 and specs["text"].kind == "sequence"
     assert specs["audio"].dim == 88 and specs["audio"].kind == "vector"
-    with pytest.raises(ConfigError, match="reads text, not audio"):
+    with pytest.raises(ConfigError, match="minilm:pooled describes text, not audio"):
         input_specs({"audio": FeatureRef.parse("minilm:pooled")})
     with pytest.raises(ConfigError, match="no output 'tokens'"):
         input_specs(
