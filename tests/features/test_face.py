@@ -181,3 +181,38 @@ def test_bad_inputs_in_a_batch(face, tmp_path):
     assert isinstance(out[0], InputError) and out[0].path == "nomedia"
     assert isinstance(out[1], InputError) and out[1].path == str(broken)
     assert isinstance(out[2], dict) and out[2]["expression"].shape == (1, E)
+
+
+def test_two_faces_in_frame_the_stated_rule_picks_the_same_one_in_an_image_and_its_mirror(
+    face, tmp_path
+):
+    """The bug report: the smaller face in one image, the larger in its mirror, no count. Now
+    the largest (or most central) is analysed in both, and the count and box are recorded."""
+    from importlib import resources
+
+    from emofuse.features.media import read_frames
+
+    clip = next(Path(str(resources.files("emofuse.datasets") / "sample")).glob("*.mp4"))
+    frame = read_frames(clip, fps=1.0, max_frames=1)[0][0]
+    h, w = frame.shape[:2]
+    crop = frame[:, w // 2 - h // 2 : w // 2 + h // 2]  # the speaker, centred, square
+    big = cv2.resize(crop, (400, 400))
+    small = cv2.resize(crop, (260, 260))
+    canvas = np.full((460, 1200, 3), 90, np.uint8)
+    canvas[30:430, 20:420] = big  # left
+    canvas[100:360, 470:730] = small  # in the middle
+    for name, image in (("two", canvas), ("mirror", canvas[:, ::-1].copy())):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), image[:, :, ::-1])
+    ext = get_extractor("face")
+    out = {n: ext.extract(_image(tmp_path / f"{n}.png", n)) for n in ("two", "mirror")}
+    for n, res in out.items():
+        count, x, _, bw, _ = res["faces"][0]
+        assert count == 2, n
+        centre = x + bw / 2  # the big copy stands left in "two", right in its mirror
+        assert (centre < 0.5) if n == "two" else (centre > 0.5), f"{n}: the smaller face was used"
+    # the same face whichever side it stands on: the same box size
+    np.testing.assert_allclose(out["two"]["faces"][0][3:], out["mirror"]["faces"][0][3:], atol=0.01)
+    central = get_extractor("face", choose="central").extract(_image(tmp_path / "two.png"))
+    assert central["faces"][0][0] == 2
+    x, _, bw, _ = central["faces"][0][1:]
+    assert abs(x + bw / 2 - 0.5) < 0.1  # the small copy, in the middle

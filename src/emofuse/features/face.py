@@ -141,6 +141,18 @@ class FaceConfig(Config):
             "every utterance, so results never depend on what was extracted before."
         ),
     )
+    max_faces: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Faces looked for in each frame; one of them is analysed, chosen by `choose`.",
+    )
+    choose: Literal["largest", "central"] = Field(
+        "largest",
+        description="Which face to analyse when several are in frame: the largest, or the one "
+        "nearest the frame's centre (ties: the other rule). In a tracked video, after the first "
+        "frame the face nearest the previous frame's choice is kept (the same person).",
+    )
     assume_cropped: bool = Field(
         False,
         description=(
@@ -161,14 +173,19 @@ class FaceExtractor(FeatureExtractor):
         ``pooled`` (20,): mean geometry, mean expression, and the fraction of sampled frames in
         which a face was found.
 
+        ``faces`` (T, 5): per frame the number of faces found and the box of the one analysed
+        (``x``, ``y``, ``w``, ``h`` as fractions of the frame's width and height), so a
+        crowded frame and the choice made in it are on record.
+
     ``T`` counts the sampled frames with a face; frames without one are dropped (with
-    ``assume_cropped`` every frame is kept). A video with no face in any sampled frame raises
-    :class:`InputError`.
+    ``assume_cropped`` every frame is kept). With several faces in frame, one is analysed by the
+    stated rule (``choose``: the largest, or the most central; tracked from frame to frame in a
+    video). A video with no face in any sampled frame raises :class:`InputError`.
     """
 
     modality: ClassVar[Literal["face"]] = "face"
     Config = FaceConfig
-    version = "1"
+    version = "2"
     dependencies = ("mediapipe", "ai-edge-litert", "opencv-python-headless", "fer", "av")
 
     def outputs(self) -> dict[str, OutputSpec]:
@@ -189,6 +206,11 @@ class FaceExtractor(FeatureExtractor):
                 kind="vector",
                 description="mean geometry, mean expression, fraction of frames with a face",
                 standardize=True,
+            ),
+            "faces": OutputSpec(
+                dim=5,
+                kind="sequence",
+                description="faces found per frame, and the analysed face's box (fractions)",
             ),
         }
 
@@ -234,7 +256,7 @@ class FaceExtractor(FeatureExtractor):
         if mesh is None:
             mesh = self._mp_face_mesh.FaceMesh(
                 static_image_mode=static,
-                max_num_faces=1,
+                max_num_faces=self.config.max_faces,
                 refine_landmarks=True,
                 min_detection_confidence=self.config.min_detection_confidence,
                 min_tracking_confidence=self.config.min_tracking_confidence,
@@ -275,21 +297,33 @@ class FaceExtractor(FeatureExtractor):
 
         geometry: list[np.ndarray | None] = []
         expression: list[np.ndarray] = []
+        faces: list[np.ndarray] = []
+        previous: tuple[float, float] | None = None  # centre of the face chosen last
         # MediaPipe's graph threads log start-up notes whenever a model (re)initialises.
         with _quiet_native_stderr():
             for i, frame in enumerate(frames):
                 try:
-                    landmarks = self._landmarks(mesh, frame)
+                    found_here = self._landmarks(mesh, frame)
                 except (RuntimeError, ValueError) as err:  # MediaPipe rejects the image
                     raise InputError(path, f"face mesh failed on frame {i}: {err}") from None
+                h, w = frame.shape[:2]
+                landmarks = choose_face(found_here, (h, w), cfg.choose, previous)
+                if landmarks is not None:
+                    x, y, bw, bh = face_box(landmarks)
+                    if not static:
+                        previous = (x + bw / 2, y + bh / 2)
+                    record = np.array([len(found_here), x / w, y / h, bw / w, bh / h], np.float32)
+                else:
+                    record = np.array([0.0, 0.0, 0.0, 1.0, 1.0], np.float32)  # the whole crop
                 if cfg.assume_cropped:
                     geometry.append(None if landmarks is None else face_geometry(landmarks))
-                    h, w = frame.shape[:2]
                     whole = (0.0, 0.0, float(w), float(h))
                     expression.append(self._expression(frame, whole, 0.0))
+                    faces.append(record)
                 elif landmarks is not None:
                     geometry.append(face_geometry(landmarks))
                     expression.append(self._expression(frame, face_box(landmarks), _BOX_MARGIN))
+                    faces.append(record)
 
         found = sum(g is not None for g in geometry)
         if not expression:
@@ -302,20 +336,23 @@ class FaceExtractor(FeatureExtractor):
         geo = np.stack([mean_geometry if g is None else g for g in geometry])
         expr = np.stack(expression)
         pooled = np.concatenate([mean_geometry, expr.mean(axis=0), [found / len(frames)]])
-        return self.validate({"geometry": geo, "expression": expr, "pooled": pooled})
+        return self.validate(
+            {"geometry": geo, "expression": expr, "pooled": pooled, "faces": np.stack(faces)}
+        )
 
-    def _landmarks(self, mesh: Any, frame: np.ndarray) -> np.ndarray | None:
-        """(478, 3) landmarks in pixels (``z`` on the scale of ``x``); ``None`` without a face."""
+    def _landmarks(self, mesh: Any, frame: np.ndarray) -> list[np.ndarray]:
+        """Every face's (478, 3) landmarks in pixels (``z`` on the scale of ``x``)."""
         image = frame
         if self.config.assume_cropped:
             image = _frame_crop(frame, self._cv2)
         h, w = image.shape[:2]
         result = mesh.process(np.ascontiguousarray(image))
-        if not result.multi_face_landmarks:
-            return None
-        lm = result.multi_face_landmarks[0].landmark
-        points = np.array([(p.x * w, p.y * h, p.z * w) for p in lm], dtype=np.float64)
-        return points if np.isfinite(points).all() else None
+        out = []
+        for face in result.multi_face_landmarks or []:
+            points = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], np.float64)
+            if np.isfinite(points).all():
+                out.append(points)
+        return out
 
     def _expression(
         self, frame: np.ndarray, box: tuple[float, float, float, float], margin: float
@@ -392,6 +429,42 @@ def face_geometry(points: np.ndarray) -> np.ndarray:
             math.degrees(math.atan2(ax[1], ax[0])),
         ]
     )
+
+
+def choose_face(
+    faces: list[np.ndarray],
+    frame_shape: tuple[int, int],
+    rule: str = "largest",
+    previous: tuple[float, float] | None = None,
+) -> np.ndarray | None:
+    """The face to analyse among several, by a stated rule (``None`` when there is none).
+
+    Args:
+        faces: Landmarks of each face found, ``(478, 3)`` in pixels.
+        frame_shape: ``(height, width)`` of the frame.
+        rule: ``"largest"`` (box area; ties → nearer the centre) or ``"central"`` (distance of
+            the box centre to the frame centre; ties → larger).
+        previous: Centre of the face chosen in the previous tracked frame: then the nearest face
+            to it is kept, whatever the rule, so one person is followed through a video.
+    """
+    if not faces:
+        return None
+    h, w = frame_shape
+    boxes = [face_box(f) for f in faces]
+    centres = [(x + bw / 2, y + bh / 2) for x, y, bw, bh in boxes]
+    area = [bw * bh for _, _, bw, bh in boxes]
+
+    def dist(c: tuple[float, float], to: tuple[float, float]) -> float:
+        return float(np.hypot(c[0] - to[0], c[1] - to[1]))
+
+    middle = (w / 2, h / 2)
+    if previous is not None:
+        key = [(dist(c, previous), -a) for c, a in zip(centres, area, strict=True)]
+    elif rule == "central":
+        key = [(dist(c, middle), -a) for c, a in zip(centres, area, strict=True)]
+    else:
+        key = [(-a, dist(c, middle)) for c, a in zip(centres, area, strict=True)]
+    return faces[min(range(len(faces)), key=key.__getitem__)]
 
 
 def face_box(points: np.ndarray) -> tuple[float, float, float, float]:
