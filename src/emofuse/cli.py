@@ -303,7 +303,8 @@ def datasets_prepare(
     with err.status(f"preparing {name} …"):
         path = recipe.prepare(target, force=force)
     if asr:
-        _fill_transcripts(path)
+        with _warnings_as_lines():
+            _fill_transcripts(path)
     ds = open_prepared(path)
     out.print(f"[green]prepared[/green] {name} → {path}")
     _print_counts(ds)

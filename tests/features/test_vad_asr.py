@@ -125,8 +125,44 @@ def test_transcribe_utterances_fills_only_missing_text(asr, media):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = asr.transcribe_utterances(utts, on_error="keep")
-    assert "door" in out[0].text.lower() and out[0].language == "en"
+    assert "door" in out[0].text.lower()  # real English speech is trusted...
+    assert out[0].language is None  # ...but an unknown language is never tagged English
     assert out[1] is utts[1] and out[2] is utts[2] and out[3] is utts[3]
     assert utts[0].text is None  # inputs are not modified
     messages = " ".join(str(w.message) for w in caught)
     assert "English only" in messages and "'d' not transcribed" in messages
+
+
+def test_transcripts_whisper_doubts_are_not_used_and_are_named(monkeypatch):
+    """Speech in another language through tiny.en: fluent English at log-probabilities of -1 to
+    -2.6 (against -0.3 to -0.5 on English); repetition loops; silence. None of it is used."""
+    from emofuse.errors import EmofuseWarning
+    from emofuse.features.asr import Segment, Transcriber, TranscriberConfig, Transcript
+
+    cfg = TranscriberConfig()
+
+    def said(*segments):
+        return Transcript(path="x.wav", language="en", duration=3.0, segments=list(segments))
+
+    english = said(Segment(start=0, end=2, text="Kids are talking", avg_logprob=-0.35,
+                           compression_ratio=1.1, no_speech_prob=0.01))
+    chinese = said(Segment(start=0, end=2, text="I don't know what you mean", avg_logprob=-1.6,
+                           compression_ratio=1.2, no_speech_prob=0.2))
+    loop = said(Segment(start=0, end=2, text="yes yes yes yes yes yes yes", avg_logprob=-0.4,
+                        compression_ratio=3.1, no_speech_prob=0.1))
+    silent = said(Segment(start=0, end=2, text="Thank you.", avg_logprob=-0.5,
+                          compression_ratio=0.9, no_speech_prob=0.95))
+    assert english.doubt(cfg) is None
+    assert "average log-probability -1.60 < -1.0" in chinese.doubt(cfg)
+    assert "compression ratio 3.10 > 2.4" in loop.doubt(cfg)
+    assert "no speech" in silent.doubt(cfg)
+
+    asr = Transcriber()
+    answers = {"a": english, "b": chinese, "c": loop}
+    monkeypatch.setattr(asr, "transcribe", lambda src, start=None, end=None: answers[src])
+    utts = [Utterance(id=k, dataset="t", media={"audio": k}) for k in answers]
+    with pytest.warns(EmofuseWarning, match=r"2 transcript\(s\) not used, Whisper doubts them "
+                      r"\(b: low confidence .*; c: repetitive text"):
+        out = asr.transcribe_utterances(utts)
+    assert [u.text for u in out] == ["Kids are talking", None, None]
+    assert all(u.language is None for u in out)

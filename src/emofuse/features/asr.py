@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from emofuse.config import Config, validate_config
-from emofuse.errors import ConfigError, InputError, MissingDependencyError
+from emofuse.errors import ConfigError, EmofuseWarning, InputError, MissingDependencyError
 from emofuse.features.audio import whisper_model_path
 from emofuse.features.media import load_audio, probe
 from emofuse.features.vad import VadConfig
@@ -56,6 +56,7 @@ class Segment(BaseModel):
     words: list[Word] = Field(default_factory=list)
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    compression_ratio: float | None = None
 
 
 class Transcript(BaseModel):
@@ -78,6 +79,34 @@ class Transcript(BaseModel):
         """All words in order."""
         return [w for s in self.segments for w in s.words]
 
+    def doubt(self, config: TranscriberConfig) -> str | None:
+        """Why this transcript should not be trusted, by Whisper's own signals; ``None`` if fine.
+
+        Whisper's decoding fallback uses the same three tests (``transcribe.py``: average
+        log-probability below ``log_prob_threshold``, gzip compression ratio above
+        ``compression_ratio_threshold`` — repetitive text —, and no-speech probability above
+        ``no_speech_threshold`` with a low log-probability). Speech in another language through
+        the English-only model gives fluent English at average log-probabilities of -1 to -2.6,
+        against -0.3 to -0.5 on English.
+        """
+        spoken = [s for s in self.segments if s.avg_logprob is not None]
+        if not spoken:
+            return None
+        length = [max(s.end - s.start, 1e-3) for s in spoken]
+        logprob = sum(s.avg_logprob * w for s, w in zip(spoken, length, strict=True)) / sum(length)  # type: ignore[operator]
+        if logprob < config.log_prob_threshold:
+            return (
+                f"low confidence (average log-probability {logprob:.2f} < "
+                f"{config.log_prob_threshold}): speech in another language, or not speech"
+            )
+        ratio = max((s.compression_ratio or 0.0) for s in spoken)
+        if ratio > config.compression_ratio_threshold:
+            return f"repetitive text (compression ratio {ratio:.2f} > {config.compression_ratio_threshold})"
+        silent = [s for s in spoken if (s.no_speech_prob or 0.0) > config.no_speech_threshold]
+        if silent and len(silent) == len(spoken):
+            return f"no speech (no-speech probability > {config.no_speech_threshold})"
+        return None
+
 
 class TranscriberConfig(Config):
     """Options of :class:`Transcriber`."""
@@ -96,6 +125,20 @@ class TranscriberConfig(Config):
     condition_on_previous_text: bool = Field(
         False,
         description="Feed the previous segment's text as a prompt (can loop on long audio).",
+    )
+    log_prob_threshold: float = Field(
+        -1.0,
+        description="A transcript whose average log-probability is lower is not trusted "
+        "(Whisper's own default; other languages through tiny.en score -1 to -2.6).",
+    )
+    compression_ratio_threshold: float = Field(
+        2.4, gt=0, description="A transcript more repetitive than this (gzip ratio) is not trusted."
+    )
+    no_speech_threshold: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Segments above this no-speech probability count as silence.",
     )
 
     @field_validator("language")
@@ -201,7 +244,8 @@ class Transcriber:
         Silero VAD finds the stretches (by default split at pauses of 0.5 s or more, and at most
         25 s long, see :data:`SEGMENT_VAD`); each is then transcribed on its own. Utterances get
         id ``<stem>_seg{i:03d}``, ``start``/``end`` from the VAD (on the file's clock), the
-        recognised ``text`` with ``language="en"``, and ``media`` pointing at the file
+        recognised ``text`` with ``language="en"`` (no text when Whisper doubts its transcript:
+        another language, or not speech; one warning counts them), and ``media`` pointing at the file
         (``"video"`` when it has a video stream, else ``"audio"``). Stretches where nothing was
         recognised are dropped.
 
@@ -224,13 +268,18 @@ class Transcriber:
         stretches = SpeechDetector(vad or SEGMENT_VAD)(wave, ASR_RATE)
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in p.stem) or "media"
         out: list[Utterance] = []
+        doubted = 0
         for start, end in stretches:
             if end - start < min_duration:
                 continue
             chunk = wave[round(start * ASR_RATE) : round(end * ASR_RATE)]
-            text = self.transcribe_array(chunk, source=os.fspath(p), offset=start).text
+            transcript = self.transcribe_array(chunk, source=os.fspath(p), offset=start)
+            text = transcript.text
             if not text:
                 continue
+            if transcript.doubt(self.config) is not None:
+                doubted += 1  # voice and face are still worth analysing; the words are not
+                text = None
             out.append(
                 Utterance(
                     id=f"{stem}_seg{len(out):03d}",
@@ -239,11 +288,18 @@ class Transcriber:
                     end=end,
                     media={kind: os.fspath(p)},
                     text=text,
-                    language="en",
+                    language="en" if text else None,
                 )
             )
         if not out:
             raise InputError(p, "no speech found")
+        if doubted:
+            warnings.warn(
+                f"{p}: the transcripts of {doubted} of {len(out)} speech stretches were left out "
+                "(Whisper doubts them: another language, or not speech); voice and face are kept",
+                EmofuseWarning,
+                stacklevel=2,
+            )
         return out
 
     def transcribe_utterances(
@@ -252,7 +308,11 @@ class Transcriber:
         """Copies of ``utts`` with missing ``text`` filled by ASR over each one's audio span.
 
         Utterances that already have text, have no audio or video, or are marked with a
-        non-English ``language`` are returned unchanged (the last with a warning).
+        non-English ``language`` are returned unchanged (the last with a warning). A transcript
+        Whisper itself doubts (:meth:`Transcript.doubt`: low confidence, repetition, no speech)
+        is not used; those utterances are returned unchanged and named in one warning. An
+        utterance's ``language`` is set to ``"en"`` only when it was English already: an unknown
+        language stays unknown.
 
         Args:
             utts: Utterances.
@@ -261,6 +321,7 @@ class Transcriber:
         """
         out = []
         skipped_lang = 0
+        doubted: dict[str, str] = {}
         for utt in utts:
             source = utt.media.get("audio") or utt.media.get("video")
             if (utt.text and utt.text.strip()) or not source:
@@ -278,7 +339,20 @@ class Transcriber:
                 warnings.warn(f"utterance {utt.id!r} not transcribed: {err}", stacklevel=2)
                 out.append(utt)
                 continue
-            out.append(utt.with_text(transcript.text, language="en"))
+            why = transcript.doubt(self.config)
+            if why is not None:
+                doubted[utt.id] = why
+                out.append(utt)
+                continue
+            out.append(utt.with_text(transcript.text, language=utt.language))
+        if doubted:
+            shown = "; ".join(f"{k}: {v}" for k, v in list(doubted.items())[:5])
+            more = f" and {len(doubted) - 5} more" if len(doubted) > 5 else ""
+            warnings.warn(
+                f"{len(doubted)} transcript(s) not used, Whisper doubts them ({shown}{more})",
+                EmofuseWarning,
+                stacklevel=2,
+            )
         if skipped_lang:
             warnings.warn(
                 f"{skipped_lang} utterance(s) in a language other than English were not "
@@ -305,6 +379,7 @@ def _segment(s: Any, offset: float) -> Segment:
         words=words,
         avg_logprob=s.avg_logprob,
         no_speech_prob=s.no_speech_prob,
+        compression_ratio=getattr(s, "compression_ratio", None),
     )
 
 
