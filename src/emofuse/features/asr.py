@@ -244,8 +244,9 @@ class Transcriber:
         Silero VAD finds the stretches (by default split at pauses of 0.5 s or more, and at most
         25 s long, see :data:`SEGMENT_VAD`); each is then transcribed on its own. Utterances get
         id ``<stem>_seg{i:03d}``, ``start``/``end`` from the VAD (on the file's clock), the
-        recognised ``text`` with ``language="en"`` (no text when Whisper doubts its transcript:
-        another language, or not speech; one warning counts them), and ``media`` pointing at the file
+        recognised ``text`` (no text when Whisper doubts its transcript: another language, or not
+        speech; one warning counts them; ``language`` stays unset, since the English-only model
+        cannot tell languages apart), and ``media`` pointing at the file
         (``"video"`` when it has a video stream, else ``"audio"``). Stretches where nothing was
         recognised are dropped.
 
@@ -288,7 +289,7 @@ class Transcriber:
                     end=end,
                     media={kind: os.fspath(p)},
                     text=text,
-                    language="en" if text else None,
+                    language=None,
                 )
             )
         if not out:
