@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,31 @@ def test_real_mosi_stereo_wav():
     wave = load_audio(path)
     np.testing.assert_allclose(wave, raw.mean(axis=1), atol=1e-6)
     check_not_silent(wave, path)
+
+
+# -- container metadata that changes what a frame shows --------------------------------------
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "media"
+
+
+@pytest.mark.parametrize("name", ["phone-rot90.mp4", "anamorphic-sar2.mp4"])
+def test_frames_are_read_as_a_player_shows_them(name):
+    """A sideways-stored phone video (display matrix) and non-square pixels read upright and
+    undistorted: the same image as the plain file, up to compression noise."""
+    upright, _ = read_frames(FIXTURES / "upright.mp4", fps=5)
+    shown, _ = read_frames(FIXTURES / name, fps=5)
+    assert shown[0].shape == upright[0].shape == (180, 320, 3)
+    assert np.abs(shown[0].astype(float) - upright[0]).mean() < 4.0  # 60+ when misread
+
+
+def test_head_pose_of_a_sideways_phone_video_is_upright():
+    """The bug report: head roll came out -88 degrees instead of about 2 for a rotated video."""
+    pytest.importorskip("mediapipe")
+    from emofuse.features import get_extractor
+    from emofuse.features.face import GEOMETRY_FEATURES
+    from emofuse.records import Utterance
+
+    roll = GEOMETRY_FEATURES.index("head_roll")
+    ext = get_extractor("face")
+    for name in ("upright.mp4", "phone-rot90.mp4", "anamorphic-sar2.mp4"):
+        res = ext.extract(Utterance(id="v", dataset="t", media={"video": str(FIXTURES / name)}))
+        assert abs(float(res["geometry"][:, roll].mean())) < 10, name

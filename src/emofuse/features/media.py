@@ -409,8 +409,9 @@ def read_frames(
         max_frames: Stop after this many frames.
 
     Returns:
-        ``(frames, times)``: a list of ``(H, W, 3)`` uint8 RGB arrays and a float64 array of their
-        presentation times in seconds.
+        ``(frames, times)``: a list of ``(H, W, 3)`` uint8 RGB arrays, as a player displays them
+        (turned by the container's display matrix, non-square pixels made square), and a
+        float64 array of their presentation times in seconds.
 
     Raises:
         InputError: The file is missing, empty, corrupt, has no video stream, or no frame lies in
@@ -440,6 +441,29 @@ def read_frames(
     return frames, np.asarray(times, dtype=np.float64)
 
 
+def _as_displayed(frame: Any, sar: float) -> np.ndarray:
+    """The frame as a player shows it: non-square pixels stretched to square ones (sample aspect
+    ratio), and turned by the display matrix (phone video stored sideways).
+
+    PyAV's ``frame.rotation`` is the display matrix's angle in degrees; the stored image is
+    turned by its negative (``np.rot90`` with ``k = -rotation / 90``), which is what FFmpeg's
+    own auto-rotation does.
+    """
+    img = frame.to_ndarray(format="rgb24")
+    if abs(sar - 1.0) > 1e-3:
+        import cv2
+
+        h, w = img.shape[:2]
+        if sar > 1:
+            img = cv2.resize(img, (round(w * sar), h), interpolation=cv2.INTER_LINEAR)
+        else:
+            img = cv2.resize(img, (w, round(h / sar)), interpolation=cv2.INTER_LINEAR)
+    turns = -round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+    if turns:
+        img = np.rot90(img, k=turns)
+    return np.ascontiguousarray(img)
+
+
 def _sample_frames(
     c: av.container.InputContainer,
     stream: Any,
@@ -462,11 +486,14 @@ def _sample_frames(
     last_emitted: float | None = None
     index = 0
 
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    sar = float(sar) if sar else 1.0
+
     def emit(frame: Any, t: float) -> bool:
         nonlocal last_emitted
         if last_emitted is not None and t == last_emitted:
             return False
-        frames.append(frame.to_ndarray(format="rgb24"))
+        frames.append(_as_displayed(frame, sar))
         times.append(t)
         last_emitted = t
         return len(frames) >= limit
