@@ -442,8 +442,10 @@ def read_frames(
 
 
 def _as_displayed(frame: Any, sar: float) -> np.ndarray:
-    """The frame as a player shows it: non-square pixels stretched to square ones (sample aspect
-    ratio), and turned by the display matrix (phone video stored sideways).
+    """The frame as a player shows it: square pixels, turned upright.
+
+    Non-square pixels are stretched to square ones (sample aspect ratio), and the image is
+    turned by the display matrix (phone video stored sideways).
 
     PyAV's ``frame.rotation`` is the display matrix's angle in degrees; the stored image is
     turned by its negative (``np.rot90`` with ``k = -rotation / 90``), which is what FFmpeg's
