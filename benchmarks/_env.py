@@ -13,18 +13,42 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+RESULTS_DIR = "benchmarks/results/"
+"""What benchmarks write: not part of the code a result depends on."""
+
+
 def git_state() -> dict[str, Any]:
-    """Commit of the checkout and whether tracked files differ from it."""
+    """Commit of the checkout and every file of the whole tree that differs from it.
+
+    Tracked changes and untracked (not ignored) files anywhere count, except benchmark results
+    themselves; call it once, before the run, so that what the run wrote does not count.
+    """
 
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
+        ).stdout
 
+    changed = sorted(
+        line[3:].strip()
+        for line in git("status", "--porcelain", "--untracked-files=all").splitlines()
+        if line[3:].strip() and not line[3:].strip().startswith(RESULTS_DIR)
+    )
     return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "commit": git("rev-parse", "HEAD").strip() or None,
+        "dirty": bool(changed),
+        "changed": changed,
     }
+
+
+def require_clean(state: dict[str, Any], allow_dirty: bool) -> None:
+    """Refuse to record a run whose code is not what its commit says, unless allowed."""
+    if state["dirty"] and not allow_dirty:
+        shown = ", ".join(state["changed"][:5]) + (" …" if len(state["changed"]) > 5 else "")
+        raise SystemExit(
+            f"uncommitted changes ({shown}): commit them first, so the result names the code "
+            "that made it, or pass --allow-dirty (the result is then marked dirty, with the list)"
+        )
 
 
 def _proc_field(path: str, key: str) -> str | None:

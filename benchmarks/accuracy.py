@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _env import git_state, load_average, machine  # benchmarks/_env.py
+from _env import git_state, load_average, machine, require_clean  # benchmarks/_env.py
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -38,6 +38,8 @@ RESULTS = REPO / "benchmarks" / "results"
 BASELINES = ["mlp", "late-fusion", "tfn", "mult", "linear-probe"]
 FINETUNED = "finetuned"  # the stage-1 model of a two-stage target (encoder + MLP head)
 MODELS = ["egmf", "mister", *BASELINES[:-1]]
+PROVENANCE: dict[str, Any] | None = None
+"""The tree's state when this invocation started (set by main)."""
 
 
 def _finetune(epochs: int, context: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -245,7 +247,7 @@ def run_target(
     out: dict[str, Any] = {
         "target": name,
         "command": " ".join([sys.executable, *sys.argv]),
-        "git": git_state(),
+        "git": PROVENANCE or git_state(),
         "machine": machine(threads=threads) | {"load_average": load_average()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "setup": {
@@ -293,8 +295,15 @@ def run_target(
                     ),
                 }
             )
+            mark_provenance(runs / tag, seeds, threads)
             per_fold.append(fit_seeds(cfg))
         out["models"][model] = summarise(per_fold, t["headline"]) | {
+            "provenance": {
+                f"fold{fold}" if fold is not None else "runs": read_provenance(
+                    runs / (f"{name}-{model}" + (f"-fold{fold}" if fold is not None else "")), seeds
+                )
+                for fold in folds
+            },
             "wall_s": round(time.perf_counter() - started, 1)
         }
         print(f"{name} {model}: {json.dumps(out['models'][model]['headline'])}", flush=True)
@@ -310,6 +319,43 @@ def run_target(
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
     return path
+
+
+def mark_provenance(run_dir: Path, seeds: list[int], threads: int) -> None:
+    """Before a sweep: record, for each seed that is about to train, where its numbers come
+    from (commit and tree state at this invocation's start, command, threads, time). A seed
+    that already finished keeps the record of the invocation that trained it."""
+    for s in seeds:
+        seed_dir = run_dir / f"seed-{s}"
+        record = seed_dir / "provenance.json"
+        if (seed_dir / "result.json").is_file() or record.is_file():
+            continue
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(
+            json.dumps(
+                {
+                    "git": PROVENANCE or git_state(),
+                    "command": " ".join([sys.executable, *sys.argv]),
+                    "torch_threads": threads,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+def read_provenance(run_dir: Path, seeds: list[int]) -> dict[str, Any]:
+    """``seed → record`` of the invocation that trained each seed (see mark_provenance)."""
+    out: dict[str, Any] = {}
+    for s in seeds:
+        record = run_dir / f"seed-{s}" / "provenance.json"
+        out[str(s)] = (
+            json.loads(record.read_text())
+            if record.is_file()
+            else "unknown: trained before provenance was recorded per seed"
+        )
+    return out
 
 
 def linear_probe(
@@ -403,6 +449,7 @@ def run_two_stage(
     per_model: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
         t0 = time.perf_counter()
+        mark_provenance(runs / f"{name}-finetune", [seed], threads)
         stage1 = fit_seeds(
             _config(
                 t,
@@ -424,6 +471,7 @@ def run_two_stage(
             ref.setdefault("options", {})["model"] = str(tuned)
         for model in t.get("models", models):
             t0 = time.perf_counter()
+            mark_provenance(runs / f"{name}-{model}", [seed], threads)
             result = fit_seeds(
                 _config(
                     t,
@@ -442,7 +490,9 @@ def run_two_stage(
             per_model.setdefault(model, []).extend(result["runs"])
             started[model] = started.get(model, 0.0) + time.perf_counter() - t0
         for model, model_runs in per_model.items():
+            tag = f"{name}-finetune" if model == "finetuned" else f"{name}-{model}"
             out["models"][model] = summarise([{"runs": model_runs}], t["headline"]) | {
+                "provenance": {"runs": read_provenance(runs / tag, seeds)},
                 "wall_s": round(started[model], 1),
                 "seeds_done": [r["seed"] for r in model_runs],
             }
@@ -546,11 +596,19 @@ def main() -> None:
         p.add_argument("--cache", type=Path, default=Path(default_cache))
         p.add_argument("--runs", type=Path, default=REPO / "runs" / "benchmarks")
         p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+        p.add_argument(
+            "--allow-dirty",
+            action="store_true",
+            help="run with uncommitted changes (the result records them and is marked dirty)",
+        )
     sub.add_parser("report", help="merge per-target results")
     args = parser.parse_args()
     if args.cmd == "report":
         report()
         return
+    global PROVENANCE
+    PROVENANCE = git_state()  # the whole tree, once, before anything is written
+    require_clean(PROVENANCE, args.allow_dirty)
     if not args.data.is_dir():
         sys.exit(f"benchmark data not found at {args.data} (set EMOFUSE_SHARED_DATA)")
     os.environ["EMOFUSE_DATA"] = str(args.data)
