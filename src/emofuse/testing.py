@@ -2,7 +2,7 @@
 
 emofuse's own tests use it, and so can anyone writing a dataset recipe, an extractor or a model
 on top of emofuse. Everything is deterministic given ``seed``, small (kilobytes) and needs only
-the core dependencies (numpy, soundfile, PyAV).
+numpy, PyAV and soundfile (the ``dev`` extra: ``pip install "emofuse[dev]"``).
 
 Example:
     >>> from emofuse.testing import synth_speech_like, write_wav
@@ -103,7 +103,12 @@ def write_wav(path: PathLike, wave: np.ndarray, sr: int = 16000, subtype: str = 
     Returns:
         The path written.
     """
-    import soundfile as sf
+    try:
+        import soundfile as sf
+    except ImportError:
+        from emofuse.errors import MissingDependencyError
+
+        raise MissingDependencyError("emofuse.testing.write_wav", "soundfile", "dev") from None
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
