@@ -397,6 +397,7 @@ def test_predict_on_unlabelled_text_and_another_datasets_labels(data, tmp_path):
 
     ev = evaluate(res.model_dir, dataset=DatasetChoice(prepared=prep), cache=data["cache"])
     assert ev.out_of_set == {"surprise": 2} and len(ev.predictions) == 4
+    assert ev.dataset == "other"  # the data's own name; a folder of one's own says which
     assert [p.target_emotion for p in ev.predictions] == ["happy", "surprise", "surprise", "sad"]
     # accuracy is over the two in-set references only, and the report says so
     scored = [p for p in ev.predictions if p.target_emotion in SPEC.emotion_labels]
@@ -707,3 +708,21 @@ def test_cli_evaluate_names_flag_renames_the_markdown_metrics(data, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", res.model_dir, "--names", "paper", "--out", str(tmp_path / "x")])
     assert e.value.code == 2
+
+
+def test_a_folder_without_val_split_says_how_to_carve_one(tmp_path):
+    from emofuse.errors import ConfigError
+    from emofuse.train import TrainConfig, fit
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("path,text,label,split\n,a,happy,train\n,b,sad,train\n,c,sad,test\n")
+    cfg = TrainConfig.model_validate(
+        {
+            "dataset": {"name": "folder", "options": {"root": str(csv)}},
+            "features": {"text": "minilm:pooled"},
+            "model": {"name": "mlp"},
+            "out_dir": str(tmp_path / "run"),
+        }
+    )
+    with pytest.raises(ConfigError, match=r"has no split 'val'.*-o val_fraction=0\.1"):
+        fit(cfg)

@@ -213,3 +213,21 @@ def test_numbers_from_a_csv_are_checked_before_any_setting_is_derived(tmp_path: 
     narrow = load_dataset("folder", root=csv, sentiment_range=(0.0, 1.0))
     assert [u.text for u in narrow.all()] == ["good"]
     assert any("lies outside sentiment_range (0.0, 1.0)" in r for r in narrow.skipped.values())
+
+
+def test_a_val_split_is_carved_out_of_train_by_dialogue_or_speaker(tmp_path: Path) -> None:
+    rows = ["path,text,label,split,dialogue,speaker"]
+    for d in range(10):
+        for t in range(3):
+            rows.append(f",line {d} {t},{'happy' if d % 2 else 'sad'},train,d{d},s{d % 4}")
+    rows.append(",held out,happy,test,dx,s9")
+    csv = tmp_path / "conv.csv"
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert "val" not in load_dataset("folder", root=csv).splits
+    ds = load_dataset("folder", root=csv, val_fraction=0.2, split_seed=3)
+    val, train = ds["val"], ds["train"]
+    assert 0.15 <= len(val) / (len(val) + len(train)) <= 0.35
+    assert not {u.dialogue_id for u in val} & {u.dialogue_id for u in train}  # whole dialogues
+    assert [u.id for u in ds["test"]] == ["row31"]  # other splits untouched
+    again = load_dataset("folder", root=csv, val_fraction=0.2, split_seed=3)
+    assert [u.id for u in again["val"]] == [u.id for u in val]  # a function of the seed

@@ -282,3 +282,17 @@ def test_plots_accept_tensors(tmp_path):
     p = gate_weights_per_class(gates, ["speech", "text"], y, ["a", "b"], tmp_path / "g.png")
     assert p.is_file()
     assert not math.isnan(float(mean_gates_per_class(gates, y, 2)[0].sum()))
+
+
+def test_reports_name_ones_own_data_not_just_folder(tmp_path):
+    from emofuse.datasets import DatasetChoice
+    from emofuse.evaluate.evaluation import data_name
+
+    assert data_name(DatasetChoice(name="folder", options={"root": "/x/my_calls"}), "folder") == (
+        "folder (my_calls)"
+    )
+    assert data_name(DatasetChoice(name="folder", options={"root": "/x/calls.csv"}), "folder") == (
+        "folder (calls)"
+    )
+    assert data_name(DatasetChoice(prepared=tmp_path / "meld"), "meld") == "meld"
+    assert data_name(DatasetChoice(name="meld"), "meld") == "meld"

@@ -194,6 +194,15 @@ class FolderConfig(RecipeConfig):
         None, description="Ordered emotion label set. None: the sorted labels seen in the data."
     )
     split: str = Field("test", description="Split of utterances whose CSV row has no split.")
+    val_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="When the data has a train split but no val split, move about this fraction "
+        "of train to val, whole groups at a time (dialogue, else speaker, else utterance), so "
+        "no dialogue or speaker sits in both; the draw is a function of split_seed.",
+    )
+    split_seed: int = Field(0, ge=0, description="Seed of the val_fraction draw.")
     language: str | None = Field(None, description="BCP-47 language of the transcripts, e.g. 'en'.")
     sentiment_range: tuple[float, float] | None = Field(
         None,
@@ -291,7 +300,7 @@ class FolderRecipe(DatasetRecipe):
                 self._from_csv(csv_file) if csv_file is not None else self._from_folder(self.root)
             )
             self._check_labels(utts, csv_file or self.root)
-            self._loaded = utts
+            self._loaded = carve_val(utts, self.config.val_fraction, self.config.split_seed)
         return self._loaded
 
     # -- CSV -------------------------------------------------------------------------------
@@ -493,6 +502,46 @@ class FolderRecipe(DatasetRecipe):
             raise InputError(
                 source, f"label(s) {', '.join(map(repr, bad))} not in the labels option {allowed}"
             )
+
+
+def carve_val(utts: list[Utterance], fraction: float, seed: int = 0) -> list[Utterance]:
+    """Move about ``fraction`` of the train split to a new val split, whole groups at a time.
+
+    Groups are dialogues (``dialogue_id``), else speakers, else single utterances, so that no
+    conversation or voice is in both splits (speaker-independent selection). Nothing changes
+    when ``fraction`` is 0, there is no train split, or a val split already exists.
+    """
+    import numpy as np
+
+    if fraction <= 0 or any(u.split == "val" for u in utts):
+        return utts
+    train = [u for u in utts if u.split == "train"]
+    if not train:
+        return utts
+
+    def group(u: Utterance) -> str:
+        return u.dialogue_id or (f"speaker:{u.speaker}" if u.speaker else f"utt:{u.id}")
+
+    sizes: dict[str, int] = {}
+    for u in train:
+        sizes[group(u)] = sizes.get(group(u), 0) + 1
+    if len(sizes) < 2:
+        raise InputError(
+            None, "val_fraction: the train split is one dialogue or speaker; it cannot be split"
+        )
+    names = sorted(sizes)
+    order = np.random.default_rng(seed).permutation(len(names))
+    chosen: set[str] = set()
+    taken = 0
+    for i in order:
+        if taken >= fraction * len(train) or len(chosen) == len(names) - 1:
+            break
+        chosen.add(names[i])
+        taken += sizes[names[i]]
+    return [
+        u.model_copy(update={"split": "val"}) if u.split == "train" and group(u) in chosen else u
+        for u in utts
+    ]
 
 
 class _RowError(Exception):

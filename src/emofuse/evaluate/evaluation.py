@@ -103,7 +103,7 @@ def evaluate(
     return EvaluationResult(
         model=net.name,
         model_dir=None if mdir is None else os.fspath(mdir),
-        dataset=ds.name,
+        dataset=data_name(dataset, ds.name),
         split=split,
         task=net.spec.model_dump(mode="json"),
         monitor=headline(net.spec),
@@ -114,6 +114,18 @@ def evaluate(
         unscored=unscored,
         history=(_read_json(mdir / "history.json") if mdir is not None else None) or [],
     )
+
+
+def data_name(choice: DatasetChoice, name: str) -> str:
+    """What the data is called in reports: the recipe, and for your own data its folder.
+
+    ``folder`` alone says nothing ("folder / test"); ``folder (my_calls)`` does.
+    """
+    place = choice.prepared if choice.prepared is not None else choice.options.get("root")
+    if place is None:
+        return name
+    stem = Path(place).stem if Path(place).suffix else Path(place).name
+    return name if stem == name else f"{name} ({stem})"
 
 
 def check_compatible(model: TaskSpec, data: TaskSpec, dataset: str) -> list[str]:

@@ -144,7 +144,15 @@ def load_tables(
     ds = config.dataset.load()
     for s in splits:
         if s not in ds.splits:
-            raise ConfigError(f"{ds.name} has no split {s!r}; splits: {', '.join(ds.splits)}")
+            hint = (
+                " (a folder dataset can carve one out of train: -o val_fraction=0.1, by dialogue "
+                "or speaker)"
+                if ds.name == "folder" and s == config.dataset.val_split and "train" in ds.splits
+                else ""
+            )
+            raise ConfigError(
+                f"{ds.name} has no split {s!r}; splits: {', '.join(ds.splits)}{hint}"
+            )
     store = FeatureStore(config.cache_dir())
     tables = {}
     for s in splits:
