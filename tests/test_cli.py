@@ -518,3 +518,18 @@ def test_extractors_refuse_anything_but_records_in_one_line():
             ext.extract_batch("x.wav")
         with pytest.raises(InputError, match="got a PosixPath"):
             ext.extract_batch([Path("x.wav")])
+
+
+def test_extract_threads_option_sets_torch_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        res = invoke("features", "extract", "--dataset", "sample", "-e", "egemaps", "--threads",
+                     "1", "--cache", str(tmp_path))
+        assert res.exit_code == 0, res.output
+        assert torch.get_num_threads() == 1
+        bad = invoke("features", "extract", "--dataset", "sample", "--threads", "0")
+        assert bad.exit_code == 2
+    finally:
+        torch.set_num_threads(before)

@@ -530,6 +530,14 @@ def features_extract(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the reports as JSON.")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="torch threads for the torch-based extractors (MiniLM, VAD); default: the CPUs "
+            "this process may use.",
+        ),
+    ] = None,
 ) -> None:
     """Extract features into the cache; rerunning resumes and skips what is done."""
     from emofuse.errors import ConfigError
@@ -559,6 +567,10 @@ def features_extract(
 
     reports: list[tuple[ExtractionReport, str, int]] = []
     skipped: list[tuple[str, str, str]] = []
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)  # the extractors keep an explicit smaller setting
     for ext_name, candidates in plan.items():
         ext = _build_extractor(
             ext_name, configs.get(ext_name, {}), str(extractor_config or ext_name)
