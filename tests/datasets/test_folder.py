@@ -231,3 +231,20 @@ def test_a_val_split_is_carved_out_of_train_by_dialogue_or_speaker(tmp_path: Pat
     assert [u.id for u in ds["test"]] == ["row31"]  # other splits untouched
     again = load_dataset("folder", root=csv, val_fraction=0.2, split_seed=3)
     assert [u.id for u in again["val"]] == [u.id for u in val]  # a function of the seed
+
+
+def test_csv_columns_and_label_codes_are_mapped_by_option(tmp_path: Path) -> None:
+    """EmoDB-style data: its own column names and one-letter emotion codes."""
+    _wav(tmp_path / "03a01Wa.wav")
+    _wav(tmp_path / "03a01Nc.wav")
+    csv = tmp_path / "emodb.csv"
+    csv.write_text("wav_file,code\n03a01Wa.wav,W\n03a01Nc.wav,N\n", encoding="utf-8")
+    ds = load_dataset(
+        "folder", root=csv, columns={"path": "wav_file", "label": "code"},
+        label_map={"W": "anger", "N": "neutral"},
+    )
+    assert {u.id: u.labels.emotion for u in ds.all()} == {"03a01Wa": "anger", "03a01Nc": "neutral"}
+    with pytest.raises(InputError, match="columns: no column 'file'"):
+        load_dataset("folder", root=csv, columns={"path": "file"})
+    with pytest.raises(InputError, match="columns: colour not ours"):
+        load_dataset("folder", root=csv, columns={"colour": "code"})

@@ -194,6 +194,17 @@ class FolderConfig(RecipeConfig):
         None, description="Ordered emotion label set. None: the sorted labels seen in the data."
     )
     split: str = Field("test", description="Split of utterances whose CSV row has no split.")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Your CSV's column names for ours, e.g. {path: wav_file, label: emotion}; "
+        f"ours are {', '.join(CSV_COLUMNS)}.",
+    )
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Your label codes to label names, e.g. EmoDB's {W: anger, L: boredom, "
+        "E: disgust, A: fear, F: happiness, T: sadness, N: neutral}; codes not listed are "
+        "kept as they are.",
+    )
     val_fraction: float = Field(
         0.0,
         ge=0.0,
@@ -306,6 +317,8 @@ class FolderRecipe(DatasetRecipe):
     # -- CSV -------------------------------------------------------------------------------
     def _from_csv(self, csv_file: Path) -> list[Utterance]:
         header, rows = read_csv_rows(csv_file)
+        if self.config.columns:
+            header, rows = _rename_columns(csv_file, header, rows, self.config.columns)
         lowered = [h.lower() for h in header]
         if len(set(lowered)) != len(lowered):
             raise InputError(csv_file, f"duplicate column names in header {header}")
@@ -380,6 +393,8 @@ class FolderRecipe(DatasetRecipe):
             raise _RowError("needs a path or a text")
         uid = row.get("id") or (safe_id(rel) if rel else f"row{n}")
         label = row.get("label") or None
+        if label is not None:
+            label = self.config.label_map.get(label, label)
         sentiment = _number(row.get("sentiment"), "sentiment")
         rng = self.config.sentiment_range
         if sentiment is not None and rng is not None and not rng[0] <= sentiment <= rng[1]:
@@ -502,6 +517,26 @@ class FolderRecipe(DatasetRecipe):
             raise InputError(
                 source, f"label(s) {', '.join(map(repr, bad))} not in the labels option {allowed}"
             )
+
+
+def _rename_columns(
+    csv_file: Path, header: list[str], rows: list[dict[str, str]], columns: dict[str, str]
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Rows with the CSV's own column names replaced by ours (``columns``: ours → theirs)."""
+    unknown = [ours for ours in columns if ours not in CSV_COLUMNS]
+    if unknown:
+        raise InputError(
+            csv_file, f"columns: {', '.join(unknown)} not ours; ours are {', '.join(CSV_COLUMNS)}"
+        )
+    missing = [theirs for theirs in columns.values() if theirs not in header]
+    if missing:
+        raise InputError(
+            csv_file, f"columns: no column {', '.join(map(repr, missing))}; header is {header}"
+        )
+    rename = {theirs: ours for ours, theirs in columns.items()}
+    header = [rename.get(h, h) for h in header]
+    rows = [{rename.get(k, k): v for k, v in row.items()} for row in rows]
+    return header, rows
 
 
 def carve_val(utts: list[Utterance], fraction: float, seed: int = 0) -> list[Utterance]:
