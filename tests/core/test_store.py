@@ -148,8 +148,54 @@ def test_concurrent_writers_share_one_cache(tmp_path):
         pool.map(_worker, [(root, paths[i::4]) for i in range(4)])
     cache = FeatureStore(root).cache(FileStats())
     assert len(cache.ids()) == 24
-    lines = cache.index_path.read_text().splitlines()
-    assert len(lines) == 24  # every append landed whole
+    import json
+
+    rows = [json.loads(line) for line in cache.index_path.read_text().splitlines()]
+    assert sum("id" in r for r in rows) == 24  # every append landed whole...
+    batches = {r["batch"] for r in rows if "id" in r}
+    assert batches == {r["commit"] for r in rows if "commit" in r}  # ...and was committed
+
+
+def test_a_batch_torn_by_a_kill_is_extracted_again_whole(tmp_path):
+    """Rows of a batch count only with its commit line: a kill in the middle of the index write
+    leaves no half-recorded batch, so the resumed batch has the same members (and the same
+    arrays for extractors whose output depends on the batch)."""
+    utts = _utts(tmp_path, 6)
+    store = FeatureStore(tmp_path / "cache")
+    ext = FileStats()
+    extract_features(utts[:3], ext, store, batch_size=3)
+    cache = store.cache(ext)
+    text = cache.index_path.read_text()
+    lines = text.splitlines(keepends=True)
+    assert '"commit"' in lines[-1]
+    cache.index_path.write_text("".join(lines[:-2]))  # killed after two rows of three
+    fresh = FeatureStore(tmp_path / "cache").cache(ext)
+    assert fresh.ids() == []  # the whole batch is pending again
+    assert [u.id for u in fresh.pending(utts[:3], ext)] == [u.id for u in utts[:3]]
+    report = extract_features(utts[:3], ext, store, batch_size=3)
+    assert report.extracted == 3
+
+
+def test_tidy_removes_what_killed_jobs_left_and_keeps_everything_else(tmp_path):
+    utts = _utts(tmp_path, 3)
+    store = FeatureStore(tmp_path / "cache")
+    ext = FileStats()
+    extract_features(utts, ext, store, batch_size=3)
+    cache = store.cache(ext)
+    (live,) = cache.shards_dir.glob("*.safetensors")
+    orphan = cache.shards_dir / "deadbeef.safetensors"
+    orphan.write_bytes(live.read_bytes())
+    tmp = cache.shards_dir / ".cafe.safetensors.tmp"
+    tmp.write_bytes(b"half")
+    young = cache.shards_dir / "young.safetensors"
+    young.write_bytes(b"being written")
+    old = 10_000
+    for p in (orphan, tmp, live):
+        os.utime(p, (p.stat().st_atime - old, p.stat().st_mtime - old))
+    removed = cache.tidy()
+    assert sorted(p.name for p in removed) == sorted([orphan.name, tmp.name])
+    assert live.exists() and young.exists()  # named, or too young to judge
+    assert sorted(store.cache(ext).ids()) == sorted(u.id for u in utts)
 
 
 def test_contract_violations_are_errors(tmp_path):

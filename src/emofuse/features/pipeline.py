@@ -107,6 +107,7 @@ def extract_features(
     _check_unique(utts)
     utts = extractor.prepare(utts)
     cache = store.cache(extractor)
+    cache.tidy()  # what killed jobs left behind
     started = time.perf_counter()
     todo = cache.pending(utts, extractor, retry_failed=retry_failed)
     report = ExtractionReport(

@@ -10,10 +10,14 @@ Layout::
         .lock            serialises index appends between processes (Ray workers)
 
 A shard is written under a temporary name and renamed into place, *then* its rows are appended
-to the index. A job killed at any point leaves either a complete shard with complete rows, or an
-orphan shard that no row names (ignored and overwritten by nothing: names are unique). A torn
-last index line is ignored when read. The newest row of an id wins, so re-extracting a changed
-source simply appends.
+to the index in one write that ends with a ``{"commit": <batch>}`` line. Rows count only once
+their batch's commit line is there: a job killed in the middle of an index write leaves no
+half-recorded batch, so the whole batch is extracted again on resume — with the same batch
+composition, hence the same arrays even for extractors whose output depends on what else is in
+the batch (padding). A kill before the index write leaves an orphan shard that no row names;
+:meth:`FeatureCache.tidy` removes orphans and temporary files older than an hour when the next
+extraction starts. The newest row of an id wins, so re-extracting a changed source simply
+appends. (Rows without a batch, written by earlier releases, count as they are.)
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class FeatureCache:
         self._lock = FileLock(str(self.dir / ".lock"))
         self._index: dict[str, IndexRow] = {}
         self._index_pos = 0
+        self._uncommitted: dict[str, list[IndexRow]] = {}  # batch → rows awaiting its commit
+        self._named_shards: set[str] = set()
         self._open: dict[str, Any] = {}
         self.shards_dir.mkdir(parents=True, exist_ok=True)
         if describe is not None and not (self.dir / "config.json").exists():
@@ -84,13 +90,51 @@ class FeatureCache:
         for line in chunk[:end].splitlines():
             try:
                 row = json.loads(line)
-                self._index[row["id"]] = IndexRow(
-                    row["id"], row["sig"], row.get("shard"), row.get("error")
-                )
-            except (json.JSONDecodeError, KeyError):
+                if "commit" in row:  # the batch is complete: its rows count now
+                    for r in self._uncommitted.pop(row["commit"], []):
+                        self._add(r)
+                    continue
+                parsed = IndexRow(row["id"], row["sig"], row.get("shard"), row.get("error"))
+            except (json.JSONDecodeError, KeyError, TypeError):
                 continue
+            if "batch" in row:
+                self._uncommitted.setdefault(row["batch"], []).append(parsed)
+            else:  # written before batches were committed
+                self._add(parsed)
         self._index_pos += end
         return self._index
+
+    def _add(self, row: IndexRow) -> None:
+        self._index[row.id] = row
+        if row.shard:
+            self._named_shards.add(row.shard)
+
+    def tidy(self, min_age: float = 3600.0) -> list[Path]:
+        """Remove what killed jobs left, and return the removed paths.
+
+        That is temporary files and shards that no committed index row names, older than
+        ``min_age`` seconds (a live writer renames and records a shard within moments).
+        """
+        import time
+
+        removed: list[Path] = []
+        with self._lock:
+            named = set(self._named_shards)
+            self.index()
+            named |= self._named_shards
+            now = time.time()
+            for path in self.shards_dir.iterdir():
+                orphan = path.name.endswith(".tmp") or (
+                    path.suffix == ".safetensors" and path.name not in named
+                )
+                try:
+                    old = now - path.stat().st_mtime > min_age
+                except OSError:
+                    continue
+                if orphan and old:
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
 
     def pending(
         self, utts: Iterable[Utterance], extractor: FeatureExtractor, *, retry_failed: bool = False
@@ -161,13 +205,15 @@ class FeatureCache:
         tensors: dict[str, np.ndarray] = {}
         rows: list[dict[str, Any]] = []
         shard = f"{uuid.uuid4().hex}.safetensors"
+        batch = shard.removesuffix(".safetensors")
         for utt, sig, res in results:
             if isinstance(res, InputError):
-                rows.append({"id": utt.id, "sig": sig, "error": res.about(utt.id)})
+                rows.append({"id": utt.id, "sig": sig, "error": res.about(utt.id), "batch": batch})
                 continue
             for key, arr in res.items():
                 tensors[f"{utt.id}{_SEP}{key}"] = np.ascontiguousarray(arr)
-            rows.append({"id": utt.id, "sig": sig, "shard": shard})
+            rows.append({"id": utt.id, "sig": sig, "shard": shard, "batch": batch})
+        rows.append({"commit": batch})
         if tensors:
             tmp = self.shards_dir / f".{shard}.tmp"
             try:
