@@ -245,3 +245,29 @@ def test_a_full_disk_is_one_line_and_leaves_the_store_consistent(tmp_path, monke
     shard.write_bytes(b"damaged")
     with pytest.raises(InputError, match="unreadable feature shard"):
         store.cache(ext).get("u0")
+
+
+def test_a_file_replaced_keeping_size_and_mtime_is_extracted_again(tmp_path):
+    """The bug report: a WAV replaced by another of the same length with its modification time
+    kept (cp -p, rsync -a, tar x) was served the old features."""
+    from emofuse.features import get_extractor
+
+    pytest.importorskip("opensmile")
+    from emofuse.testing import synth_speech_like, write_wav
+
+    a = write_wav(tmp_path / "a.wav", synth_speech_like(1.0, f0=140.0, seed=1))
+    b = write_wav(tmp_path / "b.wav", synth_speech_like(1.0, f0=260.0, seed=2))
+    assert a.stat().st_size == b.stat().st_size
+    utt = Utterance(id="clip", dataset="t", media={"audio": str(a)})
+    ext = get_extractor("egemaps")
+    store = FeatureStore(tmp_path / "cache")
+    extract_features([utt], ext, store)
+    before = store.cache(ext).get("clip")["functionals"].copy()
+    stamp = a.stat()
+    a.write_bytes(b.read_bytes())  # same size...
+    os.utime(a, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # ...and the old mtime, as cp -p
+    assert a.stat().st_mtime_ns == stamp.st_mtime_ns and a.stat().st_size == stamp.st_size
+    report = extract_features([utt], ext, store)
+    assert report.extracted == 1
+    after = store.cache(ext).get("clip")["functionals"]
+    assert float(np.abs(after - before).max()) > 1.0

@@ -146,7 +146,10 @@ class FeatureExtractor(ABC):
     def signature(self, utt: Utterance) -> str:
         """Identity of the input read for ``utt``; a change means the cached features are stale.
 
-        Files are identified by path, size and modification time, plus the utterance's time span.
+        Files are identified by their content (:func:`file_digest`, computed once per file
+        version), plus the utterance's time span: a file replaced by another of the same size
+        with its modification time kept (``cp -p``, ``rsync -a``, ``tar x``) is a new input.
+        Texts by the text (and dialogue context) itself.
         """
         path = self.source_path(utt)
         if path is None:
@@ -155,8 +158,7 @@ class FeatureExtractor(ABC):
                 payload += f":context:{utt.context.model_dump_json()}"
         else:
             try:
-                st = os.stat(path)
-                payload = f"file:{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+                payload = f"content:{file_digest(path)}"
             except OSError:
                 payload = f"missing:{path}"
             payload += f":{utt.start}:{utt.end}"
@@ -243,6 +245,32 @@ def _checked(method: Any, *, batch: bool) -> Any:
 FeatureExtractor.extract_batch = _checked(  # type: ignore[method-assign]
     FeatureExtractor.extract_batch, batch=True
 )
+
+
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """BLAKE2b (128-bit) of a file's bytes, computed once per file version in a process.
+
+    A version is (path, size, modification time, inode change time, inode): the inode change
+    time moves on every write or ``utime``, even when a copy keeps the modification time, so a
+    replaced file is hashed again and a known one is not.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    p = os.path.abspath(path)
+    st = os.stat(p)
+    key = (p, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.blake2b(digest_size=16)
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        digest = _DIGESTS[key] = h.hexdigest()
+    return digest
 
 
 def has_input(utt: Utterance, modality: str) -> bool:

@@ -74,8 +74,8 @@ class MMSAFeaturesConfig(Config):
         return self
 
 
-_LOADED: dict[tuple[str, int, int, str], tuple[dict[str, Features], dict[str, OutputSpec], str]] = {}
-"""Parsed pickles by (path, size, mtime, non-finite policy): arrays per utterance, the outputs,
+_LOADED: dict[tuple[str, int, int, int, str], tuple[dict[str, Features], dict[str, OutputSpec], str]] = {}
+"""Parsed pickles by (path, size, mtime, inode change time, non-finite policy): arrays per utterance, the outputs,
 the non-finite report. A pickle is read once per process and file version."""
 
 
@@ -108,7 +108,7 @@ class MMSAFeatures(FeatureExtractor):
             st = p.stat()
         except OSError:
             raise InputError(p, "MMSA pickle does not exist") from None
-        key = (os.fspath(p), st.st_size, st.st_mtime_ns, self.config.nonfinite)
+        key = (os.fspath(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, self.config.nonfinite)
         if key not in _LOADED:
             _, raw = read_mmsa_pickle(p)
             arrays, report = _finite(p, raw, self.config.nonfinite)

@@ -699,7 +699,7 @@ class MiniLMTunedExtractor(MiniLMExtractor):
 
         _, _, weights = self._saved()
         st = weights.stat()
-        key = (st.st_size, st.st_mtime_ns)
+        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # a copy keeping mtime too
         if getattr(self, "_digest", (None, None))[0] != key:  # hash 88 MB once, not per call
             digest = hashlib.sha1()
             with weights.open("rb") as fh:
