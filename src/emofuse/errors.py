@@ -15,6 +15,12 @@ class EmofuseError(Exception):
     """Base class of every error emofuse raises on purpose."""
 
 
+def listing(problems: dict[str, str], limit: int = 5) -> str:
+    """``"item: problem; item: problem and N more"`` — problems of many items in one line."""
+    shown = "; ".join(f"{k}: {v}" for k, v in list(problems.items())[:limit])
+    return shown + (f" and {len(problems) - limit} more" if len(problems) > limit else "")
+
+
 class EmofuseWarning(UserWarning):
     """Something the user should know that did not stop the work (e.g. inputs left out)."""
 

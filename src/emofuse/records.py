@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -267,6 +267,33 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise InputError(p, f"cannot write here ({err.strerror or err})") from None
     return p
+
+
+def read_json(
+    path: str | os.PathLike[str], *, missing_ok: bool = False, expect: type | None = None
+) -> Any:
+    """A JSON file emofuse or its user wrote, failing in one line that names it.
+
+    Args:
+        path: The file.
+        missing_ok: Return ``None`` for a file that does not exist.
+        expect: The top-level type it must have (e.g. ``dict``).
+
+    Raises:
+        InputError: missing (unless ``missing_ok``), not UTF-8, not JSON, or of another type.
+    """
+    p = Path(path)
+    if not p.is_file():
+        if missing_ok:
+            return None
+        raise InputError(p, "does not exist")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise InputError(p, f"not valid JSON ({err})") from None
+    if expect is not None and not isinstance(data, expect):
+        raise InputError(p, f"expected a JSON {expect.__name__}, found {type(data).__name__}")
+    return data
 
 
 def dump_json(path: str | os.PathLike[str], data: object) -> Path:

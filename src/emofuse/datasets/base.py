@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from emofuse._version import __version__
 from emofuse.config import Config, fingerprint, validate_config
 from emofuse.errors import ConfigError, InputError
-from emofuse.records import Utterance, dump_json, read_manifest, write_manifest
+from emofuse.records import Utterance, dump_json, read_json, read_manifest, write_manifest
 from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
 
@@ -265,13 +265,8 @@ def open_prepared(path: str | os.PathLike[str]) -> Dataset:
             sentiment_range=None if labels else (-1.0, 1.0),
         )
     skipped_file = (p if p.is_dir() else p.parent) / "skipped.json"
-    skipped = {}
-    if skipped_file.is_file():
-        try:
-            skipped = json.loads(skipped_file.read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise InputError(skipped_file, f"not valid JSON ({err})") from None
-    return Dataset(name, spec, splits, skipped if isinstance(skipped, dict) else {})
+    skipped = read_json(skipped_file, missing_ok=True, expect=dict) or {}
+    return Dataset(name, spec, splits, skipped)
 
 
 _PATH_OPTIONS = ("root", "pickle")

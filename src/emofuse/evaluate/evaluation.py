@@ -15,20 +15,19 @@ sentiment metric would be wrong.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 from emofuse.data.table import FeatureTable
 from emofuse.datasets.base import DatasetChoice
-from emofuse.errors import ConfigError, InputError
+from emofuse.errors import ConfigError, InputError, listing
 from emofuse.features.store import FeatureStore, default_cache_dir
 from emofuse.hooks import Hook
 from emofuse.metrics import headline
 from emofuse.models.base import FusionModel, load_model
 from emofuse.models.inference import Inference, labelled, score
+from emofuse.records import read_json
 from emofuse.schema import EvaluationResult
 from emofuse.spec import TaskSpec
 
@@ -66,7 +65,7 @@ def evaluate(
     """
     mdir = None if isinstance(model, FusionModel) else Path(model)
     net = model if isinstance(model, FusionModel) else load_model(model)
-    training = _read_json(mdir / "training.json") if mdir is not None else None
+    training = read_json(mdir / "training.json", missing_ok=True, expect=dict) if mdir is not None else None
     if dataset is None:
         if training is None:
             raise ConfigError(
@@ -88,8 +87,7 @@ def evaluate(
         hook=hook,
     )
     if not table.items:
-        shown = "; ".join(f"{k}: {v}" for k, v in list(table.skipped.items())[:3])
-        raise InputError(None, f"{ds.name}/{split}: no usable utterance ({shown})")
+        raise InputError(None, f"{ds.name}/{split}: no usable utterance ({listing(table.skipped, 3)})")
     if any(note.startswith("sentiment") for note in unscored):
         for it in table.items:  # references on another scale: kept in the predictions only
             it.sentiment = math.nan
@@ -112,7 +110,7 @@ def evaluate(
         skipped=table.skipped,
         out_of_set=table.out_of_set,
         unscored=unscored,
-        history=(_read_json(mdir / "history.json") if mdir is not None else None) or [],
+        history=(read_json(mdir / "history.json", missing_ok=True, expect=list) if mdir is not None else None) or [],
     )
 
 
@@ -166,15 +164,6 @@ def check_compatible(model: TaskSpec, data: TaskSpec, dataset: str) -> list[str]
         )
         raise ConfigError(f"{why}; use `emofuse predict` to get predictions without scores")
     return unscored
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"not valid JSON ({err})") from None
 
 
 __all__ = ["check_compatible", "evaluate"]

@@ -6,7 +6,6 @@ validation split only, the test split touched once per seed by the model validat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from emofuse.evaluate.evaluation import evaluate
 from emofuse.hooks import Hook
 from emofuse.metrics import aggregate_seeds
-from emofuse.records import dump_json
+from emofuse.records import dump_json, read_json
 from emofuse.train.config import TrainConfig, TrainResult
 from emofuse.train.run import fit, is_rank_zero, torch_threads
 
@@ -55,7 +54,7 @@ def fit_seeds(
     for _s, res in runs:
         test_file = Path(res.out_dir) / "test.json"
         if test_file.is_file():
-            test = json.loads(test_file.read_text(encoding="utf-8"))
+            test = read_json(test_file, expect=dict)
         else:
             with torch_threads(config.num_threads):  # as in training: same sums
                 ev = evaluate(

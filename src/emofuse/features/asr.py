@@ -22,7 +22,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from emofuse.config import Config, validate_config
-from emofuse.errors import ConfigError, EmofuseWarning, InputError, MissingDependencyError
+from emofuse.errors import (
+    ConfigError,
+    EmofuseWarning,
+    InputError,
+    MissingDependencyError,
+    listing,
+)
 from emofuse.features.audio import whisper_model_path
 from emofuse.features.media import load_audio, probe
 from emofuse.features.vad import VadConfig
@@ -347,10 +353,8 @@ class Transcriber:
                 continue
             out.append(utt.with_text(transcript.text, language=utt.language))
         if doubted:
-            shown = "; ".join(f"{k}: {v}" for k, v in list(doubted.items())[:5])
-            more = f" and {len(doubted) - 5} more" if len(doubted) > 5 else ""
             warnings.warn(
-                f"{len(doubted)} transcript(s) not used, Whisper doubts them ({shown}{more})",
+                f"{len(doubted)} transcript(s) not used, Whisper doubts them ({listing(doubted)})",
                 EmofuseWarning,
                 stacklevel=2,
             )

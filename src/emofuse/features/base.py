@@ -77,6 +77,10 @@ class FeatureExtractor(ABC):
     dependencies: ClassVar[tuple[str, ...]] = ()
     batch_size: ClassVar[int] = 16
     """Utterances per ``extract_batch`` call (and per shard) when the caller does not choose."""
+    dataset_options: ClassVar[dict[str, dict[str, str]]] = {}
+    """``recipe name → {extractor option: recipe option}``: options a run config fills in from
+    the dataset it reads, when the feature reference does not give them (e.g. the ``mmsa``
+    extractor reads the ``mmsa`` recipe's pickle)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -93,6 +93,7 @@ class MMSAFeatures(FeatureExtractor):
     version = "1"
     dependencies = ("numpy",)
     batch_size = 256
+    dataset_options: ClassVar[dict[str, dict[str, str]]] = {"mmsa": {"pickle": "pickle"}}
     output_notes: ClassVar[dict[str, str]] = {
         "text_bert": "the pickle's text_bert holds BERT word-piece ids, not features; use "
         "mmsa:text, or fine-tune MiniLM on the transcripts with a text_encoder",

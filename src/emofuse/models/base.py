@@ -38,10 +38,10 @@ from emofuse.config import Config, validate_config
 from emofuse.data.collate import Collator
 from emofuse.data.inputs import IGNORE_INDEX, MODALITIES, FeatureRef, InputSpec, parse_features
 from emofuse.data.table import FeatureTable
-from emofuse.errors import ConfigError, InputError
+from emofuse.errors import ConfigError, InputError, listing
 from emofuse.features.text import utterance_mask
 from emofuse.models.encoders import TextEncoder, TextEncoderConfig
-from emofuse.records import dump_json
+from emofuse.records import dump_json, read_json
 from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
 
@@ -363,18 +363,15 @@ class FusionModel(nn.Module):
         if table is not None:
             problems |= table.skipped
         if table is None or not table.items:
-            shown = "; ".join(f"{k}: {v}" for k, v in list(problems.items())[:3])
-            raise InputError(None, f"no usable input ({shown})")
+            raise InputError(None, f"no usable input ({listing(problems, 3)})")
         if problems:
             import warnings
 
             from emofuse.errors import EmofuseWarning
 
             left_out = len(inputs) - len(table.items)
-            shown = "; ".join(f"{k}: {v}" for k, v in list(problems.items())[:5])
-            more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
             warnings.warn(
-                f"{left_out} of {len(inputs)} inputs not predicted ({shown}{more})",
+                f"{left_out} of {len(inputs)} inputs not predicted ({listing(problems)})",
                 EmofuseWarning,
                 stacklevel=2,
             )
@@ -627,11 +624,7 @@ def _legacy_inputs(folder: Path, inputs: dict[str, InputSpec]) -> dict[str, Inpu
     side = folder / "features.json"
     refs: dict[str, FeatureRef] = {}
     if side.is_file():
-        try:
-            data = json.loads(side.read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise InputError(side, f"not valid JSON ({err})") from None
-        refs = parse_features(data, os.fspath(side))
+        refs = parse_features(read_json(side, expect=dict), os.fspath(side))
     out = {}
     for m, s in inputs.items():
         ref = refs.get(m) or FeatureRef.parse(s.feature, f"{folder / 'config.json'}: inputs.{m}")

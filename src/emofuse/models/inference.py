@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -251,25 +251,45 @@ class Inference:
 def score(table: FeatureTable, output: InferenceOutput) -> dict[str, Any]:
     """The task's metrics (:func:`emofuse.metrics.compute_metrics`) of ``output`` on ``table``.
 
+    See :func:`score_predictions`.
+    """
+    return score_predictions(table, output.emotion_index, output.sentiment)
+
+
+def score_predictions(
+    table: FeatureTable,
+    emotion_pred: np.ndarray | None,
+    sentiment_pred: np.ndarray | None,
+    positions: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """The task's metrics of predictions for the items of ``table`` at ``positions``.
+
     Utterances without a reference (or with one outside the task's labels) are left out of
     the emotion metrics; those without a sentiment score out of the sentiment ones; a target
     no utterance carries has no metrics.
+
+    Args:
+        table: The items and their references.
+        emotion_pred: ``(N,)`` predicted class per item (``None``: no emotion head).
+        sentiment_pred: ``(N,)`` predicted score per item (``None``: no sentiment head).
+        positions: Table positions of the ``N`` predictions (default: all items, in order).
 
     Raises:
         InputError: no utterance carries any reference.
     """
     spec = table.spec
+    items = table.items if positions is None else [table.items[i] for i in positions]
     kw: dict[str, Any] = {}
-    emotion = np.array([it.emotion for it in table.items], dtype=np.int64)
-    sentiment = np.array([it.sentiment for it in table.items], dtype=np.float64)
-    if spec.emotion_labels and output.emotion_index is not None and (emotion != IGNORE_INDEX).any():
+    emotion = np.array([it.emotion for it in items], dtype=np.int64)
+    sentiment = np.array([it.sentiment for it in items], dtype=np.float64)
+    if spec.emotion_labels and emotion_pred is not None and (emotion != IGNORE_INDEX).any():
         kw["emotion_true"] = emotion
-        kw["emotion_pred"] = output.emotion_index.astype(np.int64)
-    if spec.sentiment_range is not None and output.sentiment is not None and (
+        kw["emotion_pred"] = np.asarray(emotion_pred).astype(np.int64)
+    if spec.sentiment_range is not None and sentiment_pred is not None and (
         ~np.isnan(sentiment)
     ).any():
         kw["sentiment_true"] = sentiment
-        kw["sentiment_pred"] = output.sentiment.astype(np.float64)
+        kw["sentiment_pred"] = np.asarray(sentiment_pred).astype(np.float64)
     if not kw:
         raise InputError(None, "no utterance carries a reference the model predicts")
     if "emotion_true" not in kw or "sentiment_true" not in kw:  # report what can be computed
@@ -297,4 +317,4 @@ def _distribution(labels: list[str], row: np.ndarray) -> dict[str, float]:
     return dict(zip(labels, map(float, p), strict=True))
 
 
-__all__ = ["Inference", "InferenceOutput", "labelled", "score"]
+__all__ = ["Inference", "InferenceOutput", "labelled", "score", "score_predictions"]

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from emofuse.config import Config, read_config_file, validate_config
 from emofuse.data.inputs import FeatureRef, parse_features
 from emofuse.datasets.base import DatasetChoice
+from emofuse.features.base import EXTRACTORS
 from emofuse.features.store import CACHE_ENV, DEFAULT_CACHE, default_cache_dir
 from emofuse.models.base import MODELS
 from emofuse.spec import METRICS
@@ -142,17 +143,24 @@ class TrainConfig(Config):
 
     @model_validator(mode="after")
     def _features_of_the_dataset(self) -> TrainConfig:
-        # features stored inside the dataset's own file (an MMSA pickle) are read from that file
-        # unless a reference names another one
-        pickle = self.dataset.options.get("pickle") if self.dataset.name == "mmsa" else None
-        if pickle is not None:
-            filled = {
-                m: r.model_copy(update={"options": {"pickle": str(pickle), **r.options}})
-                if r.extractor == "mmsa" and "pickle" not in r.options
-                else r
-                for m, r in self.features.items()
+        # extractors that read the dataset's own files (an MMSA pickle) take those options from
+        # the dataset unless a reference gives them (FeatureExtractor.dataset_options)
+        if self.dataset.name is None:
+            return self
+        filled = {}
+        for m, ref in self.features.items():
+            wanted = (
+                EXTRACTORS.get(ref.extractor).dataset_options.get(self.dataset.name, {})
+                if ref.extractor in EXTRACTORS
+                else {}
+            )
+            taken = {
+                opt: str(self.dataset.options[src])
+                for opt, src in wanted.items()
+                if opt not in ref.options and src in self.dataset.options
             }
-            object.__setattr__(self, "features", filled)
+            filled[m] = ref.model_copy(update={"options": taken | ref.options}) if taken else ref
+        object.__setattr__(self, "features", filled)
         return self
 
     @field_validator("monitor")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import time
 import warnings
@@ -41,13 +40,13 @@ import torch
 
 from emofuse.data.table import FeatureTable
 from emofuse.datasets.base import Dataset
-from emofuse.errors import ConfigError, EmofuseWarning, InputError, MissingDependencyError
+from emofuse.errors import ConfigError, EmofuseWarning, InputError, MissingDependencyError, listing
 from emofuse.features.store import FeatureStore
 from emofuse.hooks import Hook
 from emofuse.metrics import headline, metric_mode
 from emofuse.models.base import build_model
 from emofuse.models.inference import Inference, score
-from emofuse.records import dump_json
+from emofuse.records import dump_json, read_json
 from emofuse.spec import TaskSpec
 from emofuse.train.config import (
     RESULT_FILE,
@@ -165,8 +164,8 @@ def load_tables(
             hook=hook,
         )
         if not tables[s].items:
-            shown = "; ".join(f"{k}: {v}" for k, v in list(tables[s].skipped.items())[:3])
-            raise InputError(None, f"{ds.name}/{s}: no usable utterance ({shown})")
+            problems = listing(tables[s].skipped, 3)
+            raise InputError(None, f"{ds.name}/{s}: no usable utterance ({problems})")
     return ds, tables
 
 
@@ -218,7 +217,7 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
     out = Path(config.out_dir)
     run_file = out / RUN_FILE
     if run_file.is_file():
-        previous = _read_state(run_file)
+        previous = read_json(run_file, expect=dict)
         try:
             earlier = TrainConfig.model_validate(previous)
         except ValueError as err:
@@ -230,7 +229,7 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
             )
         done = out / RESULT_FILE
         if done.is_file() and previous.get("epochs") == config.epochs:
-            data = _read_state(done)
+            data = read_json(done, expect=dict)
             if (out / "model" / "model.safetensors").is_file():
                 try:  # the folder may have been copied or moved since: its paths are here now
                     return TrainResult(
@@ -387,17 +386,6 @@ def collapse_warnings(table: FeatureTable, output: Any) -> list[str]:
                 f"(std {float(np.std(output.sentiment)):.2g} against {spread:.2g} in the labels)"
             )
     return notes
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    """A JSON object a run wrote (run.json, result.json); one line naming it when broken."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InputError(path, f"not valid JSON ({err}); delete it to start the run over") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "not a JSON object; delete it to start the run over")
-    return data
 
 
 def _prepare_resume(last: Path, ckpt_dir: Path) -> None:

@@ -22,8 +22,8 @@ from emofuse.data.collate import Collator
 from emofuse.data.samplers import batch_sampler
 from emofuse.data.table import FeatureTable
 from emofuse.hooks import Hook, call_hook
-from emofuse.metrics import compute_metrics
 from emofuse.models.base import FusionModel
+from emofuse.models.inference import score_predictions
 
 if TYPE_CHECKING:
     from emofuse.train.config import TrainConfig
@@ -234,18 +234,13 @@ def _gather_rows(module: Any, rows: Tensor) -> Tensor:
 
 
 def score_rows(table: FeatureTable, rows: Tensor) -> dict[str, Any]:
-    """compute_metrics on prediction rows of a table."""
-    spec = table.spec
-    idx = rows[:, 0].long().tolist()
-    items = [table.items[i] for i in idx]
-    kw: dict[str, Any] = {}
-    if spec.emotion_labels:
-        kw["emotion_true"] = np.array([it.emotion for it in items], dtype=np.int64)
-        kw["emotion_pred"] = rows[:, 1].long().numpy()
-    if spec.sentiment_range is not None:
-        kw["sentiment_true"] = np.array([it.sentiment for it in items], dtype=np.float64)
-        kw["sentiment_pred"] = rows[:, 2].numpy()
-    return compute_metrics(spec, **kw)
+    """The metrics of :func:`_prediction_rows` rows (gathered across processes) on ``table``."""
+    return score_predictions(
+        table,
+        rows[:, 1].long().numpy() if table.spec.emotion_labels else None,
+        rows[:, 2].numpy() if table.spec.sentiment_range is not None else None,
+        positions=rows[:, 0].long().tolist(),
+    )
 
 
 def _is_scalar(v: Any) -> bool:
