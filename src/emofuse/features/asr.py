@@ -98,8 +98,9 @@ class Transcript(BaseModel):
         spoken = [s for s in self.segments if s.avg_logprob is not None]
         if not spoken:
             return None
-        length = [max(s.end - s.start, 1e-3) for s in spoken]
-        logprob = sum(s.avg_logprob * w for s, w in zip(spoken, length, strict=True)) / sum(length)  # type: ignore[operator]
+        weights = [max(s.end - s.start, 1e-3) for s in spoken]
+        scores = [float(s.avg_logprob) for s in spoken]  # type: ignore[arg-type]  # filtered above
+        logprob = sum(x * w for x, w in zip(scores, weights, strict=True)) / sum(weights)
         if logprob < config.log_prob_threshold:
             return (
                 f"low confidence (average log-probability {logprob:.2f} < "

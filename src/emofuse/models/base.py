@@ -26,7 +26,7 @@ import os
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -293,7 +293,7 @@ class FusionModel(nn.Module):
         *,
         cache: str | os.PathLike[str] | FeatureStore | None = None,
         hook: Hook | None = None,
-        on_failure: str = "missing",
+        on_failure: Literal["skip", "missing"] = "missing",
     ) -> FeatureTable:
         """The features this model reads for ``utterances``, computed as it was trained.
 
@@ -318,7 +318,7 @@ class FusionModel(nn.Module):
             self.feature_refs(),
             source,
             self.spec,
-            on_failure=on_failure,  # type: ignore[arg-type]
+            on_failure=on_failure,
             unknown_labels="ignore",
             hook=hook,
         )
