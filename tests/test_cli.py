@@ -533,3 +533,42 @@ def test_extract_threads_option_sets_torch_threads(tmp_path):
         assert bad.exit_code == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_output_places_and_inputs_that_cannot_work_are_one_line_before_any_work(tmp_path):
+    """train/prepare into a file, -o with a prepared folder, a CSV given to features extract,
+    a full standard output: each one line, exit 2 (were tracebacks or silently ignored)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    csv = tmp_path / "d.csv"
+    csv.write_text("path,text,label,split\n,a,happy,train\n,b,sad,test\n")
+    cases = [
+        ("datasets", "prepare", "folder", "--root", str(csv), "--out", str(afile)),
+        ("train", "--dataset", "folder", "-o", f"root={csv}", "-f", "text=minilm:pooled",
+         "--model", "mlp", "--out", str(afile)),
+        ("train", "--prepared", str(tmp_path), "-o", "val_fraction=0.1", "-f",
+         "text=minilm:pooled", "--model", "mlp", "--out", str(tmp_path / "run")),
+        ("features", "extract", str(csv)),
+    ]
+    for args in cases:
+        res = invoke(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert "Traceback" not in res.output, args
+    assert "is a file; give a folder" in invoke(*cases[0]).output
+    assert "a prepared folder is fixed" in invoke(*cases[2]).output
+    assert "--dataset folder --root" in invoke(*cases[3]).output
+
+
+def test_a_full_standard_output_is_one_line(monkeypatch, capsys):
+    import sys
+
+    from emofuse.cli import main
+
+    def full(text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sys.stdout, "write", full)
+    with pytest.raises(SystemExit) as e:
+        main(["config", "default", "extractor", "minilm"])
+    assert e.value.code == 2
+    assert "<stdout>: cannot write (No space left on device)" in capsys.readouterr().err

@@ -299,7 +299,9 @@ def datasets_prepare(
     from emofuse.datasets import open_prepared
 
     recipe = _recipe(name, root, option, config)
-    target = out_dir or Path("runs") / "datasets" / name
+    from emofuse.records import check_writable
+
+    target = check_writable(out_dir or Path("runs") / "datasets" / name, folder=True)
     with err.status(f"preparing {name} …"):
         path = recipe.prepare(target, force=force)
     if asr:
@@ -438,6 +440,11 @@ def _load_utterances(
         from emofuse.datasets import open_prepared
         from emofuse.datasets.folder import as_utterances, media_kind
 
+        if source is not None and source.suffix.lower() == ".csv":
+            raise ConfigError(
+                f"{source} is a CSV: read it as a dataset with `--dataset folder --root {source}` "
+                f"(or `emofuse datasets prepare folder --root {source}` first)"
+            )
         if source is not None and source.is_file() and media_kind(source):
             if splits:
                 raise ConfigError("--split applies to a dataset, not to a media file")
@@ -697,6 +704,17 @@ def _is_rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
+def _write_stdout(text: str) -> None:
+    """Results to standard output; a full disk or a closed pipe is one line, exit 2."""
+    from emofuse.errors import InputError
+
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as error:
+        raise InputError("<stdout>", f"cannot write ({error.strerror or error})") from None
+
+
 @contextlib.contextmanager
 def _warnings_as_lines() -> Any:
     """Print emofuse's warnings of the block as yellow lines (not Python's file:line form)."""
@@ -808,6 +826,9 @@ def train(
         devices=devices,
     )
     rank0 = _is_rank_zero()
+    from emofuse.records import check_writable
+
+    check_writable(cfg.out_dir, folder=True)  # before any work
     if rank0:
         out.print(
             f"[bold]train[/bold] {cfg.model.name} on "
@@ -863,7 +884,12 @@ def _print_seed_summary(summary: dict[str, Any]) -> None:
         cells = []
         for part in ("val", "test"):
             a = summary[part].get(k)
-            cells.append("-" if a is None else f"{a['mean']:.4f} ± {a['std']:.4f}")
+            if a is None:
+                cells.append("-")
+            elif a["std"] is None or a["std"] != a["std"]:  # one seed: no spread
+                cells.append(f"{a['mean']:.4f}")
+            else:
+                cells.append(f"{a['mean']:.4f} ± {a['std']:.4f}")
         table.add_row(k, *cells)
     out.print(table)
 
@@ -1060,7 +1086,7 @@ def predict(
         writer.writerows(rows)
         text_out = buf.getvalue().rstrip("\n")
     if output is None:
-        sys.stdout.write(text_out + "\n")
+        _write_stdout(text_out + "\n")
     else:
         from emofuse.records import write_text_atomic
 
@@ -1105,7 +1131,7 @@ def config_default(
     if kind in (Kind.model, Kind.train):
         from emofuse.train.config import DEFAULT_MODEL
 
-        sys.stdout.write(run_config_yaml(name or DEFAULT_MODEL))
+        _write_stdout(run_config_yaml(name or DEFAULT_MODEL))
         return
     if name is None:
         raise ConfigError(f"give the {kind.value}'s name: emofuse config default {kind.value} NAME")
@@ -1117,7 +1143,7 @@ def config_default(
         from emofuse.features import EXTRACTORS
 
         cls = EXTRACTORS.get(name).Config
-    sys.stdout.write(commented_yaml(cls, header=f"emofuse {kind.value} {name!r}: default options"))
+    _write_stdout(commented_yaml(cls, header=f"emofuse {kind.value} {name!r}: default options"))
 
 
 def run_config_yaml(model: str) -> str:

@@ -7,6 +7,7 @@ are immutable; edits return copies (``utt.model_copy(update=...)`` or the ``with
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -245,24 +246,47 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool = False) -> Pat
     return p
 
 
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """Create a folder to write into (and its parents), failing in one line that names it.
+
+    Raises:
+        InputError: a file has that name, a parent is a file, or it cannot be created there.
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(p, "is a file; give a folder to write into") from None
+    except OSError as err:
+        raise InputError(p, f"cannot create this folder ({err.strerror or err})") from None
+    return p
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 text under a temporary name, then rename it into place (never half-written).
 
     Text holding undecodable file names (Python's ``surrogateescape``) is written back as the
-    original bytes.
+    original bytes. A symbolic link is written through to its target (the link stays); a path
+    that is not a regular file (``/dev/stdout``, a FIFO, a device) is written to directly, never
+    replaced.
 
     Raises:
         InputError: the file cannot be written there (a folder of that name, a parent that is a
             file, no permission, a full disk); no temporary file is left behind.
     """
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    target = p.resolve() if p.is_symlink() else p
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     try:
-        if p.is_dir():
+        if target.is_dir():
             raise InputError(p, "is a folder; give a file name to write to")
-        p.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not target.is_file():  # a device, a FIFO: write, never replace
+            with open(target, "w", encoding="utf-8", errors="surrogateescape") as fh:
+                fh.write(text)
+            return p
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
-        os.replace(tmp, p)
+        os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise InputError(p, f"cannot write here ({err.strerror or err})") from None
@@ -297,5 +321,16 @@ def read_json(
 
 
 def dump_json(path: str | os.PathLike[str], data: object) -> Path:
-    """Write JSON atomically."""
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    """Write JSON atomically; NaN and infinities become ``null`` (JSON has no such numbers)."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return write_text_atomic(path, text + "\n")
+
+
+def _finite(data: object) -> object:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data

@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 from pydantic import ValidationError
 
@@ -88,3 +91,31 @@ def test_taskspec_validation():
         TaskSpec(name="dup", emotion_labels=["a", "a"])
     with pytest.raises(ValueError):
         TaskSpec(name="r", sentiment_range=(1.0, -1.0))
+
+
+def test_writes_go_through_links_and_never_replace_what_is_not_a_file(tmp_path):
+    """The report: --output /dev/full turned the device into a regular file; a symlink was
+    replaced by a file and a FIFO's reader got nothing."""
+    import json
+    import threading
+
+    from emofuse.records import dump_json, write_text_atomic
+
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_text_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    write_text_atomic(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert got == ["through the pipe"] and stat.S_ISFIFO(fifo.stat().st_mode)
+
+    dump_json(tmp_path / "nan.json", {"std": float("nan"), "x": [1.0, float("inf")]})
+    assert json.loads((tmp_path / "nan.json").read_text()) == {"std": None, "x": [1.0, None]}

@@ -248,3 +248,31 @@ def test_csv_columns_and_label_codes_are_mapped_by_option(tmp_path: Path) -> Non
         load_dataset("folder", root=csv, columns={"path": "file"})
     with pytest.raises(InputError, match="columns: colour not ours"):
         load_dataset("folder", root=csv, columns={"colour": "code"})
+
+
+def test_prepare_again_after_the_csv_changed_reads_the_new_rows(tmp_path: Path) -> None:
+    """The report: an edited CSV prepared again without --force kept the old data."""
+    _wav(tmp_path / "a.wav")
+    _wav(tmp_path / "b.wav")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\na.wav,happy\n", encoding="utf-8")
+    recipe = DATASETS.get("folder")
+    out = recipe(root=tmp_path).prepare(tmp_path / "prep")
+    assert [u.id for u in open_prepared(out).all()] == ["a"]
+    csv.write_text("path,label\na.wav,sad\nb.wav,happy\n", encoding="utf-8")
+    out = recipe(root=tmp_path).prepare(tmp_path / "prep")
+    assert {u.id: u.labels.emotion for u in open_prepared(out).all()} == {"a": "sad", "b": "happy"}
+    # unchanged input: the marker still saves the work
+    marker = (tmp_path / "prep" / ".completed").stat().st_mtime_ns
+    recipe(root=tmp_path).prepare(tmp_path / "prep")
+    assert (tmp_path / "prep" / ".completed").stat().st_mtime_ns == marker
+
+
+def test_row_line_numbers_count_blank_lines_and_the_id_hint_fits_the_csv(tmp_path: Path) -> None:
+    _wav(tmp_path / "a.wav")
+    csv = tmp_path / "gaps.csv"
+    csv.write_text("id,path,label\nx,a.wav,happy\n\ny,missing.wav,sad\nx,a.wav,sad\n",
+                   encoding="utf-8")
+    ds = load_dataset("folder", root=csv)
+    assert set(ds.skipped) == {"gaps.csv row 2 (line 4)", "gaps.csv row 3 (line 5)"}
+    assert "make the 'id' column unique" in ds.skipped["gaps.csv row 3 (line 5)"]

@@ -20,7 +20,14 @@ from pydantic import Field, model_validator
 from emofuse._version import __version__
 from emofuse.config import Config, fingerprint, validate_config
 from emofuse.errors import ConfigError, InputError
-from emofuse.records import Utterance, dump_json, read_json, read_manifest, write_manifest
+from emofuse.records import (
+    Utterance,
+    dump_json,
+    make_folder,
+    read_json,
+    read_manifest,
+    write_manifest,
+)
 from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
 
@@ -180,9 +187,28 @@ class DatasetRecipe(ABC):
         splits = dict(sorted(splits.items(), key=lambda kv: (order.get(kv[0], 9), kv[0])))
         return Dataset(self.name, self.spec(), splits, dict(self.skipped))
 
+    def source_files(self) -> list[Path]:
+        """The files the records are read from (manifests, label files).
+
+        Their content is part of :meth:`fingerprint`, so an edited file is prepared again.
+        """
+        return [self.root / rel for rel in self.required_files()]
+
     def fingerprint(self) -> str:
-        """Hash of recipe name, config and emofuse version."""
-        return fingerprint(self.name, self.config.model_dump(mode="json"), __version__)
+        """Hash of recipe name, config, emofuse version and the content of :meth:`source_files`."""
+        import hashlib
+
+        contents = []
+        for path in self.source_files():
+            digest = hashlib.blake2b(digest_size=16)
+            try:
+                with open(path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError:
+                continue  # check() names a missing file
+            contents.append((path.name, digest.hexdigest()))
+        return fingerprint(self.name, self.config.model_dump(mode="json"), __version__, contents)
 
     def prepare(self, out_dir: str | os.PathLike[str], *, force: bool = False) -> Path:
         """Write ``<out_dir>/{split}.jsonl``, ``spec.json`` and ``dataset.json``.
@@ -196,7 +222,7 @@ class DatasetRecipe(ABC):
         if not force and marker.is_file() and marker.read_text().strip() == fp:
             return out
         ds = self.dataset()
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
         marker.unlink(missing_ok=True)
         for old in out.glob("*.jsonl"):
             if old.stem not in ds.splits:

@@ -148,8 +148,15 @@ def safe_id(relative: str | os.PathLike[str]) -> str:
     return _UNSAFE.sub("__", stem).strip().strip("_") or "utt"
 
 
-def read_csv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
+def read_csv_rows(
+    path: str | os.PathLike[str], lines: list[int] | None = None
+) -> tuple[list[str], list[dict[str, str]]]:
     """Read a UTF-8 CSV (a BOM is accepted) into its header and rows of stripped strings.
+
+    Args:
+        path: The CSV.
+        lines: When given, the line number of each row is appended (blank lines are skipped
+            by the reader, so a row's number is not its position + 1).
 
     Raises:
         InputError: naming the file when it is missing, not UTF-8, empty or malformed.
@@ -177,8 +184,10 @@ def read_csv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[st
             if None in row:
                 raise InputError(p, f"line {reader.line_num}: more fields than header columns")
             rows.append({k: (v or "").strip() for k, v in row.items()})
+            if lines is not None:
+                lines.append(reader.line_num)
     except csv.Error as err:
-        raise InputError(p, f"malformed CSV ({err})") from None
+        raise InputError(p, f"malformed CSV (line {reader.line_num}: {err})") from None
     return header, rows
 
 
@@ -266,6 +275,31 @@ class FolderRecipe(DatasetRecipe):
         default = self.root / DEFAULT_CSV
         return default if default.is_file() else None
 
+    def source_files(self) -> list[Path]:
+        """The CSV manifest; without one, the transcripts and other text files of the folder.
+
+        The media files themselves enter :meth:`fingerprint` by their listing (names, sizes,
+        modification times), not their content.
+        """
+        csv_file = self.csv_path()
+        if csv_file is not None:
+            return [csv_file]
+        files = self.root.rglob("*") if self.config.recursive else self.root.glob("*")
+        return sorted(f for f in files if f.is_file() and f.suffix.lower() in _NOT_MEDIA)
+
+    def fingerprint(self) -> str:
+        """As every recipe's, plus (without a CSV) the listing of the media files."""
+        from emofuse.config import fingerprint
+
+        listing = []
+        if self.csv_path() is None:
+            files = self.root.rglob("*") if self.config.recursive else self.root.glob("*")
+            for f in sorted(files):
+                if f.is_file():
+                    st = f.stat()
+                    listing.append((f.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns))
+        return fingerprint(super().fingerprint(), listing)
+
     def check(self) -> None:
         """Check that the root exists and that the CSV (if any) does."""
         root = self.root
@@ -316,7 +350,8 @@ class FolderRecipe(DatasetRecipe):
 
     # -- CSV -------------------------------------------------------------------------------
     def _from_csv(self, csv_file: Path) -> list[Utterance]:
-        header, rows = read_csv_rows(csv_file)
+        lines: list[int] = []
+        header, rows = read_csv_rows(csv_file, lines)
         if self.config.columns:
             header, rows = _rename_columns(csv_file, header, rows, self.config.columns)
         lowered = [h.lower() for h in header]
@@ -342,16 +377,18 @@ class FolderRecipe(DatasetRecipe):
         ids: dict[str, int] = {}
         for n, raw in enumerate(rows, 1):
             row = {k.lower(): v for k, v in raw.items()}
-            where = f"row {n} (line {n + 1})"
+            where = f"row {n} (line {lines[n - 1]})"
             try:
                 utt = self._row_to_utterance(n, row, raw, base, unknown, turns)
             except _RowError as err:
                 problems.append(f"{where}: {err}")
                 continue
             if utt.id in ids:
+                fix = (
+                    "make the 'id' column unique" if row.get("id") else "add an 'id' column"
+                )
                 problems.append(
-                    f"{where}: duplicate id {utt.id!r} (first in row {ids[utt.id]}); "
-                    "add an 'id' column"
+                    f"{where}: duplicate id {utt.id!r} (first in row {ids[utt.id]}); {fix}"
                 )
                 continue
             ids[utt.id] = n

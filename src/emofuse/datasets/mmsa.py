@@ -374,6 +374,10 @@ class Mmsa(DatasetRecipe):
             metrics=list(SIMS_METRICS if sims else MOSI_METRICS),
         )
 
+    def source_files(self) -> list[Path]:
+        """The pickle."""
+        return [Path(self.config.pickle)]
+
     def check(self) -> None:
         """The pickle must exist (there is no root folder)."""
         p = Path(self.config.pickle).expanduser()

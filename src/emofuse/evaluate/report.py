@@ -59,7 +59,7 @@ from emofuse.metrics import (
     metric_mode,
     metric_names,
 )
-from emofuse.records import dump_json
+from emofuse.records import dump_json, make_folder
 from emofuse.schema import EvaluationResult
 from emofuse.spec import METRICS
 
@@ -131,10 +131,7 @@ def write_report(
     if isinstance(result, EvaluationResult):
         result = _from_evaluation(result)
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # a file of that name, or a parent that is a file
-        raise InputError(out, f"cannot create the report folder ({err.strerror or err})") from None
+    make_folder(out)
     spec = _spec_dict(result.get("spec"))
     runs = _runs(result)
     multi = "seeds" in result

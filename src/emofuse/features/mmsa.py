@@ -79,6 +79,10 @@ _LOADED: dict[tuple[str, int, int, int, str], tuple[dict[str, Features], dict[st
 the non-finite report. A pickle is read once per process and file version."""
 
 
+_REPORTED: set[str] = set()
+"""Non-finite reports already issued in this process (one warning per pickle, not per split)."""
+
+
 @EXTRACTORS.register("mmsa")
 class MMSAFeatures(FeatureExtractor):
     """Features of an MMSA feature pickle (see the module docstring).
@@ -122,9 +126,10 @@ class MMSAFeatures(FeatureExtractor):
         return self._load()[1]
 
     def setup(self) -> None:
-        """Read the pickle and report any non-finite values it held."""
+        """Read the pickle and report (once per file version) any non-finite values it held."""
         _, _, report = self._load()
-        if report:
+        if report and report not in _REPORTED:
+            _REPORTED.add(report)
             warnings.warn(report, EmofuseWarning, stacklevel=2)
 
     def reads(self, utt: Utterance) -> bool:

@@ -41,7 +41,7 @@ from emofuse.data.table import FeatureTable
 from emofuse.errors import ConfigError, InputError, listing
 from emofuse.features.text import utterance_mask
 from emofuse.models.encoders import TextEncoder, TextEncoderConfig
-from emofuse.records import dump_json, read_json
+from emofuse.records import dump_json, make_folder, read_json
 from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
 
@@ -395,8 +395,7 @@ class FusionModel(nn.Module):
         """
         from safetensors.torch import save_file
 
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_folder(path)
         dump_json(out / "spec.json", self.spec.model_dump(mode="json"))
         state = {
             k: v.detach().clone().contiguous()

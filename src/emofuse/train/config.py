@@ -315,6 +315,11 @@ def run_config(
     if dataset is not None or prepared is not None:
         if dataset is not None and prepared is not None:
             raise ConfigError("give --dataset or --prepared, not both")
+        if prepared is not None and dataset_options:
+            raise ConfigError(
+                "--dataset-option applies to --dataset; a prepared folder is fixed (prepare it "
+                "again with the option: emofuse datasets prepare NAME ... -o KEY=VALUE)"
+            )
         data["dataset"] = (
             {"name": dataset, "options": dict(dataset_options or {})}
             if dataset

@@ -46,7 +46,7 @@ from emofuse.hooks import Hook
 from emofuse.metrics import headline, metric_mode
 from emofuse.models.base import build_model
 from emofuse.models.inference import Inference, score
-from emofuse.records import dump_json, read_json
+from emofuse.records import dump_json, make_folder, read_json
 from emofuse.spec import TaskSpec
 from emofuse.train.config import (
     RESULT_FILE,
@@ -143,12 +143,15 @@ def load_tables(
     ds = config.dataset.load()
     for s in splits:
         if s not in ds.splits:
-            hint = (
-                " (a folder dataset can carve one out of train: -o val_fraction=0.1, by dialogue "
-                "or speaker)"
-                if ds.name == "folder" and s == config.dataset.val_split and "train" in ds.splits
-                else ""
-            )
+            hint = ""
+            if ds.name == "folder" and s == config.dataset.val_split and "train" in ds.splits:
+                how = (
+                    "prepare it again with `emofuse datasets prepare folder ... -o "
+                    "val_fraction=0.1`"
+                    if config.dataset.prepared is not None
+                    else "-o val_fraction=0.1"
+                )
+                hint = f" (a folder dataset can carve one out of train, by dialogue or speaker: {how})"
             raise ConfigError(
                 f"{ds.name} has no split {s!r}; splits: {', '.join(ds.splits)}{hint}"
             )
@@ -253,7 +256,7 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
     task = FusionTask(model, config, train, val, monitor)
 
     if is_rank_zero():
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
         # a result of an earlier, shorter session no longer describes this run: until this
         # session ends, no result.json exists (a kill can then never leave a stale one)
         (out / RESULT_FILE).unlink(missing_ok=True)
