@@ -180,6 +180,10 @@ class FeatureTable:
         skipped: ``utterance id → problem`` for the ones left out.
         out_of_set: ``label → count`` of emotion labels outside ``spec`` that were kept
             unscored (``unknown_labels="ignore"``).
+        missing: ``utterance id → problems`` of the modalities an item kept without
+            (``on_failure="missing"``), e.g. text in a language the encoder does not read.
+        extras: ``utterance id → {"extractor:output": array}`` of the further outputs asked
+            for with ``also`` (e.g. the face extractor's ``faces`` record of who was analysed).
     """
 
     spec: TaskSpec
@@ -187,6 +191,8 @@ class FeatureTable:
     items: list[Item] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     out_of_set: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    extras: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -223,6 +229,7 @@ class FeatureTable:
         unknown_labels: Literal["skip", "ignore"] = "skip",
         hook: Hook | None = None,
         batch_size: int | None = None,
+        also: Mapping[str, Sequence[str]] | None = None,
     ) -> FeatureTable:
         """Get every utterance's arrays from ``source``, cut to the length limits, with targets.
 
@@ -242,6 +249,8 @@ class FeatureTable:
                 is counted in ``out_of_set`` (prediction on another dataset).
             hook: Progress hook for feature extraction (bare store only).
             batch_size: Utterances per extraction batch (bare store only).
+            also: ``modality → further outputs`` of the same extractor to keep in ``extras``
+                (computed anyway, so free).
 
         Returns:
             The table; ``skipped`` says which utterances were left out and why.
@@ -256,6 +265,7 @@ class FeatureTable:
         utts = list(utterances)
         problems: dict[str, list[str]] = {}
         arrays: dict[str, dict[str, np.ndarray]] = {u.id: {} for u in utts}
+        extras: dict[str, dict[str, np.ndarray]] = {}
         for modality, ref in refs.items():
             ext = ref.build()
             with_input = ext.prepare([u for u in utts if ext.reads(u)])
@@ -272,15 +282,22 @@ class FeatureTable:
                         arrays[u.id][modality] = _fit_length(
                             np.asarray(feats[ref.output], dtype=np.float32), kind, max_len, shorten
                         )
+                        for name in (also or {}).get(modality, ()):
+                            if name in feats:
+                                extras.setdefault(u.id, {})[f"{ref.extractor}:{name}"] = (
+                                    np.asarray(feats[name])
+                                )
                 if problem is not None:
                     problems.setdefault(u.id, []).append(f"{ref.key}: {problem}")
-        table = cls(spec, inputs)
+        table = cls(spec, inputs, extras=extras)
         for u in utts:
             feats = arrays[u.id]
             why = problems.get(u.id, [])
             if (why and on_failure == "skip") or not feats:
                 table.skipped[u.id] = "; ".join(why) or (f"no input for any of {', '.join(refs)}")
                 continue
+            if why:
+                table.missing[u.id] = why
             try:
                 table.items.append(_item(u, feats, spec))
             except InputError as err:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from abc import abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -294,6 +295,7 @@ class FusionModel(nn.Module):
         cache: str | os.PathLike[str] | FeatureStore | None = None,
         hook: Hook | None = None,
         on_failure: Literal["skip", "missing"] = "missing",
+        also: Mapping[str, Sequence[str]] | None = None,
     ) -> FeatureTable:
         """The features this model reads for ``utterances``, computed as it was trained.
 
@@ -305,6 +307,7 @@ class FusionModel(nn.Module):
             hook: Progress hook for feature extraction.
             on_failure: An input that cannot be used leaves the utterance with that modality
                 ``"missing"`` (the default for inference), or ``"skip"``-s it.
+            also: Further outputs of the model's extractors to keep in ``table.extras``.
         """
         from emofuse.data.table import OnTheFlyFeatures
         from emofuse.features.store import FeatureStore
@@ -321,6 +324,7 @@ class FusionModel(nn.Module):
             on_failure=on_failure,
             unknown_labels="ignore",
             hook=hook,
+            also=also,
         )
 
     def predict(

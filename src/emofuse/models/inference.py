@@ -224,7 +224,9 @@ class Inference:
                     else dict(zip(out.unit_names.get(name, []), map(float, units[i]), strict=True)),
                 )
             sentiment = None
-            if out.sentiment is not None:  # the regression head is unbounded: report on the scale
+            # NaN: the model had no input to score sentiment from for this row
+            if out.sentiment is not None and math.isfinite(float(out.sentiment[i])):
+                # the regression head is unbounded: report on the scale
                 low, high = spec.sentiment_range or (-math.inf, math.inf)
                 sentiment = min(max(float(out.sentiment[i]), low), high)
             preds.append(
@@ -285,6 +287,8 @@ def score_predictions(
     if spec.emotion_labels and emotion_pred is not None and (emotion != IGNORE_INDEX).any():
         kw["emotion_true"] = emotion
         kw["emotion_pred"] = np.asarray(emotion_pred).astype(np.int64)
+    if sentiment_pred is not None:  # a NaN score (no input to score from) is left unscored
+        sentiment[np.isnan(np.asarray(sentiment_pred, dtype=np.float64))] = np.nan
     if spec.sentiment_range is not None and sentiment_pred is not None and (
         ~np.isnan(sentiment)
     ).any():
