@@ -166,3 +166,16 @@ def test_transcripts_whisper_doubts_are_not_used_and_are_named(monkeypatch):
         out = asr.transcribe_utterances(utts)
     assert [u.text for u in out] == ["Kids are talking", None, None]
     assert all(u.language is None for u in out)
+
+
+def test_asr_is_deterministic_and_drops_a_hallucinated_tail():
+    """RAVDESS 03-01-03-02-01-01-01, its speech only: faster-whisper's default sampling fallback
+    once appended "For now, let's go ahead and check out our" (log-probability -1.5, every word
+    at 2.788 s). Fresh models at 1 and 2 threads must give the same, single sentence."""
+    import emofuse
+
+    path = f"{emofuse.__path__[0]}/datasets/sample/03-01-03-02-01-01-01.wav"
+    chunk = load_audio(path)[round(0.988 * 16000) : round(2.82 * 16000)]
+    runs = [Transcriber(threads=t).transcribe_array(chunk, offset=0.988) for t in (1, 2, 1)]
+    assert [[s.text for s in r.segments] for r in runs] == [["Kids are talking by the door."]] * 3
+    assert all(w.end <= 2.82 for r in runs for w in r.words)

@@ -12,6 +12,7 @@ another language are left untranscribed, with a warning.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -32,9 +33,13 @@ from emofuse.errors import (
 from emofuse.features.audio import whisper_model_path
 from emofuse.features.media import load_audio, probe
 from emofuse.features.vad import VadConfig
+from emofuse.hooks import Hook, call_hook
 from emofuse.records import Utterance
 
 ASR_RATE = 16000
+
+SEGMENT_WINDOW_S = 300.0
+"""Seconds of audio :meth:`Transcriber.segment_media` decodes at a time."""
 
 SEGMENT_VAD = VadConfig(min_silence_ms=500, speech_pad_ms=100, max_speech_s=25.0)
 """Voice-activity options :meth:`Transcriber.segment_media` uses to find utterances."""
@@ -133,6 +138,13 @@ class TranscriberConfig(Config):
         False,
         description="Feed the previous segment's text as a prompt (can loop on long audio).",
     )
+    temperature: float = Field(
+        0.0,
+        ge=0.0,
+        description="Decoding temperature. 0 decodes deterministically; faster-whisper's own "
+        "default falls back to random sampling when a decode looks poor, so two runs on the "
+        "same audio could differ.",
+    )
     log_prob_threshold: float = Field(
         -1.0,
         description="A transcript whose average log-probability is lower is not trusted "
@@ -225,17 +237,24 @@ class Transcriber:
                 vad_filter=cfg.vad_filter,
                 word_timestamps=cfg.word_timestamps,
                 condition_on_previous_text=cfg.condition_on_previous_text,
+                temperature=cfg.temperature,
             )
             segs = [_segment(s, offset) for s in segments]  # decoding happens while iterating
         except (RuntimeError, ValueError) as err:
             raise InputError(
                 source, f"speech recognition failed: {str(err).splitlines()[0][:160]}"
             ) from None
+        segs = [s for s in segs if any(c.isalnum() for c in s.text)]
+        # A segment that fails Whisper's log-probability test beside ones that pass is a
+        # hallucinated continuation ("Kids are talking by the door. For now, let's go ahead…",
+        # its words squeezed into the last instant): drop it. When every segment fails, keep
+        # them: the whole transcript is then doubted (see Transcript.doubt).
+        good = [s for s in segs if s.avg_logprob is None or s.avg_logprob >= cfg.log_prob_threshold]
         return Transcript(
             path=source,
             language=info.language or cfg.language,
             duration=round(wave.size / ASR_RATE, 3),
-            segments=[s for s in segs if any(c.isalnum() for c in s.text)],
+            segments=good or segs,
         )
 
     def segment_media(
@@ -245,61 +264,96 @@ class Transcriber:
         *,
         vad: VadConfig | None = None,
         min_duration: float = 0.3,
+        transcribe: bool = True,
+        window: float = SEGMENT_WINDOW_S,
+        hook: Hook | None = None,
+        require_speech: bool = True,
     ) -> list[Utterance]:
         """Cut one recording into utterances, one per stretch of speech, and transcribe each.
 
-        Silero VAD finds the stretches (by default split at pauses of 0.5 s or more, and at most
-        25 s long, see :data:`SEGMENT_VAD`); each is then transcribed on its own. Utterances get
-        id ``<stem>_seg{i:03d}``, ``start``/``end`` from the VAD (on the file's clock), the
-        recognised ``text`` (no text when Whisper doubts its transcript: another language, or not
-        speech; one warning counts them; ``language`` stays unset, since the English-only model
-        cannot tell languages apart), and ``media`` pointing at the file
-        (``"video"`` when it has a video stream, else ``"audio"``). Stretches where nothing was
-        recognised are dropped.
+        The audio is decoded ``window`` seconds at a time (never whole, so an hour of audio
+        needs a few tens of MB); a stretch still running at a window's end is taken up again by
+        the next window. Silero VAD finds the stretches (by default split at pauses of 0.5 s or
+        more, and at most 25 s long, see :data:`SEGMENT_VAD`); each is then transcribed on its
+        own. Utterances get id ``<stem>_seg{i:03d}``, ``start``/``end`` from the VAD (on the
+        file's clock), the recognised ``text`` (no text when Whisper doubts its transcript:
+        another language, or not speech; one warning counts them; ``language`` stays unset,
+        since the English-only model cannot tell languages apart), and ``media`` pointing at
+        the file (``"video"`` when it has a video stream, else ``"audio"``). With ASR, stretches
+        where nothing was recognised are dropped.
 
         Args:
             path: The recording.
             dataset: ``Utterance.dataset`` of the results.
             vad: Voice-activity options replacing :data:`SEGMENT_VAD`.
             min_duration: Drop stretches shorter than this (seconds).
+            transcribe: ``False`` keeps every speech stretch without text (voice and face only,
+                e.g. for a language the ASR model does not know).
+            window: Seconds of audio decoded at a time.
+            hook: Progress hook; step ``"segment"`` counts seconds of media done.
+            require_speech: Raise when no speech is found (else return an empty list).
 
         Raises:
-            InputError: The file is unusable, or no speech was found in it.
+            InputError: The file is unusable, or (with ``require_speech``) no speech was found.
         """
         from emofuse.features.vad import VAD_RATE, SpeechDetector
 
         p = Path(path)
         info = probe(p)
         kind: Literal["audio", "video"] = "video" if info.has_video and info.has_audio else "audio"
-        wave = load_audio(p, sr=ASR_RATE)
+        if not info.has_audio:
+            raise InputError(p, "has no audio track")
         assert ASR_RATE == VAD_RATE
-        stretches = SpeechDetector(vad or SEGMENT_VAD)(wave, ASR_RATE)
+        detector = SpeechDetector(vad or SEGMENT_VAD)
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in p.stem) or "media"
+        total = None if info.duration is None else max(1, math.ceil(info.duration))
         out: list[Utterance] = []
         doubted = 0
-        for start, end in stretches:
-            if end - start < min_duration:
-                continue
-            chunk = wave[round(start * ASR_RATE) : round(end * ASR_RATE)]
-            transcript = self.transcribe_array(chunk, source=os.fspath(p), offset=start)
-            text = transcript.text
-            if not text:
-                continue
-            if transcript.doubt(self.config) is not None:
-                doubted += 1  # voice and face are still worth analysing; the words are not
-                text = None
-            out.append(
-                Utterance(
-                    id=f"{stem}_seg{len(out):03d}",
-                    dataset=dataset,
-                    start=start,
-                    end=end,
-                    media={kind: os.fspath(p)},
-                    text=text,
-                    language=None,
+        t = 0.0
+        while True:
+            try:
+                wave = load_audio(p, sr=ASR_RATE, start=t or None, end=t + window, min_duration=0.0)
+            except InputError:
+                if t == 0.0:
+                    raise
+                break  # the previous window reached the end
+            last = wave.size < round(window * ASR_RATE) - ASR_RATE // 10
+            stretches = detector(wave, ASR_RATE)
+            next_t = t + window
+            if not last and stretches and stretches[-1][1] > window - 1.0 and stretches[-1][0] > 0:
+                next_t = t + stretches[-1][0]  # still speaking at the window's end: redo it
+                stretches = stretches[:-1]
+            for a, b in stretches:
+                if b - a < min_duration:
+                    continue
+                start, end = round(t + a, 3), round(t + b, 3)
+                text: str | None = None
+                if transcribe:
+                    chunk = wave[round(a * ASR_RATE) : round(b * ASR_RATE)]
+                    transcript = self.transcribe_array(chunk, source=os.fspath(p), offset=start)
+                    text = transcript.text
+                    if not text:
+                        continue
+                    if transcript.doubt(self.config) is not None:
+                        doubted += 1  # voice and face are still worth analysing; the words are not
+                        text = None
+                out.append(
+                    Utterance(
+                        id=f"{stem}_seg{len(out):03d}",
+                        dataset=dataset,
+                        start=start,
+                        end=end,
+                        media={kind: os.fspath(p)},
+                        text=text,
+                        language=None,
+                    )
                 )
-            )
-        if not out:
+            done = t + wave.size / ASR_RATE
+            call_hook(hook, "segment", total=total, completed=min(math.ceil(done), total or math.ceil(done)))
+            if last:
+                break
+            t = next_t
+        if not out and require_speech:
             raise InputError(p, "no speech found")
         if doubted:
             warnings.warn(
