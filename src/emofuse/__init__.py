@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from emofuse._version import __version__
 
 __all__ = [
+    "Analysis",
+    "Analyzer",
     "Cue",
     "EvaluationResult",
     "InputError",
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from emofuse.analyze import Analysis, Analyzer
     from emofuse.datasets import load_dataset
     from emofuse.errors import InputError
     from emofuse.evaluate.evaluation import evaluate
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 
 # name → module; imported on first use, so `import emofuse` and `emofuse --help` stay fast
 _LAZY = {
+    "Analysis": "emofuse.analyze",
+    "Analyzer": "emofuse.analyze",
     "Cue": "emofuse.schema",
     "EvaluationResult": "emofuse.schema",
     "InputError": "emofuse.errors",

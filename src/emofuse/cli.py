@@ -700,6 +700,55 @@ def models_upgrade(
         out.print(f"{model_dir} is already in the current format")
 
 
+@models_app.command("build-default")
+@handled
+def models_build_default(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="The default model's recipe.")
+    ] = Path("configs/default-model.yaml"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Model folder to write.")] = Path(
+        "src/emofuse/default_model"
+    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder the corpora are under (default $EMOFUSE_DATA)."),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Feature cache (default $EMOFUSE_CACHE or ~/.cache/emofuse/features)."),
+    ] = None,
+) -> None:
+    """Rebuild the bundled default model from its recipe (heads trained per corpus).
+
+    Reads MELD, CMU-MOSEI, RAVDESS and FER2013 from the data folder, extracts the features
+    that are not cached yet, fits and calibrates one head per modality and target, scores each
+    on its corpus's test split, and writes the model folder with card.json and MODEL_CARD.md.
+    """
+    from emofuse.errors import ConfigError
+    from emofuse.features.store import default_cache_dir
+    from emofuse.hooks import ProgressHook
+    from emofuse.records import make_folder
+    from emofuse.train.default import build_default_model
+
+    root = data or (Path(os.environ["EMOFUSE_DATA"]) if os.environ.get("EMOFUSE_DATA") else None)
+    if root is None:
+        raise ConfigError("say where the corpora are: --data DIR or $EMOFUSE_DATA")
+    os.environ["EMOFUSE_DATA"] = os.fspath(root)  # recipes without a root read it
+    make_folder(out_dir)
+    with ProgressHook(sys.stderr) as hook, _warnings_as_lines():
+        card = build_default_model(
+            config,
+            out_dir,
+            cache=default_cache_dir(cache),
+            data_root=root,
+            hook=hook,
+            log=lambda line: err.print(escape(line), soft_wrap=True),
+        )
+    out.print(
+        f"[green]built[/green] {out_dir} in {card['seconds']} s (card: {out_dir / 'MODEL_CARD.md'})"
+    )
+
+
 def _is_rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
@@ -1005,7 +1054,9 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="A saved model folder (RUN/model).")],
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Media files (audio, video, image; a .txt beside one is its transcript)."),
+        typer.Argument(
+            help="Media files (audio, video, image; a .txt beside one is its transcript)."
+        ),
     ] = None,
     text: Annotated[
         list[str] | None, typer.Option("--text", "-t", help="A sentence (repeatable).")
@@ -1022,7 +1073,9 @@ def predict(
         list[str] | None,
         typer.Option(metavar="SPLIT", help="Only these splits of the dataset (repeatable)."),
     ] = None,
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.json,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.json,
     output: Annotated[
         Path | None, typer.Option("--output", help="Write here instead of standard output.")
     ] = None,
@@ -1064,7 +1117,9 @@ def predict(
         ds = choice.load()
         unknown = [s for s in split or [] if s not in ds.splits]
         if unknown:
-            raise ConfigError(f"{ds.name} has no split {unknown[0]!r}; splits: {', '.join(ds.splits)}")
+            raise ConfigError(
+                f"{ds.name} has no split {unknown[0]!r}; splits: {', '.join(ds.splits)}"
+            )
         inputs = [u for s in split for u in ds[s]] if split else ds.all()
     model = load_model(model_dir)
     with ProgressHook(sys.stderr) as hook, _warnings_as_lines():
@@ -1092,6 +1147,158 @@ def predict(
 
         write_text_atomic(output, text_out + "\n")
         err.print(f"{len(preds)} prediction(s) → {output}", soft_wrap=True)
+
+
+class Engine(StrEnum):
+    """Where batch work runs."""
+
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+@handled
+def analyze(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Video, audio, image or transcript files (SRT, WebVTT, JSON, TXT), or folders."
+        ),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="A saved model folder (default: the bundled model)."),
+    ] = None,
+    transcript: Annotated[
+        Path | None,
+        typer.Option(
+            help="Transcript of the one media file given (default: one beside it, same stem)."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (JSON, HTML report, CSV).")
+    ] = Path("emofuse-analysis"),
+    report: Annotated[bool, typer.Option(help="Write each file's HTML report.")] = True,
+    language: Annotated[
+        str, typer.Option(help="Language spoken (speech recognition runs for English only).")
+    ] = "en",
+    engine: Annotated[Engine, typer.Option(help="Where to run.")] = Engine.local,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray workers (default: the cluster's CPUs).")
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Feature cache to reuse and fill (default: in memory).")
+    ] = None,
+) -> None:
+    """Analyse your own media: emotion and sentiment per segment, with an HTML report.
+
+    Files are cut by their transcript's times, or by speech (voice activity + English ASR)
+    when there is none; every segment gets every label's probability, a sentiment score and
+    each modality's weight. Per file OUT/<name>.json and OUT/<name>.html; for the run
+    OUT/analysis.csv. Files analysed before (same content, same model) are not analysed again.
+    """
+    from emofuse.analyze.batch import analyze_files
+    from emofuse.hooks import ProgressHook
+    from emofuse.records import read_json
+
+    shown: list[str] = []
+
+    def show(path: Path, analysis: Any, error: str | None) -> None:
+        if analysis is None:
+            err.print(
+                f"[bold red]failed:[/bold red] [red]{escape(error or '')}[/red]", soft_wrap=True
+            )
+            return
+        shown.append(os.fspath(path))
+        _print_analysis(analysis)
+
+    with ProgressHook(sys.stderr) as hook, _warnings_as_lines():
+        result = analyze_files(
+            paths,
+            out_dir,
+            model=model,
+            engine=engine.value,
+            address=address,
+            workers=workers,
+            cache=cache,
+            language=language,
+            report=report,
+            transcript=transcript,
+            hook=hook,
+            on_result=show,
+        )
+    folder = result.out or out_dir
+    for source, a in result.analyses.items():
+        if source not in shown:
+            _print_analysis(a)
+    if result.reused:
+        out.print(
+            f"{result.reused} file(s) analysed before (same content and model): results reused"
+        )
+    names = {
+        v.get("source"): v.get("name") for v in (read_json(folder / "index.json") or {}).values()
+    }
+    for source in result.analyses:
+        name = names.get(source)
+        if name and report:
+            out.print(f"report: {folder / (name + '.html')}", soft_wrap=True)
+    out.print(
+        f"results: {folder} (per file .json{', .html' if report else ''}; all segments: analysis.csv)",
+        soft_wrap=True,
+    )
+    if result.failed and not result.analyses:
+        raise _fail(f"no file could be analysed ({len(result.failed)} failed)")
+    if result.failed:
+        err.print(
+            f"[yellow]{len(result.failed)} of {len(result.failed) + len(result.analyses)} "
+            "file(s) failed (listed above)[/yellow]"
+        )
+
+
+def _print_analysis(a: Any) -> None:
+    from rich.table import Table
+
+    head = f"{a.source} — {a.kind}"
+    if a.duration:
+        head += f", {a.duration:.1f} s"
+    head += f", segmented by {a.segmentation}, {len(a.predictions)} segment(s)"
+    table = Table(title=head, title_justify="left")
+    for col in ("time", "emotion", "p", "sentiment", "weights", "words"):
+        table.add_column(
+            col, justify="right" if col in ("p", "sentiment") else "left", overflow="fold"
+        )
+    for p in a.predictions:
+        span = (
+            ""
+            if p.start is None
+            else f"{p.start:.2f}–{p.end:.2f}"
+            if p.end is not None
+            else f"{p.start:.2f}"
+        )
+        weights = " ".join(f"{k} {v.gate:.2f}" for k, v in p.experts.items() if v.gate)
+        words = (p.text or "")[:60] + ("…" if p.text and len(p.text) > 60 else "")
+        table.add_row(
+            span,
+            p.emotion or "",
+            "" if p.confidence is None else f"{p.confidence:.2f}",
+            "" if p.sentiment is None else f"{p.sentiment:+.2f}",
+            weights or "+".join(p.modalities),
+            words,
+        )
+    out.print(table)
+    for note in a.notes:
+        out.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
+    if a.skipped:
+        out.print(
+            f"[yellow]skipped:[/yellow] {len(a.skipped)} ("
+            + escape("; ".join(f"{s.id} {s.what}: {s.why}" for s in a.skipped[:3]))
+            + (" …" if len(a.skipped) > 3 else "")
+            + ")",
+            soft_wrap=True,
+        )
 
 
 # -- config --------------------------------------------------------------------------------
@@ -1156,8 +1363,9 @@ def run_config_yaml(model: str) -> str:
     from emofuse.train.config import TrainConfig, default_run_config
 
     values = default_run_config(model)
-    ds, feats = values["dataset"]["name"], ", ".join(
-        f"{k}: {v}" for k, v in values["features"].items()
+    ds, feats = (
+        values["dataset"]["name"],
+        ", ".join(f"{k}: {v}" for k, v in values["features"].items()),
     )
     header = (
         f"emofuse run config: model {model!r} with every option at its default.\n"

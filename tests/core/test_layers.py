@@ -23,6 +23,7 @@ RANKS = {
     "train": 5,
     "cues": 5,
     "predict": 6,
+    "analyze": 7,
     "evaluate": 7,
     "cli": 8,
     "serve": 8,

@@ -1,0 +1,207 @@
+"""emofuse analyze: segmentation, the default model, bad inputs (real RAVDESS media bundled)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import emofuse
+from emofuse.analyze import Analysis, Analyzer, default_model_dir
+from emofuse.errors import InputError
+from emofuse.features.media import load_audio
+from emofuse.schema import Prediction
+from emofuse.testing import write_video, write_wav
+
+SAMPLE = Path(emofuse.__file__).parent / "datasets" / "sample"
+CLIP = SAMPLE / "01-01-01-01-01-01-01.mp4"  # RAVDESS actor 1, neutral, audio-visual
+HAPPY = SAMPLE / "03-01-03-02-01-01-01.wav"  # RAVDESS speech, happy (strong)
+ANGRY = SAMPLE / "03-01-05-02-01-01-01.wav"  # RAVDESS speech, angry (strong)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return Analyzer()
+
+
+def check_prediction(p: Prediction, labels):
+    assert set(p.probabilities) == set(labels)
+    assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert p.emotion == max(p.probabilities, key=p.probabilities.get)
+    gates = [v.gate for v in p.experts.values() if v.gate is not None]
+    assert sum(gates) == pytest.approx(1.0, abs=1e-5)
+    for m, v in p.experts.items():
+        assert (v.gate > 0) == (m in p.modalities)
+
+
+def test_bundled_clip_speech_segments_every_modality(analyzer):
+    a = analyzer.analyze(CLIP)
+    assert (a.kind, a.segmentation) == ("video", "speech")
+    assert a.model == "calibrated-late (emofuse-default)"
+    assert len(a.predictions) == 1
+    p = a.predictions[0]
+    check_prediction(p, a.labels)
+    assert p.modalities == ["audio", "face", "text"]
+    assert p.text == "Kids are talking by the door."
+    assert 0.5 < p.start < p.end <= a.duration
+    assert p.sentiment is not None and -3 <= p.sentiment <= 3
+    assert p.dialogue_id == "01-01-01-01-01-01-01"
+    # JSON is the schema: it reads back into the same objects
+    assert Analysis.model_validate_json(a.to_json()) == a.model_copy(update={})
+    rows = a.to_csv().splitlines()
+    assert (
+        rows[0].startswith("id,dialogue_id,source,start,end,text,emotion,p_anger")
+        and len(rows) == 2
+    )
+
+
+def test_real_ravdess_speech_voice_decides(analyzer):
+    """Two strong RAVDESS clips of the default model's test actors: the voice gets them right."""
+    got = {}
+    for path in (HAPPY, ANGRY):
+        a = analyzer.analyze(path)
+        assert a.kind == "audio" and len(a.predictions) == 1
+        p = a.predictions[0]
+        check_prediction(p, a.labels)
+        assert p.modalities == ["audio", "text"]
+        got[path.name] = (p.emotion, p.experts["audio"].probabilities)
+    assert got[HAPPY.name][0] == "joy"
+    assert got[ANGRY.name][0] == "anger"
+
+
+def test_timed_transcript_beside_media_past_end_skipped(tmp_path, analyzer):
+    wav = write_wav(tmp_path / "call.wav", load_audio(ANGRY))  # 3.8 s
+    (tmp_path / "call.srt").write_text(
+        "1\n00:00:00,500 --> 00:00:03,000\nI can't believe you did that!\n\n"
+        "2\n00:00:09,000 --> 00:00:10,000\nThis turn is past the end.\n",
+        encoding="utf-8",
+    )
+    a = analyzer.analyze(wav)
+    assert a.segmentation == "transcript" and a.transcript.endswith("call.srt")
+    assert [(p.start, p.end, p.text) for p in a.predictions] == [
+        (0.5, 3.0, "I can't believe you did that!")
+    ]
+    assert len(a.skipped) == 1 and a.skipped[0].what == "segment"
+    assert "after the media ends" in a.skipped[0].why
+
+
+def test_transcript_for_another_file_is_one_line(tmp_path, analyzer):
+    wav = write_wav(tmp_path / "a.wav", load_audio(HAPPY))
+    srt = tmp_path / "other.srt"
+    srt.write_text("1\n00:10:00,000 --> 00:10:02,000\nhello\n", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        analyzer.analyze(wav, transcript=srt)
+    assert "other.srt" in str(err.value) and "this file's transcript" in str(err.value)
+
+
+def test_transcript_whose_turns_hold_no_speech_is_refused(tmp_path, analyzer):
+    wave = np.concatenate([load_audio(HAPPY), np.zeros(16000 * 6, np.float32)])
+    wav = write_wav(tmp_path / "b.wav", wave)  # speech 0-3.7 s, then 6 s of silence
+    srt = tmp_path / "b.srt"
+    srt.write_text("1\n00:00:05,000 --> 00:00:09,000\nwords said elsewhere\n", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        analyzer.analyze(wav)
+    assert "b.srt" in str(err.value) and "0% of its turns' time holds speech" in str(err.value)
+
+
+def test_no_speech_audio_says_so(tmp_path, analyzer):
+    wav = write_wav(tmp_path / "quiet.wav", np.zeros(16000 * 3, np.float32))
+    a = analyzer.analyze(wav)
+    assert a.predictions == [] and any("no speech found" in n for n in a.notes)
+
+
+def test_video_without_speech_analyses_the_face_in_windows(tmp_path, analyzer):
+    video = write_video(tmp_path / "silent.mp4", duration=6.0, fps=5, size=(96, 72))
+    a = analyzer.analyze(video)
+    assert a.segmentation == "windows"
+    assert any("no audio track" in n or "no speech found" in n for n in a.notes)
+    # synthetic frames hold no face: every window is skipped with its reason, nothing raised
+    assert a.predictions == [] and [s.id for s in a.skipped] == ["silent_win000", "silent_win001"]
+    assert all("face" in s.why for s in a.skipped)
+
+
+def test_transcript_alone_is_a_dialogue_of_words(tmp_path, analyzer):
+    t = tmp_path / "chat.txt"
+    t.write_text("Ann: I am so happy for you!\nBob: This is terrible news.\n", encoding="utf-8")
+    a = analyzer.analyze(t)
+    assert (a.kind, a.segmentation) == ("transcript", "turns")
+    assert [p.modalities for p in a.predictions] == [["text"], ["text"]]
+    assert [p.dialogue_id for p in a.predictions] == ["chat", "chat"]
+    assert a.predictions[0].sentiment > a.predictions[1].sentiment
+
+
+def test_text_the_encoder_cannot_read_is_left_out_not_scored(tmp_path, analyzer):
+    t = tmp_path / "zh.txt"
+    t.write_text("我今天非常开心\nI am glad.\n", encoding="utf-8")
+    a = analyzer.analyze(t)
+    assert [p.text for p in a.predictions] == ["I am glad."]
+    assert a.skipped[0].id == "zh_turn000" and a.skipped[0].what == "segment"
+
+
+def test_other_language_no_asr(tmp_path):
+    a = Analyzer(language="fr").analyze(HAPPY)
+    assert a.segmentation == "speech" and len(a.predictions) == 1
+    assert a.predictions[0].text is None and a.predictions[0].modalities == ["audio"]
+    assert any("English only" in n for n in a.notes)
+
+
+def test_image_is_one_segment(tmp_path, analyzer):
+    import matplotlib
+
+    face = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    a = analyzer.analyze(face)
+    assert (a.kind, a.segmentation) == ("image", "whole")
+    assert a.predictions[0].modalities == ["face"]
+
+
+def test_several_faces_say_which_was_analysed(tmp_path, analyzer):
+    import matplotlib
+
+    from emofuse.features.media import read_image
+    from emofuse.testing import write_image
+
+    face = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    canvas = np.full((600, 1000, 3), 255, np.uint8)
+    canvas[: face.shape[0], : face.shape[1]] = face
+    small = face[::2, ::2]
+    canvas[50 : 50 + small.shape[0], 650 : 650 + small.shape[1]] = small
+    a = analyzer.analyze(write_image(tmp_path / "two.png", canvas))
+    assert a.notes == ["2 faces in view: the largest one was analysed"]
+    assert a.predictions[0].modalities == ["face"]
+
+
+def test_bad_files_are_one_line(tmp_path, analyzer):
+    with pytest.raises(InputError, match="no such file"):
+        analyzer.analyze(tmp_path / "none.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video")
+    with pytest.raises(InputError) as err:
+        analyzer.analyze(junk)
+    assert "junk.mp4" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_long_audio_windows_give_the_same_segments(tmp_path):
+    """Decoding a window at a time finds the same speech as one pass over the whole file."""
+    from emofuse.features.asr import Transcriber
+
+    parts = []
+    for path in (HAPPY, ANGRY, HAPPY):
+        parts += [np.zeros(16000 * 2, np.float32), load_audio(path)]
+    wav = write_wav(tmp_path / "long.wav", np.concatenate(parts))
+    asr = Transcriber()
+    whole = asr.segment_media(wav, transcribe=False, window=300.0)
+    windowed = asr.segment_media(wav, transcribe=False, window=9.0)  # cuts speech twice
+    assert len(whole) == 3
+    flat = [t for u in windowed for t in (u.start, u.end)]
+    assert flat == pytest.approx([t for u in whole for t in (u.start, u.end)], abs=0.1)
+
+
+def test_default_model_is_in_the_package():
+    d = default_model_dir()
+    assert (d / "MODEL_CARD.md").is_file()
+    card = json.loads((d / "card.json").read_text())
+    model = emofuse.load_model(d)
+    assert model.spec.emotion_labels == card["labels"]
+    assert sorted(model.inputs) == ["audio", "face", "text"]

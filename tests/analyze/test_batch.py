@@ -1,0 +1,120 @@
+"""Batch analysis: one CSV per run, failures isolated, files recognised by content; Ray = local."""
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import emofuse
+from emofuse.analyze.batch import analyze_files
+from emofuse.cli import app
+
+SAMPLE = Path(emofuse.__file__).parent / "datasets" / "sample"
+CLIP, HAPPY, ANGRY = (
+    SAMPLE / "01-01-01-01-01-01-01.mp4",
+    SAMPLE / "03-01-03-02-01-01-01.wav",
+    SAMPLE / "03-01-05-02-01-01-01.wav",
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "media"
+    d.mkdir()
+    shutil.copy(HAPPY, d / "happy.wav")
+    shutil.copy(ANGRY, d / "nested_angry.wav")
+    (d / "broken.mp4").write_bytes(b"\x00" * 100)
+    (d / "chat.txt").write_text("I love this!\n", encoding="utf-8")
+    (d / "notes.md").write_text("ignored", encoding="utf-8")
+    return d
+
+
+def rows(path):
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+def test_local_batch_isolates_failures_and_reuses_by_content(folder, tmp_path):
+    out = tmp_path / "out"
+    first = analyze_files([folder], out)
+    assert sorted(p.rsplit("/", 1)[1] for p in first.analyses) == [
+        "chat.txt",
+        "happy.wav",
+        "nested_angry.wav",
+    ]
+    assert list(first.failed) == [str(folder / "broken.mp4")]
+    assert "broken.mp4" in first.failed[str(folder / "broken.mp4")]
+    table = rows(out / "analysis.csv")
+    assert [r["file"].rsplit("/", 1)[1] for r in table] == [
+        "chat.txt",
+        "happy.wav",
+        "nested_angry.wav",
+    ]
+    assert {f.name for f in out.iterdir()} >= {
+        "happy.json",
+        "happy.html",
+        "chat.json",
+        "analysis.csv",
+        "index.json",
+    }
+
+    # a renamed copy is the same content: reused, not analysed again
+    (folder / "happy.wav").rename(folder / "renamed.wav")
+    again = analyze_files([folder], out)
+    assert again.reused == 3 and list(again.failed) == [str(folder / "broken.mp4")]
+    # a transcript put beside it changes what is analysed: not reused
+    (folder / "renamed.srt").write_text(
+        "1\n00:00:00,500 --> 00:00:03,000\nOh wow!\n", encoding="utf-8"
+    )
+    third = analyze_files([folder], out)
+    assert (
+        third.reused == 2
+        and third.analyses[str(folder / "renamed.wav")].segmentation == "transcript"
+    )
+    assert (
+        again.analyses[str(folder / "renamed.wav")].predictions
+        == first.analyses[str(folder / "happy.wav")].predictions
+    )
+
+
+def test_ray_engine_equals_local(folder, tmp_path):
+    pytest.importorskip("ray", reason="ray not installed (extra 'ray')")
+    local = analyze_files([folder], tmp_path / "local")
+    remote = analyze_files([folder], tmp_path / "ray", engine="ray", workers=2)
+    assert remote.failed.keys() == local.failed.keys()
+    for source, a in local.analyses.items():
+        b = remote.analyses[source]
+        for p, q in zip(a.predictions, b.predictions, strict=True):
+            assert p.emotion == q.emotion and p.id == q.id
+            for label, value in p.probabilities.items():
+                assert q.probabilities[label] == pytest.approx(value, abs=1e-4)  # float32, other threads
+    assert (
+        rows(tmp_path / "ray" / "analysis.csv")[0].keys()
+        == rows(tmp_path / "local" / "analysis.csv")[0].keys()
+    )
+
+
+def test_cli_prints_segments_and_report(tmp_path):
+    result = CliRunner().invoke(app, ["analyze", str(CLIP), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "neutral" in result.output and "Kids are talking" in result.output
+    assert f"report: {tmp_path / 'o' / '01-01-01-01-01-01-01.html'}" in result.output.replace(
+        "\n", ""
+    )
+    data = json.loads((tmp_path / "o" / "01-01-01-01-01-01-01.json").read_text())
+    assert data["predictions"][0]["emotion"] == "neutral"
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF")
+    result = CliRunner().invoke(app, ["analyze", str(junk), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "junk.wav" in result.output and "Traceback" not in result.output
+    missing = CliRunner().invoke(app, ["analyze", str(tmp_path / "nothing.mp4")])
+    assert missing.exit_code == 2 and "nothing.mp4: no such file or folder" in missing.output

@@ -1,0 +1,114 @@
+import json
+
+import pytest
+
+from emofuse.analyze.transcripts import Turn, read_transcript, transcript_beside
+from emofuse.errors import InputError
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_webvtt_times_speakers_and_markup(tmp_path):
+    p = write(
+        tmp_path,
+        "a.vtt",
+        "WEBVTT\n\n00:00:00.500 --> 00:00:02.250\n<v Ann>Hello there\n\n"
+        "00:01:02.500 --> 00:01:04.000\n<v Bob>I am <b>so</b> angry!\n",
+    )
+    assert read_transcript(p) == [
+        Turn(text="Hello there", start=0.5, end=2.25, speaker="Ann"),
+        Turn(text="I am so angry!", start=62.5, end=64.0, speaker="Bob"),
+    ]
+
+
+def test_srt_keeps_milliseconds_and_joins_lines(tmp_path):
+    p = write(
+        tmp_path,
+        "a.srt",
+        "1\n00:00:00,500 --> 00:00:02,000\nHello\nthere\n\n2\n01:00:02,040 --> 01:00:04,000\nBye\n",
+    )
+    turns = read_transcript(p)
+    assert [(t.text, t.start, t.end) for t in turns] == [
+        ("Hello there", 0.5, 2.0),
+        ("Bye", 3602.04, 3604.0),
+    ]
+
+
+def test_json_turns_and_wrapped_form(tmp_path):
+    rows = [
+        {"speaker": "A", "start": 0, "end": 1.5, "text": "hi"},
+        {"speaker": "B", "start": 1.5, "end": 3, "text": "  "},
+    ]
+    assert read_transcript(write(tmp_path, "a.json", json.dumps(rows))) == [
+        Turn(text="hi", start=0.0, end=1.5, speaker="A")
+    ]
+    wrapped = write(tmp_path, "b.json", json.dumps({"turns": [{"text": "no times"}]}))
+    assert read_transcript(wrapped) == [Turn(text="no times")]
+
+
+def test_plain_text_lines_and_speaker_prefixes(tmp_path):
+    assert read_transcript(write(tmp_path, "a.txt", "Ann: good morning\n\nBob: hi: there\n")) == [
+        Turn(text="good morning", speaker="Ann"),
+        Turn(text="hi: there", speaker="Bob"),
+    ]
+    # not every line has a prefix: lines are kept whole
+    assert [
+        t.text for t in read_transcript(write(tmp_path, "b.txt", "Note: one\nplain line\n"))
+    ] == ["Note: one", "plain line"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("e.txt", "  \n", "transcript is empty"),
+        ("bad.json", "{", "invalid JSON at line 1"),
+        ("half.json", '[{"text": "x", "start": 1}]', "only one of start and end"),
+        (
+            "back.json",
+            '[{"text": "x", "start": 2, "end": 1}]',
+            "turn 1 ends (1) at or before it starts (2)",
+        ),
+        (
+            "nan.json",
+            '[{"text": "x", "start": NaN, "end": 1}]',
+            "start must be a non-negative number",
+        ),
+        (
+            "mixed.json",
+            '[{"text": "x", "start": 0, "end": 1}, {"text": "y"}]',
+            "some turns have times",
+        ),
+        ("keys.json", '[{"text": "x", "begin": 0}]', "unknown keys ['begin']"),
+        ("bad.vtt", "not a vtt file\n", "malformed WebVTT"),
+        ("bad.srt", "1\nnonsense\n", "malformed SRT"),
+        ("back.srt", "1\n00:00:02,000 --> 00:00:01,000\nx\n", "cue 1 ends"),
+    ],
+)
+def test_bad_transcripts_are_one_line_naming_the_file(tmp_path, name, text, problem):
+    p = write(tmp_path, name, text)
+    with pytest.raises(InputError) as err:
+        read_transcript(p)
+    assert name in str(err.value) and problem in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_not_utf8_and_missing(tmp_path):
+    p = tmp_path / "x.txt"
+    p.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_transcript(p)
+    with pytest.raises(InputError, match="no such transcript"):
+        read_transcript(tmp_path / "none.srt")
+
+
+def test_transcript_beside_media(tmp_path):
+    media = tmp_path / "clip.mp4"
+    media.write_bytes(b"")
+    assert transcript_beside(media) is None
+    srt = write(tmp_path, "clip.srt", "1\n00:00:00,000 --> 00:00:01,000\nx\n")
+    write(tmp_path, "clip.txt", "x")
+    assert transcript_beside(media) == srt  # timed formats first
