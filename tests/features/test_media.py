@@ -221,3 +221,26 @@ def test_head_pose_of_a_sideways_phone_video_is_upright():
     for name in ("upright.mp4", "phone-rot90.mp4", "anamorphic-sar2.mp4"):
         res = ext.extract(Utterance(id="v", dataset="t", media={"video": str(FIXTURES / name)}))
         assert abs(float(res["geometry"][:, roll].mean())) < 10, name
+
+
+@pytest.mark.slow
+def test_span_reads_after_whisper_never_hang(tmp_path):
+    """Frame-threaded decoding hung in avcodec_free_context when a span read closed the stream
+    early, after Whisper had run in the process (the bundled clip, within 200 reads). The reads
+    run in a child process so that a hang fails this test instead of stopping the suite."""
+    import subprocess
+    import sys
+
+    import emofuse
+
+    clip = f"{emofuse.__path__[0]}/datasets/sample/01-01-01-01-01-01-01.mp4"
+    script = (
+        "from emofuse.features.asr import Transcriber\n"
+        "from emofuse.features.media import read_frames\n"
+        f"Transcriber().segment_media({clip!r})\n"
+        "for i in range(200):\n"
+        f"    read_frames({clip!r}, fps=5, start=0.5 + (i % 5) * 0.3, end=2.0)\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-500:]

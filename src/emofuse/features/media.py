@@ -84,6 +84,13 @@ class MediaInfo:
 # -- opening ------------------------------------------------------------------------------------
 
 
+DECODE_THREADS = "SLICE"
+"""FFmpeg threading for decoding: slice threads only. Frame threading ("AUTO"/"FRAME") can hang
+for ever in ``avcodec_free_context`` when a stream is closed before the decoder is drained,
+which every span read does (PyAV issues #909, #1117); it did so here after Whisper had run in
+the same process."""
+
+
 def _av() -> Any:
     try:
         import av
@@ -233,7 +240,7 @@ def load_audio(
         if not c.streams.audio:
             raise InputError(p, "has no audio track")
         stream = c.streams.audio[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = DECODE_THREADS
         declared = _stream_duration(stream)
         # Decode a little context on both sides so the resampler's edges fall outside the span.
         pad = _RESAMPLE_PAD_S if sr != (stream.codec_context.sample_rate or sr) else 0.0
@@ -431,7 +438,7 @@ def read_frames(
         if not c.streams.video:
             raise InputError(p, "has no video stream")
         stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = DECODE_THREADS
         try:
             _sample_frames(c, stream, t0, t1, fps, limit, frames, times)
         except _decode_errors() as err:
