@@ -165,3 +165,22 @@ def test_audio_features_from_real_mosi_stereo(egemaps):
     path = shared_subdir("mosi") / "media" / "03bSnISJMiM_1.wav"
     feats = egemaps.validate(egemaps.extract(_utt("mosi", audio=str(path))))
     assert feats["functionals"].shape == (88,)
+
+
+def test_whisper_encoder_unpadded_keeps_the_frame_count():
+    """pad=False encodes each window at its own length: same T = ceil(samples / 320) as the
+    padded states (the values differ: attention no longer sees 30 s of padding)."""
+    import emofuse
+    from emofuse.data.inputs import FeatureRef
+
+    padded = FeatureRef.parse("whisper-encoder:frames").build()
+    unpadded = FeatureRef.parse(
+        {"extractor": "whisper-encoder", "output": "frames", "options": {"pad": False}}
+    ).build()
+    for n in (1, 320, 321, 16000 * 31):
+        assert unpadded.encode(np.zeros(n, np.float32)).shape == ((n + 319) // 320, 384)
+    wave = load_audio(f"{emofuse.__path__[0]}/datasets/sample/03-01-05-02-01-01-01.wav")
+    a, b = padded.encode(wave), unpadded.encode(wave)
+    assert a.shape == b.shape and np.isfinite(b).all()
+    assert not np.allclose(a, b, atol=1e-3)
+    assert padded.fingerprint() != unpadded.fingerprint()  # cached apart

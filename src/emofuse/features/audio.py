@@ -155,6 +155,12 @@ class WhisperEncoderConfig(Config):
     batch_windows: int = Field(
         4, ge=1, description="30 s windows encoded together for long audio (memory vs speed)."
     )
+    pad: bool = Field(
+        True,
+        description="Zero-pad every window to Whisper's 30 s, as Whisper does (True), or encode "
+        "only the audio there is (False: a 3 s utterance costs a tenth; the states differ, as "
+        "attention no longer sees the padding).",
+    )
 
 
 @EXTRACTORS.register("whisper-encoder")
@@ -218,6 +224,8 @@ class WhisperEncoderExtractor(_SpeechExtractor):
     def encode(self, wave: np.ndarray) -> np.ndarray:
         """Encoder states ``(ceil(len / 320), 384)`` of 16 kHz mono float32 samples."""
         self.ensure_ready()
+        if not self.config.pad:
+            return self._encode_unpadded(wave)
         win = _WINDOW_S * 16000
         n_windows = max(1, math.ceil(wave.size / win))
         padded = np.zeros(n_windows * win, np.float32)
@@ -236,6 +244,21 @@ class WhisperEncoderExtractor(_SpeechExtractor):
             seconds = min(win, wave.size - i * win) / 16000
             kept.append(states[i, : min(states.shape[1], math.ceil(seconds / _FRAME_S - 1e-9))])
         return np.concatenate(kept)
+
+    def _encode_unpadded(self, wave: np.ndarray) -> np.ndarray:
+        """Each ≤ 30 s window encoded at its own length (an even number of 10 ms mel frames)."""
+        win = _WINDOW_S * 16000
+        outs = []
+        for start in range(0, max(wave.size, 1), win):
+            piece = wave[start : start + win]
+            frames = max(2, 2 * math.ceil(piece.size / 320))  # conv stride 2: even mel frames
+            padded = np.zeros(frames * 160, np.float32)
+            padded[: piece.size] = piece
+            mel = self._mel(padded, padding=0)[:, :frames]
+            mel = np.ascontiguousarray(mel[None], dtype=np.float32)
+            enc = self._model.encode(self._ct2.StorageView.from_array(mel), to_cpu=True)
+            outs.append(np.asarray(enc, dtype=np.float32)[0, : math.ceil(piece.size / 320 - 1e-9)])
+        return np.concatenate(outs)
 
 
 def whisper_model_path(component: str) -> str:
