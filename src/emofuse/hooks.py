@@ -150,6 +150,7 @@ class ProgressHook:
                 Progress,
                 TextColumn,
                 TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
             self._progress = Progress(
@@ -157,6 +158,7 @@ class ProgressHook:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 console=Console(file=self.stream),
                 transient=self.transient,
             )
@@ -193,7 +195,10 @@ class ProgressHook:
         self._plain[step] = (started, now)
         count = f"{completed or 0}" + (f"/{total}" if total is not None else "")
         share = f" ({100 * (completed or 0) / total:.0f}%)" if total else ""
-        print(f"{step}: {count}{share}, {now - started:.0f} s", file=self.stream, flush=True)
+        eta = ""
+        if total and completed and not done and now > started:
+            eta = f", ~{(now - started) * (total - completed) / completed:.0f} s left"
+        print(f"{step}: {count}{share}, {now - started:.0f} s{eta}", file=self.stream, flush=True)
 
 
 __all__ = ["ArtifactHook", "Hook", "Hooks", "ProgressHook", "TimingHook", "call_hook"]
