@@ -71,6 +71,27 @@ def test_real_ravdess_speech_voice_decides(analyzer):
     assert got[ANGRY.name][0] == "anger"
 
 
+@pytest.mark.shared_data
+def test_analyze_on_the_default_models_ravdess_test_actors_matches_its_card(analyzer):
+    """All 32 speech clips of RAVDESS actors 1-4 (the default model's test fold) through
+    analyze: one segment each, and the accuracy the model card reports for voice + words."""
+    from conftest import shared_subdir
+    from emofuse.datasets import load_dataset
+
+    ds = load_dataset("ravdess", root=shared_subdir("ravdess"), fold=0)
+    names = {"calm": "neutral", "happy": "joy", "sad": "sadness", "angry": "anger"}
+    names |= {"fearful": "fear", "surprised": "surprise"}
+    correct = 0
+    for u in ds.splits["test"]:
+        a = analyzer.analyze(u.media["audio"])
+        assert len(a.predictions) == 1 and a.segmentation == "speech"
+        correct += a.predictions[0].emotion == names.get(u.labels.emotion, u.labels.emotion)
+    card = json.loads((default_model_dir() / "card.json").read_text())
+    expected = card["combined"]["ravdess:audio+face+text"]["wa"]
+    assert correct / 32 == pytest.approx(expected, abs=2 / 32)  # ASR words vs the statement
+    assert correct / 32 >= 0.7
+
+
 def test_timed_transcript_beside_media_past_end_skipped(tmp_path, analyzer):
     wav = write_wav(tmp_path / "call.wav", load_audio(ANGRY))  # 3.8 s
     (tmp_path / "call.srt").write_text(

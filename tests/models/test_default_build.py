@@ -122,3 +122,18 @@ def test_a_label_outside_the_shared_set_is_named(tmp_path):
             data_root=tmp_path / "data",
             log=lambda _: None,
         )
+
+
+def test_trim_to_speech_cuts_a_clip_to_what_analyze_segments():
+    import emofuse
+    from emofuse.features.asr import Transcriber
+    from emofuse.records import Utterance
+    from emofuse.train.default import _trimmed
+
+    wav = f"{emofuse.__path__[0]}/datasets/sample/03-01-05-02-01-01-01.wav"
+    cut = _trimmed(Utterance(id="a", dataset="x", media={"audio": wav}))
+    (segment,) = Transcriber().segment_media(wav, transcribe=False)
+    assert (cut.start, cut.end) == (segment.start, segment.end)
+    assert 0.5 < cut.start < cut.end < 3.8
+    text_only = Utterance(id="b", dataset="x", text="hello")
+    assert _trimmed(text_only) is text_only

@@ -299,6 +299,7 @@ def test_adapters_load_in_another_process(tmp_path: Path, monkeypatch) -> None:
     torch.save({"batch": batch, "expected": expected}, tmp_path / "io.pt")
     script = f"""
 import torch
+torch.set_num_threads({torch.get_num_threads()})  # as here: float sums depend on the split
 from safetensors.torch import load_file
 from emofuse.models.encoders import TextEncoderConfig
 from emofuse.models.encoders import TextEncoder

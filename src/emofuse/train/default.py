@@ -65,6 +65,12 @@ class HeadSource(Config):
         description="(val, test) fractions re-split by a stable hash of the utterance id, for a "
         "corpus that ships a single split.",
     )
+    trim_to_speech: bool = Field(
+        False,
+        description="Cut each recording to its speech (first to last stretch Silero VAD finds, "
+        "with the settings emofuse analyze segments by), so the head learns from what analysis "
+        "will feed it rather than from clips with leading and trailing silence.",
+    )
     select: str | None = Field(
         None,
         description="Validation metric that picks the regularisation (default: the corpus's headline).",
@@ -132,6 +138,8 @@ def _corpus(
             return "val" if f < val else "test" if f < val + test else "train"
 
         utts = [u.model_copy(update={"split": split_of(u)}) for u in utts]
+    if source.trim_to_speech:
+        utts = [_trimmed(u) for u in utts]
     if labels is not None:
         mapped = []
         unknown: set[str] = set()
@@ -159,6 +167,20 @@ def _corpus(
     if empty:
         raise ConfigError(f"{source.dataset}: no utterances in split(s) {empty} (set holdout)")
     return by_split, ds.spec
+
+
+def _trimmed(utt: Utterance) -> Utterance:
+    """``utt`` cut to the span of speech in its audio (unchanged when none is found)."""
+    from emofuse.features.asr import SEGMENT_VAD
+    from emofuse.features.vad import SpeechDetector
+
+    source = utt.media.get("audio") or utt.media.get("video")
+    if source is None:
+        return utt
+    stretches = SpeechDetector(SEGMENT_VAD)(source, start=utt.start, end=utt.end)
+    if not stretches:
+        return utt
+    return utt.model_copy(update={"start": stretches[0][0], "end": stretches[-1][1]})
 
 
 def _arrays(table: FeatureTable, modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
