@@ -97,8 +97,18 @@ def test_cli_predict_on_the_sample_dataset(trained, tmp_path):
 
     out = tmp_path / "p.csv"
     with pytest.raises(SystemExit) as e:
-        main(["predict", str(trained["model"]), "--dataset", "sample", "--format", "csv",
-              "--output", str(out)])
+        main(
+            [
+                "predict",
+                str(trained["model"]),
+                "--dataset",
+                "sample",
+                "--format",
+                "csv",
+                "--output",
+                str(out),
+            ]
+        )
     assert e.value.code in (0, None)
     rows = list(csv.DictReader(out.open()))
     assert [r["target_emotion"] for r in rows] == ["neutral", "happy", "angry"]
@@ -121,8 +131,16 @@ def test_prediction_schema_checks_and_flat_rows():
         id="u1",
         emotion="joy",
         probabilities={"joy": 0.75, "anger": 0.25},
-        cues=[Cue(modality="audio", start=0.2, end=0.9, name="raised_pitch",
-                  phrase="pitch rises", strength=0.8)],
+        cues=[
+            Cue(
+                modality="audio",
+                start=0.2,
+                end=0.9,
+                name="raised_pitch",
+                phrase="pitch rises",
+                strength=0.8,
+            )
+        ],
     )
     assert p.confidence == 0.75
     assert Prediction.model_validate_json(p.model_dump_json()) == p
@@ -164,11 +182,17 @@ def test_bad_items_are_reported_and_skipped_not_fatal(trained, tmp_path):
     model = load_model(trained["model"])
     clip = next(SAMPLE.glob("*.wav"))
     with pytest.warns(EmofuseWarning) as caught:
-        preds = model.predict(["Fine.", "", "caf\udcff", tmp_path / "gone.wav", tmp_path, str(clip)])
+        preds = model.predict(
+            ["Fine.", "", "caf\udcff", tmp_path / "gone.wav", tmp_path, str(clip)]
+        )
     message = str(caught[0].message)
     assert message.startswith("5 of 6 inputs not predicted") or message.startswith("4 of 6")
-    for needle in ("text-1: empty sentence", "text-2: sentence holds bytes", "gone.wav: file does",
-                   "is a folder"):
+    for needle in (
+        "text-1: empty sentence",
+        "text-2: sentence holds bytes",
+        "gone.wav: file does",
+        "is a folder",
+    ):
         assert needle in message, needle
     # a string naming an existing media file is read as that file, not as a sentence
     assert [p.id for p in preds] == ["text-0", clip.stem]
@@ -232,8 +256,18 @@ def test_csv_rows_carry_the_text_and_a_non_utf8_file_name_round_trips(trained, t
     assert e.value.code in (0, None)
     assert os.fsencode(str(odd)) in out.read_bytes()  # the file's real name, byte for byte
     with pytest.raises(SystemExit) as e:
-        main(["predict", str(trained["model"]), "-t", "What a day!", "--format", "csv",
-              "--output", str(out)])
+        main(
+            [
+                "predict",
+                str(trained["model"]),
+                "-t",
+                "What a day!",
+                "--format",
+                "csv",
+                "--output",
+                str(out),
+            ]
+        )
     assert next(iter(csv.DictReader(out.open())))["text"] == "What a day!"
 
 
@@ -249,11 +283,15 @@ def test_a_hand_edited_config_that_contradicts_its_extractor_is_refused(trained,
     text = meta["inputs"]["text"]
     text["feature"], text["ref"]["output"], text["kind"] = "minilm:tokens", "tokens", "vector"
     (copy / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(InputError, match=r"config\.json: inputs\.text says minilm:tokens is a "
-                                         r"vector of dim 384, but the extractor declares sequence"):
+    with pytest.raises(
+        InputError,
+        match=r"config\.json: inputs\.text says minilm:tokens is a "
+        r"vector of dim 384, but the extractor declares sequence",
+    ):
         load_model(copy)
-    meta["inputs"]["text"] = json.loads((trained["model"] / "config.json").read_text())[
-        "inputs"]["text"]
+    meta["inputs"]["text"] = json.loads((trained["model"] / "config.json").read_text())["inputs"][
+        "text"
+    ]
     meta["model"] = "no-such-model"
     (copy / "config.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match=r"config\.json: unreadable model config \(unknown model"):
@@ -261,3 +299,36 @@ def test_a_hand_edited_config_that_contradicts_its_extractor_is_refused(trained,
     (copy / "config.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="expected a JSON object, found a list"):
         load_model(copy)
+
+
+def test_analyze_with_a_model_trained_by_emofuse_train(trained, tmp_path):
+    """`emofuse analyze --model RUN/model`: any trained model reads the segments, with its labels."""
+    from typer.testing import CliRunner
+
+    from emofuse.analyze import Analyzer
+    from emofuse.cli import app
+
+    a = Analyzer(trained["model"]).analyze(SAMPLE / "03-01-05-02-01-01-01.wav")
+    assert a.model.startswith("mlp (") and a.labels == SPEC.emotion_labels
+    assert a.segmentation == "speech" and len(a.predictions) == 1
+    p = a.predictions[0]
+    assert p.modalities == ["audio", "text"] and p.text  # words from ASR, voice from the clip
+    assert set(p.probabilities) == set(SPEC.emotion_labels)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            str(SAMPLE / "03-01-05-02-01-01-01.wav"),
+            "--model",
+            str(trained["model"]),
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "03-01-05-02-01-01-01.json").read_text())["model"] == a.model
+    not_a_model = CliRunner().invoke(
+        app, ["analyze", str(SAMPLE / "03-01-05-02-01-01-01.wav"), "--model", str(tmp_path)]
+    )
+    assert not_a_model.exit_code == 2 and "not a saved emofuse model" in not_a_model.output

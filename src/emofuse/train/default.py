@@ -387,8 +387,10 @@ def build_default_model(
                 "options": source.options,
                 "label_map": source.label_map,
                 "holdout": source.holdout,
+                "trim_to_speech": source.trim_to_speech,
                 "licence": source.licence,
                 "feature": refs[m].key,
+                "feature_options": h.feature.options,
                 "n": {s: len(tables[s]) for s in SPLITS},
                 "skipped": {s: len(tables[s].skipped) for s in SPLITS},
                 "select": fit["select"],
@@ -528,8 +530,14 @@ def model_card(card: dict[str, Any]) -> str:
     ]
     for key, h in card["heads"].items():
         n = h["n"]
+        corpus = f"{h['dataset']} {h['options'] or ''}".strip()
+        if h.get("trim_to_speech"):
+            corpus += ", cut to speech"
+        if h.get("holdout"):
+            corpus += f", re-split {h['holdout'][0]:g}/{h['holdout'][1]:g} (val/test) by id"
+        feature = f"`{h['feature']}`" + (f" {h['feature_options']}" if h.get("feature_options") else "")
         lines.append(
-            f"| {key} | {h['dataset']} {h['options'] or ''} | `{h['feature']}` | "
+            f"| {key} | {corpus} | {feature} | "
             f"{n['train']} / {n['val']} / {n['test']} | {h['chosen']} by {h['select']} | "
             f"{h.get('temperature', '—')} | {h['licence']} |"
         )
