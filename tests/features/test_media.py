@@ -199,7 +199,7 @@ def test_real_mosi_stereo_wav():
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "media"
 
 
-@pytest.mark.parametrize("name", ["phone-rot90.mp4", "anamorphic-sar2.mp4"])
+@pytest.mark.parametrize("name", ["phone-rot90.mp4", "phone-rot270.mp4", "anamorphic-sar2.mp4"])
 def test_frames_are_read_as_a_player_shows_them(name):
     """A sideways-stored phone video (display matrix) and non-square pixels read upright and
     undistorted: the same image as the plain file, up to compression noise."""
@@ -218,7 +218,7 @@ def test_head_pose_of_a_sideways_phone_video_is_upright():
 
     roll = GEOMETRY_FEATURES.index("head_roll")
     ext = get_extractor("face")
-    for name in ("upright.mp4", "phone-rot90.mp4", "anamorphic-sar2.mp4"):
+    for name in ("upright.mp4", "phone-rot90.mp4", "phone-rot270.mp4", "anamorphic-sar2.mp4"):
         res = ext.extract(Utterance(id="v", dataset="t", media={"video": str(FIXTURES / name)}))
         assert abs(float(res["geometry"][:, roll].mean())) < 10, name
 

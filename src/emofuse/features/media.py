@@ -454,9 +454,11 @@ def _as_displayed(frame: Any, sar: float) -> np.ndarray:
     Non-square pixels are stretched to square ones (sample aspect ratio), and the image is
     turned by the display matrix (phone video stored sideways).
 
-    PyAV's ``frame.rotation`` is the display matrix's angle in degrees; the stored image is
-    turned by its negative (``np.rot90`` with ``k = -rotation / 90``), which is what FFmpeg's
-    own auto-rotation does.
+    PyAV's ``frame.rotation`` is the display matrix's angle in degrees, counter-clockwise
+    (``av_display_rotation_get``); a player turns the stored image counter-clockwise by it
+    (``np.rot90`` with ``k = rotation / 90``), which is what FFmpeg's own auto-rotation does
+    (``theta = -rotation``, then ``transpose=clock`` for 90). Checked against FFmpeg 5.1's
+    auto-rotated frames of ``tests/data/media/phone-rot90.mp4`` and ``phone-rot270.mp4``.
     """
     img = frame.to_ndarray(format="rgb24")
     if abs(sar - 1.0) > 1e-3:
@@ -467,7 +469,7 @@ def _as_displayed(frame: Any, sar: float) -> np.ndarray:
             img = cv2.resize(img, (round(w * sar), h), interpolation=cv2.INTER_LINEAR)
         else:
             img = cv2.resize(img, (w, round(h / sar)), interpolation=cv2.INTER_LINEAR)
-    turns = -round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+    turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
     if turns:
         img = np.rot90(img, k=turns)
     return np.ascontiguousarray(img)
