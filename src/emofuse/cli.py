@@ -1202,15 +1202,18 @@ def analyze(
     """
     from emofuse.analyze.batch import analyze_files
     from emofuse.hooks import ProgressHook
-    from emofuse.records import read_json
 
     shown: list[str] = []
+    failures: list[str] = []
 
     def show(path: Path, analysis: Any, error: str | None) -> None:
         if analysis is None:
-            err.print(
-                f"[bold red]failed:[/bold red] [red]{escape(error or '')}[/red]", soft_wrap=True
-            )
+            failures.append(error or f"{path}: failed")
+            if len(paths) > 1 or Path(paths[0]).is_dir():  # a single file's error ends the run
+                err.print(
+                    f"[bold red]failed:[/bold red] [red]{escape(failures[-1])}[/red]",
+                    soft_wrap=True,
+                )
             return
         shown.append(os.fspath(path))
         _print_analysis(analysis)
@@ -1230,6 +1233,10 @@ def analyze(
             hook=hook,
             on_result=show,
         )
+    if failures and not result.analyses:
+        if len(failures) == 1:
+            raise _fail(failures[0])
+        raise _fail(f"none of the {len(failures)} files could be analysed (listed above)")
     folder = result.out or out_dir
     for source, a in result.analyses.items():
         if source not in shown:
@@ -1238,22 +1245,17 @@ def analyze(
         out.print(
             f"{result.reused} file(s) analysed before (same content and model): results reused"
         )
-    names = {
-        v.get("source"): v.get("name") for v in (read_json(folder / "index.json") or {}).values()
-    }
-    for source in result.analyses:
-        name = names.get(source)
-        if name and report:
-            out.print(f"report: {folder / (name + '.html')}", soft_wrap=True)
+    if report:
+        for source in result.analyses:
+            out.print(f"report: {folder / (result.names[source] + '.html')}", soft_wrap=True)
     out.print(
-        f"results: {folder} (per file .json{', .html' if report else ''}; all segments: analysis.csv)",
+        f"results: {folder} (per file .json{', .html' if report else ''}; the segments of this "
+        "run's files: analysis.csv)",
         soft_wrap=True,
     )
-    if result.failed and not result.analyses:
-        raise _fail(f"no file could be analysed ({len(result.failed)} failed)")
-    if result.failed:
+    if failures:
         err.print(
-            f"[yellow]{len(result.failed)} of {len(result.failed) + len(result.analyses)} "
+            f"[yellow]{len(failures)} of {len(failures) + len(result.analyses)} "
             "file(s) failed (listed above)[/yellow]"
         )
 

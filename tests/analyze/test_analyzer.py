@@ -226,3 +226,33 @@ def test_default_model_is_in_the_package():
     model = emofuse.load_model(d)
     assert model.spec.emotion_labels == card["labels"]
     assert sorted(model.inputs) == ["audio", "face", "text"]
+
+
+def test_a_file_beside_that_is_not_a_transcript_is_ignored_with_a_note(tmp_path, analyzer):
+    wav = write_wav(tmp_path / "clip.wav", load_audio(HAPPY))
+    (tmp_path / "clip.json").write_text('{"camera": "phone", "fps": 30}', encoding="utf-8")
+    a = analyzer.analyze(wav)
+    assert a.segmentation == "speech" and len(a.predictions) == 1
+    assert any("clip.json beside it is not a usable transcript" in n for n in a.notes)
+
+
+def test_words_in_another_language_are_left_out_not_read_as_english(tmp_path):
+    wav = write_wav(tmp_path / "fr.wav", load_audio(ANGRY))
+    srt = tmp_path / "fr.srt"
+    srt.write_text(
+        "1\n00:00:00,900 --> 00:00:03,000\nJe suis vraiment en colère\n", encoding="utf-8"
+    )
+    a = Analyzer(language="fr").analyze(wav, transcript=srt)
+    p = a.predictions[0]
+    assert p.modalities == ["audio"] and p.sentiment is None  # sentiment comes from words only
+    assert a.skipped[0].what == "minilm" and "not English" in a.skipped[0].why
+
+
+def test_a_file_that_is_no_image_is_an_error(tmp_path, analyzer):
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    with pytest.raises(InputError) as err:
+        analyzer.analyze(fake)
+    assert "fake.png" in str(err.value)
+    with pytest.raises(InputError, match="takes one file path, got a list"):
+        analyzer.analyze([HAPPY])

@@ -76,10 +76,14 @@ def test_local_batch_isolates_failures_and_reuses_by_content(folder, tmp_path):
         third.reused == 2
         and third.analyses[str(folder / "renamed.wav")].segmentation == "transcript"
     )
-    assert (
-        again.analyses[str(folder / "renamed.wav")].predictions
-        == first.analyses[str(folder / "happy.wav")].predictions
+    moved, before = (
+        again.analyses[str(folder / "renamed.wav")],
+        first.analyses[str(folder / "happy.wav")],
     )
+    assert [p.model_dump(exclude={"source"}) for p in moved.predictions] == [
+        p.model_dump(exclude={"source"}) for p in before.predictions
+    ]
+    assert {p.source for p in moved.predictions} == {str(folder / "renamed.wav")}
 
 
 def test_ray_engine_equals_local(folder, tmp_path):
@@ -92,7 +96,9 @@ def test_ray_engine_equals_local(folder, tmp_path):
         for p, q in zip(a.predictions, b.predictions, strict=True):
             assert p.emotion == q.emotion and p.id == q.id
             for label, value in p.probabilities.items():
-                assert q.probabilities[label] == pytest.approx(value, abs=1e-4)  # float32, other threads
+                assert q.probabilities[label] == pytest.approx(
+                    value, abs=1e-4
+                )  # float32, other threads
     assert (
         rows(tmp_path / "ray" / "analysis.csv")[0].keys()
         == rows(tmp_path / "local" / "analysis.csv")[0].keys()
@@ -118,3 +124,60 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     assert "junk.wav" in result.output and "Traceback" not in result.output
     missing = CliRunner().invoke(app, ["analyze", str(tmp_path / "nothing.mp4")])
     assert missing.exit_code == 2 and "nothing.mp4: no such file or folder" in missing.output
+
+
+def test_what_changes_a_result_is_in_its_key(tmp_path):
+    """The same audio with three transcripts, then in another language: four results, none of
+    them handed out for another (a name clash once overwrote one result with another)."""
+    wav = tmp_path / "a.wav"
+    shutil.copy(ANGRY, wav)
+    words = {}
+    for i, said in enumerate(["I am furious with you", "What a lovely day", "The bus is late"]):
+        srt = tmp_path / f"t{i}.srt"
+        srt.write_text(f"1\n00:00:00,900 --> 00:00:03,000\n{said}\n", encoding="utf-8")
+        words[srt] = said
+        analyze_files([wav], tmp_path / "out", transcript=srt, report=False)
+    for srt, said in words.items():  # all reused now, each with its own words
+        again = analyze_files([wav], tmp_path / "out", transcript=srt, report=False)
+        assert again.reused == 1 and again.analyses[str(wav)].predictions[0].text == said
+    french = analyze_files([wav], tmp_path / "out", language="fr", report=False)
+    assert french.reused == 0
+    assert [p.text for p in french.analyses[str(wav)].predictions] == [None]
+
+
+def test_an_unexpected_error_costs_only_its_file(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(HAPPY, d / "ok.wav")
+    (d / "deep.json").write_text("[" * 100000 + "]" * 100000, encoding="utf-8")
+    res = analyze_files([d], tmp_path / "out", report=False)
+    assert list(res.analyses) == [str(d / "ok.wav")]
+    assert "nested too deeply" in res.failed[str(d / "deep.json")]
+    assert len(rows(tmp_path / "out" / "analysis.csv")) == 1
+    # a later run where every file fails leaves that table alone
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"")
+    assert analyze_files([bad], tmp_path / "out").failed
+    assert len(rows(tmp_path / "out" / "analysis.csv")) == 1
+
+
+def test_cli_single_bad_file_is_exactly_its_own_line(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(app, ["analyze", str(empty), "--out", str(tmp_path / "new")])
+    assert result.exit_code == 2
+    errors = [ln for ln in result.output.splitlines() if "error" in ln or "failed" in ln]
+    assert errors == [f"error: {empty}: file is empty (0 bytes)"]  # nothing about index.json
+    nope = CliRunner().invoke(
+        app, ["analyze", str(HAPPY), "--transcript", str(tmp_path / "nope.srt")]
+    )
+    assert nope.exit_code == 2 and "nope.srt: no such transcript file" in nope.output
+
+
+def test_an_unreachable_ray_address_is_one_line(tmp_path):
+    from emofuse.errors import InputError
+
+    with pytest.raises(InputError, match="no Ray cluster answers there"):
+        analyze_files([HAPPY], tmp_path / "o", engine="ray", address="127.0.0.1:1")
+    with pytest.raises(InputError, match="must be at least 1"):
+        analyze_files([HAPPY], tmp_path / "o", engine="ray", workers=-3)

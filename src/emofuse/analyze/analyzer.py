@@ -120,9 +120,17 @@ class Analyzer:
         from emofuse.features.media import probe
 
         t0 = time.perf_counter()
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(
+                None,
+                f"analyze() takes one file path, got a {type(path).__name__}; for many files "
+                "use emofuse.analyze.batch.analyze_files",
+            )
         p = Path(path)
         if p.is_dir():
-            raise InputError(p, "is a folder; use analyze_many() (or give its files)")
+            raise InputError(
+                p, "is a folder; give its files, or use emofuse.analyze.batch.analyze_files"
+            )
         if not p.is_file():
             raise InputError(p, "no such file")
         notes: list[str] = []
@@ -144,6 +152,7 @@ class Analyzer:
                         start=t.start,
                         end=t.end,
                         text=t.text,
+                        language=self.language,
                     )
                     for i, t in enumerate(turns)
                 ]
@@ -165,19 +174,49 @@ class Analyzer:
         tfile = Path(transcript) if transcript is not None else transcript_beside(p)
         segmentation: Segmentation
         if kind == "image":
+            from emofuse.features.media import read_image
+
+            read_image(p)  # a file that is not a readable image is an error, not an empty result
             if tfile is not None:
                 notes.append(f"transcript {tfile.name} ignored: an image has no time line")
             utts = [Utterance(id=stem, dataset=DATASET, media={"image": os.fspath(p)})]
             return self._finish(p, kind, None, None, "whole", utts, notes, skipped, t0)
-        turns = read_transcript(tfile) if tfile is not None else None
+        turns = None
+        if tfile is not None:
+            try:
+                turns = read_transcript(tfile)
+            except InputError as err:
+                if transcript is not None:
+                    raise  # the transcript asked for must be usable
+                # a file beside the media that merely shares its stem (metadata JSON, notes)
+                notes.append(
+                    f"{tfile.name} beside it is not a usable transcript, ignored ({err.problem})"
+                )
+                tfile = None
         if turns is not None and turns[0].start is not None:
-            utts, skipped = _timed_segments(p, kind, stem, turns, duration, tfile)  # type: ignore[arg-type]
+            utts, skipped = _timed_segments(
+                p,
+                kind,
+                stem,
+                turns,
+                duration,
+                tfile,
+                self.language,  # type: ignore[arg-type]
+            )
             if info.has_audio:
                 self._check_speech_coverage(p, utts, tfile)  # type: ignore[arg-type]
             segmentation = "transcript"
         elif turns is not None and (duration or 0.0) <= WHOLE_CLIP_S:
             text = " ".join(t.text for t in turns)
-            utts = [Utterance(id=stem, dataset=DATASET, media={kind: os.fspath(p)}, text=text)]
+            utts = [
+                Utterance(
+                    id=stem,
+                    dataset=DATASET,
+                    media={kind: os.fspath(p)},
+                    text=text,
+                    language=self.language,
+                )
+            ]
             segmentation = "whole"
         else:
             if turns is not None:
@@ -362,6 +401,7 @@ def _timed_segments(
     turns: list[Turn],
     duration: float | None,
     tfile: Path,
+    language: str | None = None,
 ) -> tuple[list[Utterance], list[Skipped]]:
     """One utterance per timed turn, cut to the media's length; turns past the end skipped."""
     utts: list[Utterance] = []
@@ -392,6 +432,7 @@ def _timed_segments(
                 end=min(t.end, end_of_media),
                 media={kind: os.fspath(p)},
                 text=t.text,
+                language=language,
             )
         )
     if not utts:

@@ -38,12 +38,14 @@ class BatchResult:
         analyses: ``file → Analysis`` of every file analysed now or before (reused).
         failed: ``file → reason`` of the files that could not be analysed.
         reused: Files whose earlier result was found by content and kept.
+        names: ``file → name`` of its ``<name>.json`` / ``<name>.html`` in the output folder.
         out: The output folder.
     """
 
     analyses: dict[str, Analysis] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     reused: int = 0
+    names: dict[str, str] = field(default_factory=dict)
     out: Path | None = None
 
 
@@ -129,8 +131,17 @@ def analyze_files(
     from emofuse.features.base import file_digest
 
     files = expand(paths)
-    if transcript is not None and len(files) != 1:
-        raise InputError(transcript, "a transcript goes with exactly one media file")
+    if transcript is not None:
+        if len(files) != 1:
+            raise InputError(transcript, "a transcript goes with exactly one media file")
+        if not Path(transcript).is_file():
+            raise InputError(transcript, "no such transcript file")
+    if workers is not None and workers < 1:
+        raise InputError("--workers", f"must be at least 1, got {workers}")
+    if engine == "ray":
+        from emofuse.features.pipeline import check_ray_address
+
+        check_ray_address(address)
     folder = make_folder(out)
     model_dir = Path(model) if model is not None else default_model_dir()
     analyzer = Analyzer(
@@ -148,9 +159,12 @@ def analyze_files(
             # the words count too: a transcript given, or one beside the media
             words = transcript if transcript is not None else transcript_beside(f)
             tkey = "" if words is None or is_transcript(f) else f"-{file_digest(words)[:16]}"
-            key = f"{file_digest(f)}-{mkey}{tkey}"
+            # everything that changes the result: content, words, model, language
+            key = f"{file_digest(f)}-{mkey}{tkey}-{language.lower()}"
         except OSError as err:
             result.failed[os.fspath(f)] = f"{f}: cannot read ({err.strerror or err})"
+            if on_result:
+                on_result(f, None, result.failed[os.fspath(f)])
             continue
         done = index.get(key)
         if isinstance(done, dict) and (folder / f"{done['name']}.json").is_file():
@@ -163,7 +177,12 @@ def analyze_files(
             if prior is not None:
                 if report and not (folder / f"{done['name']}.html").is_file():
                     prior.report(folder / f"{done['name']}.html")
-                result.analyses[os.fspath(f)] = prior.model_copy(update={"source": os.fspath(f)})
+                here = os.fspath(f)  # the same content, perhaps under another name
+                preds = [q.model_copy(update={"source": here}) for q in prior.predictions]
+                result.analyses[here] = prior.model_copy(
+                    update={"source": here, "predictions": preds}
+                )
+                result.names[here] = done["name"]
                 result.reused += 1
                 if on_result:
                     on_result(f, result.analyses[os.fspath(f)], None)
@@ -182,6 +201,7 @@ def analyze_files(
             index[key] = {"name": name, "source": os.fspath(f)}
             dump_json(index_file, index)
             result.analyses[os.fspath(f)] = analysis
+            result.names[os.fspath(f)] = name
         if on_result:
             on_result(f, analysis, error)
         call_hook(
@@ -194,15 +214,26 @@ def analyze_files(
     if engine == "local":
         for f, key in todo:
             try:
-                keep(f, key, analyzer.analyze(f, transcript), None)
-            except EmofuseError as err:
-                keep(f, key, None, str(err))
+                analysis = analyzer.analyze(f, transcript)
+            except Exception as err:  # one file's failure never costs the others their results
+                keep(f, key, None, failure(f, err))
+            else:
+                keep(f, key, analysis, None)
     elif todo:
         _run_ray(todo, model_dir, cache, language, address, workers, keep)
     order = {os.fspath(f): i for i, f in enumerate(files)}
     result.analyses = dict(sorted(result.analyses.items(), key=lambda kv: order.get(kv[0], 0)))
-    write_text_atomic(folder / "analysis.csv", batch_csv(result.analyses))
+    if result.analyses:  # a run where every file failed leaves the last table as it was
+        write_text_atomic(folder / "analysis.csv", batch_csv(result.analyses))
     return result
+
+
+def failure(path: Path, err: BaseException) -> str:
+    """One line for a file that could not be analysed (an unexpected error says so)."""
+    if isinstance(err, EmofuseError):
+        return str(err)
+    first = (str(err).splitlines() or [""])[0][:200]
+    return f"{path}: unexpected error ({type(err).__name__}{': ' + first if first else ''})"
 
 
 def batch_csv(analyses: dict[str, Analysis]) -> str:
@@ -218,7 +249,7 @@ def batch_csv(analyses: dict[str, Analysis]) -> str:
 
 def _free_name(f: Path, key: str, taken: set[str]) -> str:
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in f.stem) or "file"
-    return stem if stem not in taken else f"{stem}-{key[:8]}"
+    return stem if stem not in taken else f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def _run_ray(
@@ -275,8 +306,8 @@ class _RayAnalyzer:
     def run(self, path: str) -> tuple[str, str | None, str | None]:
         try:
             return path, self.analyzer.analyze(path).to_json(indent=None), None
-        except EmofuseError as err:
-            return path, None, str(err)
+        except Exception as err:  # reported per file, as the local engine does
+            return path, None, failure(Path(path), err)
 
 
 __all__ = ["BatchResult", "analyze_files", "batch_csv", "expand", "model_key"]

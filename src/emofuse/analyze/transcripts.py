@@ -121,6 +121,8 @@ def _ms(ts: object) -> float:
 def _json(p: Path, text: str) -> list[Turn]:
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise InputError(p, "JSON nested too deeply to be a transcript") from None
     except json.JSONDecodeError as err:
         raise InputError(
             p, f"invalid JSON at line {err.lineno}, column {err.colno} ({err.msg})"

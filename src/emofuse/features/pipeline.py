@@ -190,6 +190,31 @@ def _run_local(todo, extractor, cache, batch_size, advance: Callable[[int], None
         advance(len(batch))
 
 
+def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse in one line a Ray address nothing answers at (``ray.init`` retries for minutes).
+
+    ``None`` and ``"auto"`` (start or find a local cluster) are not checked; ``host:port`` and
+    ``ray://host:port`` get a TCP connection attempt.
+
+    Raises:
+        InputError: the address is malformed, or nothing accepts a connection there.
+    """
+    import socket
+
+    if address is None or address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(address, "not a Ray address: expected host:port or ray://host:port")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InputError(address, f"no Ray cluster answers there ({reason})") from None
+
+
 def _run_ray(
     todo, extractor, root, batch_size, address, workers, advance: Callable[[int], None]
 ) -> None:
@@ -199,6 +224,7 @@ def _run_ray(
         raise MissingDependencyError("the ray engine", "ray", extra="ray") from None
     started_here = not ray.is_initialized()
     if started_here:
+        check_ray_address(address)
         init: dict[str, Any] = {
             "address": address,
             "include_dashboard": False,
