@@ -185,7 +185,7 @@ class FaceExtractor(FeatureExtractor):
 
     modality: ClassVar[Literal["face"]] = "face"
     Config = FaceConfig
-    version = "2"
+    version = "3"  # 3: display rotation turned the right way (2 turned phone video upside down)
     dependencies = ("mediapipe", "ai-edge-litert", "opencv-python-headless", "fer", "av")
 
     def outputs(self) -> dict[str, OutputSpec]:
