@@ -112,3 +112,8 @@ def test_transcript_beside_media(tmp_path):
     srt = write(tmp_path, "clip.srt", "1\n00:00:00,000 --> 00:00:01,000\nx\n")
     write(tmp_path, "clip.txt", "x")
     assert transcript_beside(media) == srt  # timed formats first
+
+
+def test_srt_override_tags_are_not_words(tmp_path):
+    p = write(tmp_path, "a.srt", "1\n00:00:00,500 --> 00:00:02,000\n{\\an8}Hello {\\i1}there{\\i0}\n")
+    assert [t.text for t in read_transcript(p)] == ["Hello there"]

@@ -244,3 +244,13 @@ def test_span_reads_after_whisper_never_hang(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-500:]
+
+
+def test_an_undecodable_image_is_one_error_and_no_opencv_log_line(tmp_path, capfd):
+    from emofuse.features.media import read_image
+
+    png = tmp_path / "trunc.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    with pytest.raises(InputError, match=r"trunc\.png: cannot decode image"):
+        read_image(png)
+    assert capfd.readouterr().err == ""  # OpenCV printed "[ERROR:0@…] … readHeader …" here

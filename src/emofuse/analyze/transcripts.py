@@ -28,6 +28,9 @@ from emofuse.errors import InputError, MissingDependencyError
 TRANSCRIPT_SUFFIXES = (".srt", ".vtt", ".json", ".txt")
 """File suffixes read as transcripts, in the order a transcript beside a media file is looked for."""
 
+_OVERRIDE = re.compile(r"\{\\[^{}]*\}")
+r"""SubRip/ASS override tags such as ``{\an8}`` or ``{\i1}``: styling, not words."""
+
 _SPEAKER = re.compile(r"^\s*([^:\s][^:]{0,40}):\s+(\S.*)$")
 
 
@@ -101,7 +104,7 @@ def _subtitles(p: Path, suffix: str) -> list[Turn]:
         raise InputError(p, f"malformed {kind} file ({problem})") from None
     turns = []
     for i, c in enumerate(captions, start=1):
-        words = " ".join(c.text.split())
+        words = " ".join(_OVERRIDE.sub("", c.text).split())
         if not words:
             continue
         start, end = _ms(c.start_time) / 1000.0, _ms(c.end_time) / 1000.0

@@ -553,7 +553,13 @@ def read_image(path: PathLike) -> np.ndarray:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as err:
         raise InputError(p, f"cannot read image: {_reason(err)}") from None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    # OpenCV's own "[ERROR:0] ... readHeader" lines would repeat what the InputError says
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if img is None:
         raise InputError(p, "cannot decode image: not an image or corrupt")
     return np.ascontiguousarray(img[:, :, ::-1])
