@@ -384,10 +384,19 @@ def _print_counts(ds: Dataset) -> None:
 
 # -- features ------------------------------------------------------------------------------
 class EngineChoice(StrEnum):
-    """Extraction engines."""
+    """Where batch work runs (feature extraction, analysis)."""
 
     local = "local"
     ray = "ray"
+
+
+EngineOption = Annotated[EngineChoice, typer.Option(help="Where to run.")]
+RayAddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+]
+RayWorkersOption = Annotated[
+    int | None, typer.Option(help="Ray workers (default: the cluster's CPUs).")
+]
 
 
 _NEEDS = {"text": "text", "audio": "audio or video", "face": "video or image"}
@@ -522,13 +531,9 @@ def features_extract(
     cache: Annotated[
         Path | None, typer.Option(help=f"Feature cache (default ${CACHE_ENV} or {DEFAULT_CACHE}).")
     ] = None,
-    engine: Annotated[EngineChoice, typer.Option(help="Where to run.")] = EngineChoice.local,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Ray workers (default: the cluster's CPUs).")
-    ] = None,
+    engine: EngineOption = EngineChoice.local,
+    address: RayAddressOption = None,
+    workers: RayWorkersOption = None,
     batch_size: Annotated[
         int | None,
         typer.Option(help="Utterances per batch and per shard (default: the extractor's own)."),
@@ -1149,13 +1154,6 @@ def predict(
         err.print(f"{len(preds)} prediction(s) → {output}", soft_wrap=True)
 
 
-class Engine(StrEnum):
-    """Where batch work runs."""
-
-    local = "local"
-    ray = "ray"
-
-
 @app.command()
 @handled
 def analyze(
@@ -1182,13 +1180,9 @@ def analyze(
     language: Annotated[
         str, typer.Option(help="Language spoken (speech recognition runs for English only).")
     ] = "en",
-    engine: Annotated[Engine, typer.Option(help="Where to run.")] = Engine.local,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Ray workers (default: the cluster's CPUs).")
-    ] = None,
+    engine: EngineOption = EngineChoice.local,
+    address: RayAddressOption = None,
+    workers: RayWorkersOption = None,
     cache: Annotated[
         Path | None, typer.Option(help="Feature cache to reuse and fill (default: in memory).")
     ] = None,

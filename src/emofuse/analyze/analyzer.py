@@ -116,7 +116,6 @@ class Analyzer:
             InputError: the file is missing, unreadable or of an unknown kind, or the transcript
                 is malformed or does not fit the media (the message names the file).
         """
-        from emofuse.features.base import file_digest
         from emofuse.features.media import probe
 
         t0 = time.perf_counter()
@@ -226,18 +225,18 @@ class Analyzer:
                     f"{duration:.0f} s: segmented by speech instead"
                 )
                 tfile = None
-            utts, segmentation = self._speech_segments(p, kind, duration, notes)
-        return self._finish(
-            p, kind, duration, tfile, segmentation, utts, notes, skipped, t0, file_digest(p)
-        )
+            utts, segmentation = self._speech_segments(p, kind, duration, info.has_audio, notes)
+        return self._finish(p, kind, duration, tfile, segmentation, utts, notes, skipped, t0)
 
     def _speech_segments(
-        self, p: Path, kind: Literal["video", "audio"], duration: float | None, notes: list[str]
+        self,
+        p: Path,
+        kind: Literal["video", "audio"],
+        duration: float | None,
+        has_audio: bool,
+        notes: list[str],
     ) -> tuple[list[Utterance], Segmentation]:
-        from emofuse.features.media import probe
-
         english = self.language.lower().split("-")[0] == "en"
-        has_audio = probe(p).has_audio
         utts: list[Utterance] = []
         if has_audio:
             with warnings.catch_warnings(record=True) as caught:
@@ -324,7 +323,6 @@ class Analyzer:
         notes: list[str],
         skipped: list[Skipped],
         t0: float,
-        digest: str | None = None,
     ) -> Analysis:
         from emofuse.features.base import file_digest
         from emofuse.models.inference import Inference
@@ -359,7 +357,7 @@ class Analyzer:
                 notes.append("no segment could be analysed (see skipped)")
         return Analysis(
             source=os.fspath(p),
-            digest=digest or file_digest(p),
+            digest=file_digest(p),
             kind=kind,
             duration=None if duration is None else round(duration, 3),
             transcript=None if transcript is None else os.fspath(transcript),

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from emofuse.analyze.result import Analysis, rows_csv
 from emofuse.analyze.transcripts import is_transcript, transcript_beside
 from emofuse.datasets.folder import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from emofuse.errors import EmofuseError, InputError, MissingDependencyError
+from emofuse.errors import EmofuseError, InputError
 from emofuse.hooks import Hook, call_hook
 from emofuse.records import dump_json, make_folder, read_json, write_text_atomic
 
@@ -261,38 +261,16 @@ def _run_ray(
     workers: int | None,
     keep: Callable[[Path, str, Analysis | None, str | None], None],
 ) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise MissingDependencyError("the ray engine", "ray", extra="ray") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        init: dict[str, Any] = {
-            "address": address,
-            "include_dashboard": False,
-            "log_to_driver": False,
-        }
-        if address is None:
-            init["num_cpus"] = workers or os.cpu_count() or 1
-        ray.init(**init)
-    try:
-        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        n = min(n, len(todo))
-        actor_cls = ray.remote(num_cpus=1)(_RayAnalyzer)
-        cache_dir = None if cache is None else os.fspath(cache)
-        actors = [actor_cls.remote(os.fspath(model_dir), cache_dir, language) for _ in range(n)]
-        pool = ray.util.ActorPool(actors)
-        by_path = {os.fspath(f): (f, key) for f, key in todo}
+    from emofuse.features.pipeline import ray_actor_pool
+
+    args = (os.fspath(model_dir), None if cache is None else os.fspath(cache), language)
+    by_path = {os.fspath(f): (f, key) for f, key in todo}
+    with ray_actor_pool(_RayAnalyzer, args, address, workers, len(todo)) as pool:
         for path, payload, error in pool.map_unordered(
             lambda a, item: a.run.remote(os.fspath(item[0])), todo
         ):
             f, key = by_path[path]
             keep(f, key, None if payload is None else Analysis.model_validate_json(payload), error)
-        for a in actors:
-            ray.kill(a)
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 class _RayAnalyzer:

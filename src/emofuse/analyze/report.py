@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from emofuse.analyze.result import Analysis
+from emofuse.evaluate.plots import figure
 from emofuse.records import write_text_atomic
 
 PALETTE = {
@@ -32,11 +33,8 @@ MODALITY_COLOURS = {"text": "#4c72b0", "audio": "#dd8452", "face": "#55a868"}
 
 
 def _svg(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML prologue: the SVG is inline
 
@@ -55,41 +53,47 @@ def _times(a: Analysis) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def _figure() -> tuple[Any, Any]:
-    import matplotlib
+    fig = figure(9.0, 2.6)
+    return fig, fig.subplots()
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(9.0, 2.6), dpi=100)
+def _stacked(
+    a: Analysis, series: dict[str, np.ndarray], colours: dict[str, str], ylabel: str
+) -> str:
+    """Stacked bars, one band per segment over its span, one colour per series (shares)."""
+    start, end, xlabel = _times(a)
+    fig, ax = _figure()
+    bottom = np.zeros(len(start))
+    for name, values in series.items():
+        ax.bar(
+            start,
+            values,
+            width=np.maximum(end - start, 1e-3),
+            bottom=bottom,
+            align="edge",
+            color=colours.get(name),
+            label=name,
+            edgecolor="white",
+            linewidth=0.3,
+        )
+        bottom += values
+    ax.set_ylim(0, 1)
+    ax.set_xlim(start.min(), end.max())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    return _svg(fig)
 
 
 def emotion_plot(a: Analysis) -> str | None:
     """Stacked probabilities of every label over time (each segment a band of its span)."""
     if not a.predictions or not a.labels:
         return None
-    start, end, xlabel = _times(a)
-    fig, ax = _figure()
-    bottom = np.zeros(len(start))
-    for label in a.labels:
-        p = np.array([q.probabilities.get(label, 0.0) for q in a.predictions])
-        ax.bar(
-            start,
-            p,
-            width=np.maximum(end - start, 1e-3),
-            bottom=bottom,
-            align="edge",
-            color=PALETTE.get(label),
-            label=label,
-            edgecolor="white",
-            linewidth=0.3,
-        )
-        bottom += p
-    ax.set_ylim(0, 1)
-    ax.set_xlim(start.min(), end.max())
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("probability")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    return _svg(fig)
+    series = {
+        label: np.array([q.probabilities.get(label, 0.0) for q in a.predictions])
+        for label in a.labels
+    }
+    return _stacked(a, series, PALETTE, "probability")
 
 
 def sentiment_plot(a: Analysis) -> str | None:
@@ -121,31 +125,13 @@ def modality_plot(a: Analysis) -> str | None:
         names += [k for k, v in q.experts.items() if v.gate is not None and k not in names]
     if not names:
         return None
-    start, end, xlabel = _times(a)
-    fig, ax = _figure()
-    bottom = np.zeros(len(start))
-    for name in names:
-        w = np.array(
+    series = {
+        name: np.array(
             [(q.experts[name].gate or 0.0) if name in q.experts else 0.0 for q in a.predictions]
         )
-        ax.bar(
-            start,
-            w,
-            width=np.maximum(end - start, 1e-3),
-            bottom=bottom,
-            align="edge",
-            color=MODALITY_COLOURS.get(name),
-            label=name,
-            edgecolor="white",
-            linewidth=0.3,
-        )
-        bottom += w
-    ax.set_ylim(0, 1)
-    ax.set_xlim(start.min(), end.max())
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("weight")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    return _svg(fig)
+        for name in names
+    }
+    return _stacked(a, series, MODALITY_COLOURS, "weight")
 
 
 def _clock(t: float | None) -> str:

@@ -50,7 +50,7 @@ def confusion_matrix_plot(
         )
     support = m.sum(axis=1, keepdims=True)
     shown = np.divide(m, support, out=np.zeros_like(m), where=support > 0) if normalize else m
-    fig = _figure(*(max(4.5, 0.75 * len(labels) + 2.5),) * 2)
+    fig = figure(*(max(4.5, 0.75 * len(labels) + 2.5),) * 2)
     ax = fig.add_subplot()
     vmax = 1.0 if normalize else max(float(m.max()), 1.0)
     im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=vmax)
@@ -140,7 +140,7 @@ def gate_weights_per_class(
         raise InputError(
             None, f"gates have {means.shape[1]} columns but {len(names)} names were given"
         )
-    fig = _figure(max(6.0, 0.55 * len(labels) * max(1, len(names)) ** 0.5 + 3.0), 4.2)
+    fig = figure(max(6.0, 0.55 * len(labels) * max(1, len(names)) ** 0.5 + 3.0), 4.2)
     ax = fig.add_subplot()
     x = np.arange(len(labels))
     width = 0.8 / max(1, len(names))
@@ -212,7 +212,7 @@ def training_curves(
                 ys.append(float(v))
         return xs, ys
 
-    fig = _figure(10.0, 3.8)
+    fig = figure(10.0, 3.8)
     ax_loss, ax_metric = fig.subplots(1, 2)
     colors = _palette(3)
     for key, label, color in (
@@ -269,7 +269,8 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
+    """A matplotlib ``Figure`` (no pyplot state) of ``width`` × ``height`` inches, constrained layout."""
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
@@ -295,6 +296,7 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
 
 __all__ = [
     "confusion_matrix_plot",
+    "figure",
     "gate_weights_per_class",
     "mean_gates_per_class",
     "training_curves",

@@ -13,6 +13,7 @@ killed job started again continues where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -215,9 +216,21 @@ def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
         raise InputError(address, f"no Ray cluster answers there ({reason})") from None
 
 
-def _run_ray(
-    todo, extractor, root, batch_size, address, workers, advance: Callable[[int], None]
-) -> None:
+@contextlib.contextmanager
+def ray_actor_pool(
+    actor: type, args: tuple[Any, ...], address: str | None, workers: int | None, most: int
+) -> Iterator[Any]:
+    """A ``ray.util.ActorPool`` of ``actor(*args)`` (one CPU each), on a cluster for the block.
+
+    Connects to ``address`` (checked first, see :func:`check_ray_address`) or starts a local
+    cluster with ``workers`` CPUs when Ray is not running yet, and shuts down only what it
+    started. The pool has ``workers`` actors (default: the cluster's CPUs), at most ``most``;
+    they are killed on the way out.
+
+    Raises:
+        MissingDependencyError: Ray is not installed.
+        InputError: nothing answers at ``address``.
+    """
     try:
         import ray
     except ImportError:
@@ -233,21 +246,28 @@ def _run_ray(
         if address is None:
             init["num_cpus"] = workers or os.cpu_count() or 1
         ray.init(**init)
+    actors: list[Any] = []
     try:
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        n = min(n, max(1, -(-len(todo) // batch_size)))
-        actor_cls = ray.remote(num_cpus=1)(_RayWorker)
-        spec = (extractor.name, extractor.config.model_dump(mode="json"), str(root))
-        actors = [actor_cls.remote(*spec) for _ in range(n)]
-        pool = ray.util.ActorPool(actors)
+        remote = ray.remote(num_cpus=1)(actor)
+        actors = [remote.remote(*args) for _ in range(max(1, min(n, most)))]
+        yield ray.util.ActorPool(actors)
+    finally:
+        for a in actors:
+            ray.kill(a)
+        if started_here:
+            ray.shutdown()
+
+
+def _run_ray(
+    todo, extractor, root, batch_size, address, workers, advance: Callable[[int], None]
+) -> None:
+    spec = (extractor.name, extractor.config.model_dump(mode="json"), str(root))
+    most = -(-len(todo) // batch_size)
+    with ray_actor_pool(_RayWorker, spec, address, workers, most) as pool:
         payloads = [[u.model_dump(mode="json") for u in b] for b in _batches(todo, batch_size)]
         for done in pool.map_unordered(lambda a, p: a.run.remote(p), payloads):
             advance(done)
-        for a in actors:
-            ray.kill(a)
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 class _RayWorker:

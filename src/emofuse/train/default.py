@@ -450,11 +450,7 @@ def build_default_model(
         table = t["table"]
         output = runner(table)
         if target == "emotion":
-            y = np.array([it.emotion for it in table.items])
-            scores = emotion_metrics(y, output.emotion_index, labels)
-            card["scores"][key] = {
-                k: round(float(scores[k]), 4) for k in ("weighted_f1", "ua", "wa", "macro_f1")
-            } | {"n": len(table)}
+            card["scores"][key] = _emotion_scores(table, output.emotion_index, labels)
         else:
             s = np.array([it.sentiment for it in table.items])
             scores = sentiment_metrics(s, output.sentiment, "mosi")
@@ -472,9 +468,8 @@ def build_default_model(
         if target != "emotion":
             continue
         utts = [it.utt for it in t["table"].items]
-        extra = {
-            o: refs[o] for o in emotion_from if o != m and any(_reads(refs[o], u) for u in utts)
-        }
+        readers = {o: refs[o].build() for o in emotion_from if o != m}
+        extra = {o: refs[o] for o, ext in readers.items() if any(ext.reads(u) for u in utts)}
         if not extra:
             continue
         table = FeatureTable.load(utts, {m: refs[m], **extra}, store, emotion_spec, hook=hook)
@@ -482,13 +477,8 @@ def build_default_model(
         if used == [m]:
             continue  # the other modalities' inputs could not be read: nothing combined
         output = runner(table)
-        y = np.array([it.emotion for it in table.items])
-        scores = emotion_metrics(y, output.emotion_index, labels)
-        name = "+".join(used)
-        label = f"{t['source'].dataset}:{name}"
-        combined[label] = {
-            k: round(float(scores[k]), 4) for k in ("weighted_f1", "ua", "wa", "macro_f1")
-        } | {
+        label = f"{t['source'].dataset}:{'+'.join(used)}"
+        combined[label] = _emotion_scores(table, output.emotion_index, labels) | {
             "n": len(table),
             "with": {o: sum(o in it.features for it in table.items) for o in used},
             "alone": card["scores"][key],
@@ -502,8 +492,12 @@ def build_default_model(
     return card
 
 
-def _reads(ref: FeatureRef, utt: Utterance) -> bool:
-    return ref.build().reads(utt)
+def _emotion_scores(table: FeatureTable, predicted: Any, labels: list[str]) -> dict[str, Any]:
+    """The card's emotion scores of predictions on a table's items (4 decimals), with ``n``."""
+    y = np.array([it.emotion for it in table.items])
+    scores = emotion_metrics(y, predicted, labels)
+    kept = {k: round(float(scores[k]), 4) for k in ("weighted_f1", "ua", "wa", "macro_f1")}
+    return kept | {"n": len(table)}
 
 
 def model_card(card: dict[str, Any]) -> str:
@@ -535,7 +529,9 @@ def model_card(card: dict[str, Any]) -> str:
             corpus += ", cut to speech"
         if h.get("holdout"):
             corpus += f", re-split {h['holdout'][0]:g}/{h['holdout'][1]:g} (val/test) by id"
-        feature = f"`{h['feature']}`" + (f" {h['feature_options']}" if h.get("feature_options") else "")
+        feature = f"`{h['feature']}`" + (
+            f" {h['feature_options']}" if h.get("feature_options") else ""
+        )
         lines.append(
             f"| {key} | {corpus} | {feature} | "
             f"{n['train']} / {n['val']} / {n['test']} | {h['chosen']} by {h['select']} | "
