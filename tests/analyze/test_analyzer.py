@@ -256,3 +256,12 @@ def test_a_file_that_is_no_image_is_an_error(tmp_path, analyzer):
     assert "fake.png" in str(err.value)
     with pytest.raises(InputError, match="takes one file path, got a list"):
         analyzer.analyze([HAPPY])
+
+
+def test_a_subtitle_file_beside_that_cannot_be_read_is_an_error_not_ignored(tmp_path, analyzer):
+    wav = write_wav(tmp_path / "clip.wav", load_audio(HAPPY))
+    (tmp_path / "clip.srt").write_bytes(
+        b"1\n00:00:00,500 --> 00:00:02,000\nOl\xe9 caf\xe9\n"
+    )  # Latin-1
+    with pytest.raises(InputError, match=r"clip\.srt: not UTF-8"):
+        analyzer.analyze(wav)

@@ -99,6 +99,18 @@ def test_ray_engine_equals_local(folder, tmp_path):
                 assert q.probabilities[label] == pytest.approx(
                     value, abs=1e-4
                 )  # float32, other threads
+    # a transcript given reaches the Ray workers too
+    srt = tmp_path / "words.srt"
+    srt.write_text("1\n00:00:00,900 --> 00:00:03,000\nI am furious with you\n", encoding="utf-8")
+    wav = folder / "nested_angry.wav"
+    by_ray = analyze_files([wav], tmp_path / "ray-t", engine="ray", workers=1, transcript=srt)
+    by_local = analyze_files([wav], tmp_path / "local-t", transcript=srt)
+    assert (
+        by_ray.analyses[str(wav)].segmentation
+        == by_local.analyses[str(wav)].segmentation
+        == "transcript"
+    )
+    assert by_ray.analyses[str(wav)].predictions[0].text == "I am furious with you"
     assert (
         rows(tmp_path / "ray" / "analysis.csv")[0].keys()
         == rows(tmp_path / "local" / "analysis.csv")[0].keys()
@@ -181,3 +193,21 @@ def test_an_unreachable_ray_address_is_one_line(tmp_path):
         analyze_files([HAPPY], tmp_path / "o", engine="ray", address="127.0.0.1:1")
     with pytest.raises(InputError, match="must be at least 1"):
         analyze_files([HAPPY], tmp_path / "o", engine="ray", workers=-3)
+
+
+def test_one_run_at_a_time_per_folder_and_a_broken_index_is_rebuilt(tmp_path):
+    from filelock import FileLock
+
+    from emofuse.errors import EmofuseWarning, InputError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with (
+        FileLock(out / ".emofuse-analyze.lock"),
+        pytest.raises(InputError, match="another emofuse analyze"),
+    ):
+        analyze_files([HAPPY], out)
+    (out / "index.json").write_text('{"broken', encoding="utf-8")
+    with pytest.warns(EmofuseWarning, match="starting a new index"):
+        res = analyze_files([HAPPY], out, report=False)
+    assert list(res.analyses) == [str(HAPPY)] and json.loads((out / "index.json").read_text())

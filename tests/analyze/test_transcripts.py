@@ -115,5 +115,7 @@ def test_transcript_beside_media(tmp_path):
 
 
 def test_srt_override_tags_are_not_words(tmp_path):
-    p = write(tmp_path, "a.srt", "1\n00:00:00,500 --> 00:00:02,000\n{\\an8}Hello {\\i1}there{\\i0}\n")
+    p = write(
+        tmp_path, "a.srt", "1\n00:00:00,500 --> 00:00:02,000\n{\\an8}Hello {\\i1}there{\\i0}\n"
+    )
     assert [t.text for t in read_transcript(p)] == ["Hello there"]

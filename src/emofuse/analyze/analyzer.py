@@ -185,9 +185,9 @@ class Analyzer:
             try:
                 turns = read_transcript(tfile)
             except InputError as err:
-                if transcript is not None:
-                    raise  # the transcript asked for must be usable
-                # a file beside the media that merely shares its stem (metadata JSON, notes)
+                if transcript is not None or tfile.suffix.lower() in (".srt", ".vtt"):
+                    raise  # asked for, or a subtitle file: meant as the transcript
+                # a .json / .txt beside the media that merely shares its stem (metadata, notes)
                 notes.append(
                     f"{tfile.name} beside it is not a usable transcript, ignored ({err.problem})"
                 )

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from filelock import FileLock, Timeout
+
 from emofuse.analyze.result import Analysis, rows_csv
 from emofuse.analyze.transcripts import is_transcript, transcript_beside
 from emofuse.datasets.folder import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from emofuse.errors import EmofuseError, InputError
+from emofuse.errors import EmofuseError, EmofuseWarning, InputError
 from emofuse.hooks import Hook, call_hook
 from emofuse.records import dump_json, make_folder, read_json, write_text_atomic
 
@@ -127,9 +130,6 @@ def analyze_files(
     Raises:
         InputError: a path does not exist or the model folder is unusable.
     """
-    from emofuse.analyze.analyzer import Analyzer, default_model_dir
-    from emofuse.features.base import file_digest
-
     files = expand(paths)
     if transcript is not None:
         if len(files) != 1:
@@ -143,16 +143,73 @@ def analyze_files(
 
         check_ray_address(address)
     folder = make_folder(out)
+    lock = FileLock(folder / ".emofuse-analyze.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise InputError(
+            folder, "another emofuse analyze is writing here; wait for it or use another --out"
+        ) from None
+    try:
+        return _analyze_into(
+            files,
+            folder,
+            model,
+            engine,
+            address,
+            workers,
+            cache,
+            language,
+            report,
+            transcript,
+            hook,
+            on_result,
+        )
+    finally:
+        lock.release()
+
+
+def _analyze_into(
+    files: list[Path],
+    folder: Path,
+    model: str | os.PathLike[str] | None,
+    engine: Literal["local", "ray"],
+    address: str | None,
+    workers: int | None,
+    cache: str | os.PathLike[str] | None,
+    language: str,
+    report: bool,
+    transcript: str | os.PathLike[str] | None,
+    hook: Hook | None,
+    on_result: Callable[[Path, Analysis | None, str | None], None] | None,
+) -> BatchResult:
+    """The body of :func:`analyze_files`, run while it holds the output folder's lock."""
+    from emofuse.analyze.analyzer import Analyzer, default_model_dir
+    from emofuse.features.base import file_digest
+
     model_dir = Path(model) if model is not None else default_model_dir()
     analyzer = Analyzer(
         model_dir, cache=cache, language=language, hook=None if engine == "ray" else hook
     )
     mkey = model_key(model_dir)
     index_file = folder / "index.json"
-    index: dict[str, Any] = read_json(index_file) if index_file.is_file() else {}
+    index: dict[str, Any] = {}
+    if index_file.is_file():
+        try:
+            index = read_json(index_file)
+        except InputError as err:  # results stay; only the record of what was done is lost
+            warnings.warn(
+                f"{err}; starting a new index (files are analysed again)",
+                EmofuseWarning,
+                stacklevel=2,
+            )
     index = index if isinstance(index, dict) else {}
     result = BatchResult(out=folder)
-    names_taken = {v["name"] for v in index.values() if isinstance(v, dict) and "name" in v}
+    names_taken = {
+        v["name"]
+        for v in index.values()
+        if isinstance(v, dict) and "name" in v and (folder / f"{v['name']}.json").is_file()
+    }
     todo: list[tuple[Path, str]] = []
     for f in files:
         try:
@@ -220,7 +277,7 @@ def analyze_files(
             else:
                 keep(f, key, analysis, None)
     elif todo:
-        _run_ray(todo, model_dir, cache, language, address, workers, keep)
+        _run_ray(todo, model_dir, cache, language, transcript, address, workers, keep)
     order = {os.fspath(f): i for i, f in enumerate(files)}
     result.analyses = dict(sorted(result.analyses.items(), key=lambda kv: order.get(kv[0], 0)))
     if result.analyses:  # a run where every file failed leaves the last table as it was
@@ -257,17 +314,20 @@ def _run_ray(
     model_dir: Path,
     cache: str | os.PathLike[str] | None,
     language: str,
+    transcript: str | os.PathLike[str] | None,
     address: str | None,
     workers: int | None,
     keep: Callable[[Path, str, Analysis | None, str | None], None],
 ) -> None:
     from emofuse.features.pipeline import ray_actor_pool
 
+    words = None if transcript is None else os.fspath(transcript)
+
     args = (os.fspath(model_dir), None if cache is None else os.fspath(cache), language)
     by_path = {os.fspath(f): (f, key) for f, key in todo}
     with ray_actor_pool(_RayAnalyzer, args, address, workers, len(todo)) as pool:
         for path, payload, error in pool.map_unordered(
-            lambda a, item: a.run.remote(os.fspath(item[0])), todo
+            lambda a, item: a.run.remote(os.fspath(item[0]), words), todo
         ):
             f, key = by_path[path]
             keep(f, key, None if payload is None else Analysis.model_validate_json(payload), error)
@@ -281,9 +341,9 @@ class _RayAnalyzer:
 
         self.analyzer = Analyzer(model_dir, cache=cache, language=language)
 
-    def run(self, path: str) -> tuple[str, str | None, str | None]:
+    def run(self, path: str, transcript: str | None = None) -> tuple[str, str | None, str | None]:
         try:
-            return path, self.analyzer.analyze(path).to_json(indent=None), None
+            return path, self.analyzer.analyze(path, transcript).to_json(indent=None), None
         except Exception as err:  # reported per file, as the local engine does
             return path, None, failure(Path(path), err)
 
