@@ -265,3 +265,18 @@ def test_a_subtitle_file_beside_that_cannot_be_read_is_an_error_not_ignored(tmp_
     )  # Latin-1
     with pytest.raises(InputError, match=r"clip\.srt: not UTF-8"):
         analyzer.analyze(wav)
+
+
+def test_voice_features_shared_with_asr_give_what_the_extractor_gives(tmp_path, analyzer):
+    """Speech segments reuse the ASR's encoder pass for the voice features; a feature store
+    (which runs the extractor on each segment) must give the same analysis."""
+    wave = np.concatenate([load_audio(HAPPY), load_audio(ANGRY)])
+    path = write_wav(tmp_path / "pair.wav", wave, 16000)
+    shared = analyzer.analyze(path)
+    stored = Analyzer(cache=tmp_path / "store").analyze(path)
+    assert [p.id for p in shared.predictions] == [p.id for p in stored.predictions]
+    assert len(shared.predictions) == 2
+    for a, b in zip(shared.predictions, stored.predictions, strict=True):
+        assert a.text == b.text and a.emotion == b.emotion
+        for label, prob in a.probabilities.items():
+            assert prob == pytest.approx(b.probabilities[label], abs=1e-5)

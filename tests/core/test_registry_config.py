@@ -120,3 +120,38 @@ def test_errors_subclass_builtins_and_pickle():
         back = pickle.loads(pickle.dumps(err))
         assert type(back) is type(err) and str(back) == str(err)
     assert "emofuse setup" in str(MissingDependencyError("face", "mediapipe"))
+
+
+def test_an_extractor_is_set_up_once_when_threads_ask_together():
+    """ready_extractor: two threads asking for one configuration set it up once and share it."""
+    import threading
+    import time
+
+    from emofuse.features.base import FeatureExtractor, ready_extractor
+
+    setups: list[str] = []
+
+    class Slow(FeatureExtractor):
+        name = "slow-test"
+        modality = "text"
+
+        def outputs(self):
+            return {}
+
+        def setup(self):
+            setups.append(self.name)
+            time.sleep(0.2)
+
+        def extract(self, utt):
+            return {}
+
+    pool: dict = {}
+    got: list = []
+    threads = [
+        threading.Thread(target=lambda: got.append(ready_extractor(pool, Slow()))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert setups == ["slow-test"] and got[0] is got[1] and list(pool.values()) == [got[0]]

@@ -179,3 +179,50 @@ def test_asr_is_deterministic_and_drops_a_hallucinated_tail():
     runs = [Transcriber(threads=t).transcribe_array(chunk, offset=0.988) for t in (1, 2, 1)]
     assert [[s.text for s in r.segments] for r in runs] == [["Kids are talking by the door."]] * 3
     assert all(w.end <= 2.82 for r in runs for w in r.words)
+
+
+def test_asr_decodes_the_voice_features_encoder_states():
+    """One encoder pass serves both: decoding the whisper-encoder extractor's states (the
+    clip zero-padded to 30 s, as Whisper pads) reads the same words as transcribing the
+    audio, with and without word times."""
+    import emofuse
+    from emofuse.features.base import get_extractor
+
+    path = f"{emofuse.__path__[0]}/datasets/sample/03-01-05-02-01-01-01.wav"
+    chunk = load_audio(path)[round(0.9 * 16000) : round(2.9 * 16000)]
+    asr = Transcriber(threads=2)
+    states = get_extractor("whisper-encoder").encode_windows(chunk)
+    assert states.shape == (1, 1500, 384)
+    plain = asr.transcribe_array(chunk, offset=0.9)
+    shared = asr.transcribe_array(chunk, offset=0.9, encoder_states=states)
+    bare = asr.transcribe_array(chunk, offset=0.9, encoder_states=states, word_timestamps=False)
+    assert plain.text == shared.text == bare.text == "Kids are talking by the door"
+    assert [w.word for w in shared.words] == [w.word for w in plain.words]
+    assert bare.words == [] and 0.9 <= bare.segments[0].start < bare.segments[0].end <= 2.9
+    with pytest.raises(InputError, match="one window of at most 30 s"):
+        asr.transcribe_array(np.zeros(31 * 16000, np.float32), encoder_states=states)
+
+
+def test_segment_media_gives_the_voice_features_of_the_samples_it_transcribed(tmp_path):
+    """With the extractor passed in, each stretch is encoded once: its features are exactly
+    what the extractor computes for the utterance (PCM audio), and the words are the same as
+    transcribing without it."""
+    import emofuse
+    from emofuse.features.base import get_extractor
+
+    sample = f"{emofuse.__path__[0]}/datasets/sample"
+    waves = [load_audio(f"{sample}/03-01-0{e}-02-01-01-01.wav") for e in (3, 5)]
+    path = write_wav(tmp_path / "two.wav", np.concatenate([waves[0], waves[1]]), 16000)
+    encoder = get_extractor("whisper-encoder")
+    asr = Transcriber(threads=2)
+    features: dict = {}
+    found: list = []
+    utts = asr.segment_media(path, encoder=encoder, features=features, on_speech=found.append)
+    assert [u.text for u in utts] == [u.text for u in asr.segment_media(path)]
+    assert len(utts) == 2 and set(features) == {u.id for u in utts}
+    assert found and found[0][0][0] == utts[0].start
+    for u in utts:
+        alone = encoder.extract(u)
+        assert features[u.id]["frames"].shape == alone["frames"].shape
+        np.testing.assert_allclose(features[u.id]["frames"], alone["frames"], atol=1e-5)
+        np.testing.assert_allclose(features[u.id]["pooled"], alone["pooled"], atol=1e-6)

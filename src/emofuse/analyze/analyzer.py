@@ -18,8 +18,10 @@ segment's index), so conversational models read the context across segments.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -91,6 +93,7 @@ class Analyzer:
         self.batch_size = batch_size
         self.hook = hook
         self._asr: Any = None
+        self._loading: threading.Thread | None = None
 
     @property
     def model_name(self) -> str:
@@ -225,7 +228,13 @@ class Analyzer:
                     f"{duration:.0f} s: segmented by speech instead"
                 )
                 tfile = None
-            utts, segmentation = self._speech_segments(p, kind, duration, info.has_audio, notes)
+            voice: dict[str, Any] = {}
+            utts, segmentation = self._speech_segments(
+                p, kind, duration, info.has_audio, notes, voice
+            )
+            return self._finish(
+                p, kind, duration, tfile, segmentation, utts, notes, skipped, t0, {"audio": voice}
+            )
         return self._finish(p, kind, duration, tfile, segmentation, utts, notes, skipped, t0)
 
     def _speech_segments(
@@ -235,14 +244,27 @@ class Analyzer:
         duration: float | None,
         has_audio: bool,
         notes: list[str],
+        voice: dict[str, Any],
     ) -> tuple[list[Utterance], Segmentation]:
+        """Cut by speech.
+
+        ``voice`` is filled with the segments' voice features when the model's voice encoder
+        is Whisper's, whose states the ASR then decodes (one encoder pass for both).
+        """
         english = self.language.lower().split("-")[0] == "en"
         utts: list[Utterance] = []
         if has_audio:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", EmofuseWarning)
                 utts = self._transcriber().segment_media(
-                    p, DATASET, transcribe=english, hook=self.hook, require_speech=False
+                    p,
+                    DATASET,
+                    transcribe=english,
+                    hook=self.hook,
+                    require_speech=False,
+                    encoder=self._shared_encoder(),
+                    features=voice,
+                    on_speech=lambda _: self._load_in_background(),
                 )
             notes += [str(w.message) for w in caught if issubclass(w.category, EmofuseWarning)]
             if not english:
@@ -305,6 +327,35 @@ class Analyzer:
                 "is it this file's transcript?",
             )
 
+    def _load_in_background(self) -> None:
+        """Load the model's text encoder in a thread while speech is transcribed.
+
+        It takes seconds (the sentence-transformers and transformers imports, the weights)
+        that would otherwise wait until the segments are known. Transcription spends its time
+        in long native calls that free the interpreter; the thread is joined before work made
+        of many short steps (face frames) would have to share the interpreter with it. It
+        starts after voice activity detection, which is made of such steps too. The voice and
+        face extractors, which run native thread pools of their own, load where they are used.
+        """
+        if self.cache is None and self._loading is None and "text" in self.model.inputs:
+            self._loading = threading.Thread(
+                target=_quietly, args=(self.model.load_extractors, ["text"]), daemon=True
+            )
+            self._loading.start()
+
+    def _shared_encoder(self) -> Any:
+        """The model's ``whisper-encoder`` extractor, or ``None``.
+
+        Only when this analyzer computes features itself and the extractor pads to 30 s
+        windows, as Whisper's ASR reads them.
+        """
+        if self.cache is not None or "audio" not in self.model.inputs:
+            return None
+        if self.model.inputs["audio"].feature_ref().extractor != "whisper-encoder":
+            return None
+        encoder = self.model.extractor("audio")
+        return encoder if encoder.config.pad else None
+
     def _transcriber(self) -> Any:
         if self._asr is None:
             from emofuse.features.asr import Transcriber
@@ -323,16 +374,23 @@ class Analyzer:
         notes: list[str],
         skipped: list[Skipped],
         t0: float,
+        precomputed: dict[str, dict[str, Any]] | None = None,
     ) -> Analysis:
         from emofuse.features.base import file_digest
         from emofuse.models.inference import Inference
 
         predictions = []
+        if self._loading is not None:
+            self._loading.join()  # a failure there is raised again where it is used
         if utts:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", EmofuseWarning)
                 table = self.model.table(
-                    utts, cache=self.cache, hook=self.hook, also={"face": ["faces"]}
+                    utts,
+                    cache=self.cache,
+                    hook=self.hook,
+                    also={"face": ["faces"]},
+                    precomputed=precomputed,
                 )
             notes += [str(w.message) for w in caught if issubclass(w.category, EmofuseWarning)]
             by_id = {u.id: u for u in utts}
@@ -370,6 +428,12 @@ class Analyzer:
             notes=notes,
             seconds=round(time.perf_counter() - t0, 3),
         )
+
+
+def _quietly(load: Any, *args: Any) -> None:
+    """Run ``load`` in a background thread; its errors recur when the extractors are used."""
+    with contextlib.suppress(Exception):  # raised again, as one line, on first use
+        load(*args)
 
 
 def _faces_note(extras: dict[str, dict[str, Any]], model: Any) -> str | None:

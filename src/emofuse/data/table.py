@@ -26,7 +26,7 @@ from torch import Tensor
 
 from emofuse.data.inputs import IGNORE_INDEX, FeatureRef, InputSpec, input_specs
 from emofuse.errors import ConfigError, InputError
-from emofuse.features.base import FeatureExtractor, Features
+from emofuse.features.base import FeatureExtractor, Features, ready_extractor
 from emofuse.features.pipeline import extract_features
 from emofuse.features.store import FeatureStore
 from emofuse.hooks import Hook, call_hook
@@ -106,6 +106,9 @@ class OnTheFlyFeatures:
         hook: Progress hook, called as ``hook("features <name>", total=, completed=)``.
         extractors: Set-up extractors by fingerprint, shared between sources so models load
             once (a model's ``predict`` keeps one such dict).
+        precomputed: ``extractor fingerprint → utterance id → outputs`` already computed in
+            memory by the caller (e.g. voice features from the encoder pass that speech
+            recognition also decoded); those utterances are not extracted again.
     """
 
     def __init__(
@@ -114,18 +117,16 @@ class OnTheFlyFeatures:
         batch_size: int | None = None,
         hook: Hook | None = None,
         extractors: dict[str, FeatureExtractor] | None = None,
+        precomputed: Mapping[str, Mapping[str, Features]] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.hook = hook
         self._ready = extractors if extractors is not None else {}
+        self.precomputed = precomputed or {}
 
     def ready(self, extractor: FeatureExtractor) -> FeatureExtractor:
         """A set-up extractor of the same configuration (built and loaded once, then reused)."""
-        key = extractor.fingerprint()
-        if key not in self._ready:
-            extractor.ensure_ready()
-            self._ready[key] = extractor
-        return self._ready[key]
+        return ready_extractor(self._ready, extractor)
 
     def features(
         self, utterances: list[Utterance], extractor: FeatureExtractor
@@ -133,6 +134,11 @@ class OnTheFlyFeatures:
         """Extract every utterance's arrays in batches."""
         arrays: dict[str, Features] = {}
         failed: dict[str, str] = {}
+        known = self.precomputed.get(extractor.fingerprint(), {})
+        for utt in utterances:
+            if utt.id in known:
+                arrays[utt.id] = extractor.validate(known[utt.id])
+        utterances = [u for u in utterances if u.id not in arrays]
         if not utterances:
             return arrays, failed
         ext = self.ready(extractor)
@@ -284,8 +290,8 @@ class FeatureTable:
                         )
                         for name in (also or {}).get(modality, ()):
                             if name in feats:
-                                extras.setdefault(u.id, {})[f"{ref.extractor}:{name}"] = (
-                                    np.asarray(feats[name])
+                                extras.setdefault(u.id, {})[f"{ref.extractor}:{name}"] = np.asarray(
+                                    feats[name]
                                 )
                 if problem is not None:
                     problems.setdefault(u.id, []).append(f"{ref.key}: {problem}")
@@ -323,7 +329,9 @@ def _fit_length(arr: np.ndarray, kind: str, max_len: int, shorten: str) -> np.nd
     return np.ascontiguousarray(arr[idx])
 
 
-def _item(utt: Utterance, feats: dict[str, np.ndarray], spec: TaskSpec, emotion: bool = True) -> Item:
+def _item(
+    utt: Utterance, feats: dict[str, np.ndarray], spec: TaskSpec, emotion: bool = True
+) -> Item:
     index = IGNORE_INDEX
     if emotion and spec.emotion_labels and utt.labels.emotion is not None:
         try:

@@ -12,10 +12,12 @@ another language are left untranscribed, with a warning.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,13 +32,16 @@ from emofuse.errors import (
     MissingDependencyError,
     listing,
 )
-from emofuse.features.audio import whisper_model_path
-from emofuse.features.media import load_audio, probe
+from emofuse.features.audio import WhisperEncoderExtractor, whisper_model_path
+from emofuse.features.base import Features
+from emofuse.features.media import MIN_AUDIO_SECONDS, check_not_silent, load_audio, probe
 from emofuse.features.vad import VadConfig
 from emofuse.hooks import Hook, call_hook
 from emofuse.records import Utterance
 
 ASR_RATE = 16000
+
+_WHISPER_WINDOW = 30  # seconds: Whisper's fixed input
 
 SEGMENT_WINDOW_S = 300.0
 """Seconds of audio :meth:`Transcriber.segment_media` decodes at a time."""
@@ -224,21 +229,48 @@ class Transcriber:
         return self.transcribe_array(wave, source=os.fspath(path), offset=float(start or 0.0))
 
     def transcribe_array(
-        self, wave: np.ndarray, source: str = "<array>", offset: float = 0.0
+        self,
+        wave: np.ndarray,
+        source: str = "<array>",
+        offset: float = 0.0,
+        *,
+        encoder_states: np.ndarray | None = None,
+        word_timestamps: bool | None = None,
     ) -> Transcript:
-        """Transcribe 16 kHz mono float32 samples; ``offset`` seconds are added to every time."""
+        """Transcribe 16 kHz mono float32 samples; ``offset`` seconds are added to every time.
+
+        Args:
+            wave: The samples.
+            source: Named in errors.
+            offset: Seconds added to every time.
+            encoder_states: Whisper tiny.en's encoder states of ``wave`` zero-padded to 30 s,
+                ``(1, 1500, 384)``, as :meth:`WhisperEncoderExtractor.encode_windows
+                <emofuse.features.audio.WhisperEncoderExtractor.encode_windows>` gives them for
+                the voice features: the decoder reads them instead of encoding the audio again
+                (half the cost of a short utterance). Only for ``wave`` of at most 30 s that
+                is already speech: the VAD filter is not applied.
+            word_timestamps: Time every word (default: the config's ``word_timestamps``);
+                ``False`` saves the alignment pass when only the text is wanted.
+        """
         model = self._ensure_model()
         cfg = self.config
+        words = cfg.word_timestamps if word_timestamps is None else word_timestamps
+        samples = np.ascontiguousarray(wave, dtype=np.float32)
         try:
-            segments, info = model.transcribe(
-                np.ascontiguousarray(wave, dtype=np.float32),
-                language=cfg.language,
-                beam_size=cfg.beam_size,
-                vad_filter=cfg.vad_filter,
-                word_timestamps=cfg.word_timestamps,
-                condition_on_previous_text=cfg.condition_on_previous_text,
-                temperature=cfg.temperature,
-            )
+            if encoder_states is not None:
+                segments = self._decode_states(model, samples, encoder_states, words)
+                language = "en"
+            else:
+                segments, info = model.transcribe(
+                    samples,
+                    language=cfg.language,
+                    beam_size=cfg.beam_size,
+                    vad_filter=cfg.vad_filter,
+                    word_timestamps=words,
+                    condition_on_previous_text=cfg.condition_on_previous_text,
+                    temperature=cfg.temperature,
+                )
+                language = info.language
             segs = [_segment(s, offset) for s in segments]  # decoding happens while iterating
         except (RuntimeError, ValueError) as err:
             raise InputError(
@@ -252,10 +284,51 @@ class Transcriber:
         good = [s for s in segs if s.avg_logprob is None or s.avg_logprob >= cfg.log_prob_threshold]
         return Transcript(
             path=source,
-            language=info.language or cfg.language,
+            language=language or cfg.language,
             duration=round(wave.size / ASR_RATE, 3),
             segments=good or segs,
         )
+
+    def _decode_states(
+        self, model: Any, wave: np.ndarray, states: np.ndarray, word_timestamps: bool
+    ) -> Any:
+        """faster-whisper's decoding loop over given encoder states (``generate_segments``).
+
+        The options are those :meth:`WhisperModel.transcribe` builds: its own defaults, with
+        this transcriber's settings in place of the ones it passes there.
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        if wave.size > _WHISPER_WINDOW * ASR_RATE or states.shape[0] != 1:
+            raise ValueError("encoder states are taken for one window of at most 30 s")
+        cfg = self.config
+        defaults = {
+            k: v.default
+            for k, v in inspect.signature(model.transcribe).parameters.items()
+            if v.default is not inspect.Parameter.empty
+        }
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en"
+        )
+        chosen = {
+            "beam_size": cfg.beam_size,
+            "word_timestamps": word_timestamps,
+            "condition_on_previous_text": cfg.condition_on_previous_text,
+            "temperatures": [cfg.temperature],
+            "multilingual": False,
+            "suppress_tokens": get_suppressed_tokens(tokenizer, defaults["suppress_tokens"]),
+        }
+        options = TranscriptionOptions(
+            **{
+                f.name: chosen[f.name] if f.name in chosen else defaults[f.name]
+                for f in dataclasses.fields(TranscriptionOptions)
+            }
+        )
+        features = model.feature_extractor(wave)  # sets the content length; not re-encoded
+        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(states, dtype=np.float32))
+        return model.generate_segments(features, tokenizer, options, False, view)
 
     def segment_media(
         self,
@@ -268,6 +341,9 @@ class Transcriber:
         window: float = SEGMENT_WINDOW_S,
         hook: Hook | None = None,
         require_speech: bool = True,
+        encoder: WhisperEncoderExtractor | None = None,
+        features: dict[str, Features] | None = None,
+        on_speech: Callable[[list[tuple[float, float]]], None] | None = None,
     ) -> list[Utterance]:
         """Cut one recording into utterances, one per stretch of speech, and transcribe each.
 
@@ -292,6 +368,16 @@ class Transcriber:
             window: Seconds of audio decoded at a time.
             hook: Progress hook; step ``"segment"`` counts seconds of media done.
             require_speech: Raise when no speech is found (else return an empty list).
+            encoder: A ``whisper-encoder`` extractor (``pad=True``) whose voice features are
+                wanted too: each stretch is encoded once, the states are decoded by the ASR
+                and kept as the utterance's features, computed from the very samples that were
+                transcribed (the extractor on the utterance gives the same for PCM audio; for
+                compressed audio, decoding from a seek point can differ in the last bits).
+            features: Filled with ``utterance id → encoder's outputs`` when ``encoder`` is given.
+            on_speech: Called with each window's speech stretches (seconds, on the file's
+                clock) once they are found, before they are transcribed: a caller can start
+                other work there (voice activity detection runs many small steps, which share
+                the interpreter poorly with other Python threads; transcription does not).
 
         Raises:
             InputError: The file is unusable, or (with ``require_speech``) no speech was found.
@@ -323,23 +409,38 @@ class Transcriber:
             if not last and stretches and stretches[-1][1] > window - 1.0 and stretches[-1][0] > 0:
                 next_t = t + stretches[-1][0]  # still speaking at the window's end: redo it
                 stretches = stretches[:-1]
+            if on_speech is not None:
+                on_speech([(round(t + a, 3), round(t + b, 3)) for a, b in stretches])
             for a, b in stretches:
                 if b - a < min_duration:
                     continue
                 start, end = round(t + a, 3), round(t + b, 3)
+                first = round(t * ASR_RATE)  # the samples of start–end, as load_audio cuts them
+                chunk = wave[round(start * ASR_RATE) - first : round(end * ASR_RATE) - first]
+                states = None
+                if encoder is not None and chunk.size <= _WHISPER_WINDOW * ASR_RATE:
+                    states = encoder.encode_windows(chunk)
                 text: str | None = None
                 if transcribe:
-                    chunk = wave[round(a * ASR_RATE) : round(b * ASR_RATE)]
-                    transcript = self.transcribe_array(chunk, source=os.fspath(p), offset=start)
+                    transcript = self.transcribe_array(
+                        chunk,
+                        source=os.fspath(p),
+                        offset=start,
+                        encoder_states=states,
+                        word_timestamps=False,  # an utterance keeps its text, not word times
+                    )
                     text = transcript.text
                     if not text:
                         continue
                     if transcript.doubt(self.config) is not None:
                         doubted += 1  # voice and face are still worth analysing; the words are not
                         text = None
+                uid = f"{stem}_seg{len(out):03d}"
+                if states is not None and features is not None and _audible(chunk):
+                    features[uid] = encoder.features_of(states, chunk.size)  # type: ignore[union-attr]
                 out.append(
                     Utterance(
-                        id=f"{stem}_seg{len(out):03d}",
+                        id=uid,
                         dataset=dataset,
                         start=start,
                         end=end,
@@ -349,7 +450,12 @@ class Transcriber:
                     )
                 )
             done = t + wave.size / ASR_RATE
-            call_hook(hook, "segment", total=total, completed=min(math.ceil(done), total or math.ceil(done)))
+            call_hook(
+                hook,
+                "segment",
+                total=total,
+                completed=min(math.ceil(done), total or math.ceil(done)),
+            )
             if last:
                 break
             t = next_t
@@ -444,3 +550,14 @@ def _segment(s: Any, offset: float) -> Segment:
 
 
 __all__ = ["Segment", "Transcriber", "TranscriberConfig", "Transcript", "Word"]
+
+
+def _audible(chunk: np.ndarray) -> bool:
+    """Whether the voice extractors would take ``chunk`` (long enough, not silent)."""
+    if chunk.size < MIN_AUDIO_SECONDS * ASR_RATE:
+        return False
+    try:
+        check_not_silent(chunk, None)
+    except InputError:
+        return False
+    return True

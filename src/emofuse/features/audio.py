@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from emofuse.config import Config
-from emofuse.errors import InputError, MissingDependencyError
+from emofuse.errors import ConfigError, InputError, MissingDependencyError
 from emofuse.features.base import EXTRACTORS, FeatureExtractor, Features, OutputSpec
 from emofuse.features.media import MIN_AUDIO_SECONDS, check_not_silent, load_audio
 from emofuse.records import Utterance
@@ -218,14 +218,30 @@ class WhisperEncoderExtractor(_SpeechExtractor):
         """Encoder frames of ``utt``'s audio span."""
         self.ensure_ready()
         wave = load_utterance_audio(utt, 16000)
-        frames = self.encode(wave)
-        return {"frames": frames, "pooled": frames.mean(axis=0)}
+        if not self.config.pad:
+            frames = self._encode_unpadded(wave)
+            return {"frames": frames, "pooled": frames.mean(axis=0)}
+        return self.features_of(self.encode_windows(wave), wave.size)
 
     def encode(self, wave: np.ndarray) -> np.ndarray:
         """Encoder states ``(ceil(len / 320), 384)`` of 16 kHz mono float32 samples."""
         self.ensure_ready()
         if not self.config.pad:
             return self._encode_unpadded(wave)
+        return self.frames_of(self.encode_windows(wave), wave.size)
+
+    def encode_windows(self, wave: np.ndarray) -> np.ndarray:
+        """All states of the zero-padded 30 s windows of ``wave``: ``(n_windows, 1500, 384)``.
+
+        This is Whisper's own input (``whisper/audio.py`` pads the samples with zeros before the
+        log-mel spectrogram), so the states also serve Whisper's decoder: speech recognition
+        can decode them instead of encoding the audio a second time
+        (:meth:`~emofuse.features.asr.Transcriber.transcribe_array` ``encoder_states``).
+        :meth:`frames_of` keeps the frames that cover real audio. Needs ``pad=True``.
+        """
+        self.ensure_ready()
+        if not self.config.pad:
+            raise ConfigError("whisper-encoder: encode_windows needs pad=True")
         win = _WINDOW_S * 16000
         n_windows = max(1, math.ceil(wave.size / win))
         padded = np.zeros(n_windows * win, np.float32)
@@ -238,12 +254,29 @@ class WhisperEncoderExtractor(_SpeechExtractor):
             batch = np.ascontiguousarray(mels[b : b + self.config.batch_windows], dtype=np.float32)
             enc = self._model.encode(self._ct2.StorageView.from_array(batch), to_cpu=True)
             outs.append(np.asarray(enc, dtype=np.float32))
-        states = np.concatenate(outs)  # (n_windows, 1500, 384)
+        return np.concatenate(outs)
+
+    @staticmethod
+    def frames_of(states: np.ndarray, n_samples: int) -> np.ndarray:
+        """The frames of :meth:`encode_windows`' ``states`` that cover ``n_samples`` of audio.
+
+        Returns:
+            ``(T, 384)`` with ``T = ceil(n_samples / 320)``, windows concatenated in time.
+        """
+        win = _WINDOW_S * 16000
         kept = []
-        for i in range(n_windows):
-            seconds = min(win, wave.size - i * win) / 16000
+        for i in range(states.shape[0]):
+            seconds = min(win, n_samples - i * win) / 16000
             kept.append(states[i, : min(states.shape[1], math.ceil(seconds / _FRAME_S - 1e-9))])
         return np.concatenate(kept)
+
+    def features_of(self, states: np.ndarray, n_samples: int) -> Features:
+        """This extractor's outputs from :meth:`encode_windows`' ``states``.
+
+        The same as :meth:`extract` returns for the same samples.
+        """
+        frames = self.frames_of(states, n_samples)
+        return {"frames": frames, "pooled": frames.mean(axis=0)}
 
     def _encode_unpadded(self, wave: np.ndarray) -> np.ndarray:
         """Each ≤ 30 s window encoded at its own length (an even number of 10 ms mel frames)."""

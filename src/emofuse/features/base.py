@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,7 +172,11 @@ class FeatureExtractor(ABC):
     def fingerprint(self) -> str:
         """Hash of name, version, config and the versions of ``dependencies``."""
         return fingerprint(
-            self.name, self.version, self.identity_config(), _versions(self.dependencies), __version__
+            self.name,
+            self.version,
+            self.identity_config(),
+            _versions(self.dependencies),
+            __version__,
         )
 
     def identity_config(self) -> Config:
@@ -217,6 +222,29 @@ class FeatureExtractor(ABC):
             specs[key].check(arr, key, self.name)
             out[key] = arr
         return out
+
+
+_READY_LOCKS: dict[str, threading.Lock] = {}
+
+
+def ready_extractor(
+    pool: dict[str, FeatureExtractor], extractor: FeatureExtractor
+) -> FeatureExtractor:
+    """The set-up extractor of ``extractor``'s configuration in ``pool``, set up once.
+
+    ``pool`` maps fingerprints to set-up extractors (a model keeps one, so its extractors load
+    once). Thread-safe: a second thread asking for the same configuration waits for the first
+    to finish setting it up, and other configurations are not held up.
+    """
+    key = extractor.fingerprint()
+    found = pool.get(key)
+    if found is None:
+        with _READY_LOCKS.setdefault(key, threading.Lock()):
+            found = pool.get(key)
+            if found is None:
+                extractor.ensure_ready()
+                pool[key] = found = extractor
+    return found
 
 
 def _checked(method: Any, *, batch: bool) -> Any:

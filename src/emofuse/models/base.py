@@ -47,6 +47,7 @@ from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
 
 if TYPE_CHECKING:
+    from emofuse.features.base import FeatureExtractor, Features
     from emofuse.features.store import FeatureStore
     from emofuse.hooks import Hook
     from emofuse.records import Utterance
@@ -288,6 +289,30 @@ class FusionModel(nn.Module):
         """``modality → FeatureRef`` this model reads, in full (as it was trained)."""
         return {m: s.feature_ref() for m, s in self.inputs.items()}
 
+    def extractor(self, modality: str) -> FeatureExtractor:
+        """The set-up extractor of ``modality``'s input, as this model computes it on the fly.
+
+        Built and loaded once, then kept (thread-safe: :meth:`load_extractors` may be loading
+        it in another thread).
+
+        Raises:
+            KeyError: The model has no such input.
+        """
+        from emofuse.features.base import ready_extractor
+
+        return ready_extractor(self._extractors, self.inputs[modality].feature_ref().build())
+
+    def load_extractors(self, modalities: Sequence[str] | None = None) -> None:
+        """Build and set up the extractors of this model's inputs now, for on-the-fly features.
+
+        :meth:`table` and :meth:`predict` otherwise load them on first use. Loading takes
+        seconds (library imports, model weights), so a caller with other work to do first can
+        run this in a background thread (the :class:`~emofuse.analyze.Analyzer` does, while it
+        finds and transcribes speech). Extractors already loaded are kept.
+        """
+        for modality in self.inputs if modalities is None else modalities:
+            self.extractor(modality)
+
     def table(
         self,
         utterances: list[Utterance],
@@ -296,6 +321,7 @@ class FusionModel(nn.Module):
         hook: Hook | None = None,
         on_failure: Literal["skip", "missing"] = "missing",
         also: Mapping[str, Sequence[str]] | None = None,
+        precomputed: Mapping[str, Mapping[str, Features]] | None = None,
     ) -> FeatureTable:
         """The features this model reads for ``utterances``, computed as it was trained.
 
@@ -308,12 +334,21 @@ class FusionModel(nn.Module):
             on_failure: An input that cannot be used leaves the utterance with that modality
                 ``"missing"`` (the default for inference), or ``"skip"``-s it.
             also: Further outputs of the model's extractors to keep in ``table.extras``.
+            precomputed: ``modality → utterance id → outputs`` of that modality's extractor,
+                already computed in memory (used only without ``cache``).
         """
         from emofuse.data.table import OnTheFlyFeatures
         from emofuse.features.store import FeatureStore
 
         if cache is None:
-            source: Any = OnTheFlyFeatures(hook=hook, extractors=self._extractors)
+            refs = self.feature_refs()
+            source: Any = OnTheFlyFeatures(
+                hook=hook,
+                extractors=self._extractors,
+                precomputed={
+                    refs[m].build().fingerprint(): known for m, known in (precomputed or {}).items()
+                },
+            )
         else:
             source = cache if isinstance(cache, FeatureStore) else FeatureStore(cache)
         return FeatureTable.load(
@@ -410,7 +445,11 @@ class FusionModel(nn.Module):
         if self.text_encoder is not None:
             self.text_encoder.save_pretrained(out / "text_encoder")
         encoder = sorted((out / "text_encoder").glob("*.safetensors"))
-        weights = ["spec.json", "model.safetensors", *(f.relative_to(out).as_posix() for f in encoder)]
+        weights = [
+            "spec.json",
+            "model.safetensors",
+            *(f.relative_to(out).as_posix() for f in encoder),
+        ]
         # written last: a folder without config.json is an unfinished save
         dump_json(
             out / "config.json",
