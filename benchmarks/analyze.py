@@ -8,8 +8,9 @@ clips when it is absent): a **video** of ``--video-minutes`` made by looping the
 audio-visual clip (speech every 3.3 s, a face in every frame), and an **audio** file of
 ``--audio-minutes`` of RAVDESS sentences with one second of silence between them. Each is
 analysed by a fresh ``emofuse analyze`` process with the bundled default model, no feature
-cache (what a user runs): ``rtf`` = wall seconds / media seconds (target ≤ 0.25), and the
-process's peak RSS. Writes ``benchmarks/results/analyze.json`` with the command, the tree's
+cache (what a user runs), ``--repeats`` times: ``rtf`` = wall seconds / media seconds of the
+median run (target ≤ 0.25), that run's peak RSS, and every run's seconds (shared machines
+drift: the spread says how much). Writes ``benchmarks/results/analyze.json`` with the command, the tree's
 state, the machine, the threads, per input its duration, segments, seconds, rtf and peak RSS,
 and the default model's test scores per modality (from its ``card.json``).
 """
@@ -134,6 +135,9 @@ def main() -> None:
     parser.add_argument("--video-minutes", type=float, default=1.0)
     parser.add_argument("--audio-minutes", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per input; the median run is reported"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/analyze.json")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args()
@@ -158,7 +162,10 @@ def main() -> None:
             ),
         }
         for name, path in inputs.items():
-            stats = run(path, args.threads, work)
+            runs = [run(path, args.threads, work) for _ in range(args.repeats)]
+            by_time = sorted(runs, key=lambda r: r["seconds"])  # type: ignore[arg-type,return-value]
+            stats = dict(by_time[len(by_time) // 2])  # the median run
+            stats["runs_seconds"] = [r["seconds"] for r in runs]
             result["inputs"][name] = stats  # type: ignore[index]
             print(name, json.dumps(stats), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
