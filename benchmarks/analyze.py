@@ -99,7 +99,7 @@ def run(path: Path, threads: int, workdir: Path) -> dict[str, object]:
 
     duration = probe(path).duration or 0.0
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = workdir / f"out-{path.stem}"
+    out = Path(tempfile.mkdtemp(prefix=f"out-{path.stem}-", dir=workdir))  # nothing to reuse
     cmd = [str(REPO / ".venv/bin/emofuse"), "analyze", str(path), "--out", str(out)]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
