@@ -1178,7 +1178,11 @@ def analyze(
     ] = Path("emofuse-analysis"),
     report: Annotated[bool, typer.Option(help="Write each file's HTML report.")] = True,
     language: Annotated[
-        str, typer.Option(help="Language spoken (speech recognition runs for English only).")
+        str,
+        typer.Option(
+            help="Language spoken, a BCP-47 tag such as en, fr, zh-CN (speech recognition "
+            "runs for English only)."
+        ),
     ] = "en",
     engine: EngineOption = EngineChoice.local,
     address: RayAddressOption = None,

@@ -80,10 +80,14 @@ def test_local_batch_isolates_failures_and_reuses_by_content(folder, tmp_path):
         again.analyses[str(folder / "renamed.wav")],
         first.analyses[str(folder / "happy.wav")],
     )
-    assert [p.model_dump(exclude={"source"}) for p in moved.predictions] == [
-        p.model_dump(exclude={"source"}) for p in before.predictions
+    mine = {"source", "id", "dialogue_id"}  # the renamed file's own, the rest reused
+    assert [p.model_dump(exclude=mine) for p in moved.predictions] == [
+        p.model_dump(exclude=mine) for p in before.predictions
     ]
     assert {p.source for p in moved.predictions} == {str(folder / "renamed.wav")}
+    assert [(p.id, p.dialogue_id) for p in moved.predictions] == [("renamed_seg000", "renamed")]
+    assert again.names[str(folder / "renamed.wav")] == "renamed"
+    assert json.loads((out / "renamed.json").read_text())["source"] == str(folder / "renamed.wav")
 
 
 def test_ray_engine_equals_local(folder, tmp_path):
@@ -139,20 +143,27 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
 
 
 def test_what_changes_a_result_is_in_its_key(tmp_path):
-    """The same audio with three transcripts, then in another language: four results, none of
-    them handed out for another (a name clash once overwrote one result with another)."""
+    """The same audio with three transcripts, then in another language: each run gives that
+    run's words (a name clash once handed one transcript's result out for another), under the
+    file's one name, which the newest result takes over (no stale 'a.json' beside 'a-…')."""
     wav = tmp_path / "a.wav"
     shutil.copy(ANGRY, wav)
+    out = tmp_path / "out"
     words = {}
     for i, said in enumerate(["I am furious with you", "What a lovely day", "The bus is late"]):
         srt = tmp_path / f"t{i}.srt"
         srt.write_text(f"1\n00:00:00,900 --> 00:00:03,000\n{said}\n", encoding="utf-8")
         words[srt] = said
-        analyze_files([wav], tmp_path / "out", transcript=srt, report=False)
-    for srt, said in words.items():  # all reused now, each with its own words
-        again = analyze_files([wav], tmp_path / "out", transcript=srt, report=False)
-        assert again.reused == 1 and again.analyses[str(wav)].predictions[0].text == said
-    french = analyze_files([wav], tmp_path / "out", language="fr", report=False)
+        run = analyze_files([wav], out, transcript=srt, report=False)
+        assert run.reused == 0 and run.names[str(wav)] == "a"
+        assert json.loads((out / "a.json").read_text())["predictions"][0]["text"] == said
+    assert sorted(f.name for f in out.glob("*.json")) == ["a.json", "index.json"]
+    last = analyze_files([wav], out, transcript=srt, report=False)  # the newest: reused
+    assert last.reused == 1 and last.analyses[str(wav)].predictions[0].text == said
+    first = next(iter(words))
+    back = analyze_files([wav], out, transcript=first, report=False)  # replaced: analysed again
+    assert back.reused == 0 and back.analyses[str(wav)].predictions[0].text == words[first]
+    french = analyze_files([wav], out, language="fr", report=False)
     assert french.reused == 0
     assert [p.text for p in french.analyses[str(wav)].predictions] == [None]
 
@@ -211,3 +222,98 @@ def test_one_run_at_a_time_per_folder_and_a_broken_index_is_rebuilt(tmp_path):
     with pytest.warns(EmofuseWarning, match="starting a new index"):
         res = analyze_files([HAPPY], out, report=False)
     assert list(res.analyses) == [str(HAPPY)] and json.loads((out / "index.json").read_text())
+
+
+def test_a_live_port_that_is_not_ray_is_refused_not_waited_on(tmp_path):
+    """A web server where the Ray cluster was expected: the TCP check passes, the gRPC
+    handshake does not, and the answer comes in seconds instead of ray.init hanging."""
+    import http.server
+    import threading
+
+    from emofuse.errors import InputError
+    from emofuse.features.pipeline import check_ray_address
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(InputError, match=r"something answers there, but not Ray"):
+            check_ray_address(address, timeout=1.0)
+        with pytest.raises(InputError, match=r"but not Ray"):
+            check_ray_address(f"ray://{address}", timeout=1.0)
+    finally:
+        server.shutdown()
+
+
+def test_ray_options_without_the_ray_engine_are_refused(tmp_path):
+    """--address and --workers would be ignored by the local engine: refused in one line,
+    before the output folder is made (analyze and features extract alike)."""
+    from emofuse.errors import InputError
+    from emofuse.features.base import get_extractor
+    from emofuse.features.pipeline import extract_features
+    from emofuse.records import Utterance
+
+    with pytest.raises(InputError, match=r"--address: is for the Ray engine; add --engine ray"):
+        analyze_files([HAPPY], tmp_path / "o", address="127.0.0.1:6379")
+    with pytest.raises(InputError, match=r"--workers: is for the Ray engine"):
+        analyze_files([HAPPY], tmp_path / "o", workers=2)
+    assert not (tmp_path / "o").exists()
+    utt = Utterance(id="u", dataset="t", text="hello")
+    with pytest.raises(InputError, match=r"--address: is for the Ray engine"):
+        extract_features([utt], get_extractor("minilm"), tmp_path / "s", address="h:1")
+    result = CliRunner().invoke(app, ["analyze", str(HAPPY), "--workers", "2"])
+    assert result.exit_code == 2
+    assert "--workers: is for the Ray engine; add --engine ray" in result.output
+
+
+def test_language_is_checked_as_a_language_tag(tmp_path):
+    from emofuse.analyze.analyzer import language_tag
+    from emofuse.errors import ConfigError
+
+    assert [language_tag(v) for v in ("en", "EN", "eng", "pt-BR", "zh-Hans")] == [
+        "en",
+        "en",
+        "en",
+        "pt-BR",
+        "zh-Hans",
+    ]
+    for bad in ("english", "", "e", "en_US", "fr--CA"):
+        with pytest.raises(ConfigError, match="is not a language tag"):
+            language_tag(bad)
+    result = CliRunner().invoke(
+        app, ["analyze", str(HAPPY), "--language", "english", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert "language 'english' is not a language tag" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_files_with_one_stem_get_names_and_ids_of_their_own(tmp_path):
+    """a/x.wav and b/x.wav: two results, two names, segment ids that never repeat in the
+    folder's analysis.csv; each keeps its name on the next run."""
+    for sub, clip in (("a", HAPPY), ("b", ANGRY)):
+        (tmp_path / sub).mkdir()
+        shutil.copy(clip, tmp_path / sub / "x.wav")
+    a, b = tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav"
+    out = tmp_path / "out"
+    res = analyze_files([a, b], out, report=False)
+    assert res.names[str(a)] == "x" and res.names[str(b)].startswith("x-")
+    ids = [r["id"] for r in rows(out / "analysis.csv")]
+    assert len(ids) == len(set(ids)) == 2
+    assert ids == ["x_seg000", f"{res.names[str(b)]}_seg000"]
+    again = analyze_files([b, a], out, report=False)
+    assert again.reused == 2 and again.names == res.names
+
+
+def test_an_index_of_the_first_format_is_read(tmp_path):
+    """index.json as version 1 wrote it (key → name, source) still finds the results."""
+    out = tmp_path / "out"
+    wav = tmp_path / "h.wav"
+    shutil.copy(HAPPY, wav)
+    analyze_files([wav], out, report=False)
+    index = json.loads((out / "index.json").read_text())
+    assert index["version"] == 2
+    entry = index["files"][str(wav)]
+    old = {entry["key"]: {"name": entry["name"], "source": str(wav)}}
+    (out / "index.json").write_text(json.dumps(old), encoding="utf-8")
+    assert analyze_files([wav], out, report=False).reused == 1

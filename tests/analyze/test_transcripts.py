@@ -119,3 +119,52 @@ def test_srt_override_tags_are_not_words(tmp_path):
         tmp_path, "a.srt", "1\n00:00:00,500 --> 00:00:02,000\n{\\an8}Hello {\\i1}there{\\i0}\n"
     )
     assert [t.text for t in read_transcript(p)] == ["Hello there"]
+
+
+def test_plain_text_heading_and_screenplay_speakers(tmp_path):
+    """A 'Meeting notes:' line over 'Name: words' lines is a heading, not a speaker or words;
+    a 'NAME:' line of its own names the speaker of the lines below it."""
+    notes = write(tmp_path, "notes.txt", "Meeting notes:\nAnn: I am furious.\nBob: Calm down.\n")
+    assert read_transcript(notes) == [
+        Turn(text="I am furious.", speaker="Ann"),
+        Turn(text="Calm down.", speaker="Bob"),
+    ]
+    play = write(tmp_path, "play.txt", "ANN:\nI am furious.\nReally.\nBOB:\nCalm down.\n")
+    assert read_transcript(play) == [
+        Turn(text="I am furious.", speaker="ANN"),
+        Turn(text="Really.", speaker="ANN"),
+        Turn(text="Calm down.", speaker="BOB"),
+    ]
+    mixed = write(tmp_path, "mixed.txt", "Note: recorded at home.\nI am happy today.\n")
+    assert read_transcript(mixed) == [
+        Turn(text="Note: recorded at home."),
+        Turn(text="I am happy today."),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        (
+            "neg.srt",
+            "1\n-00:00:01,000 --> 00:00:02,000\nHello there.\n\n"
+            "2\n00:00:02,500 --> 00:00:04,000\nSecond cue.\n",
+            2,
+        ),
+        (
+            "neg.vtt",
+            "WEBVTT\n\n00:00.500 --> 00:01.000\nFirst.\n\n"
+            "-00:01.000 --> 00:02.000\nHello there.\n",
+            6,
+        ),
+    ],
+)
+def test_a_cue_webvtt_would_drop_is_an_error_naming_its_line(tmp_path, name, text, line):
+    p = write(tmp_path, name, text)
+    with pytest.raises(InputError, match=rf"{name}: line {line}: unreadable cue times '-00:0"):
+        read_transcript(p)
+
+
+def test_an_arrow_in_the_words_is_not_a_cue(tmp_path):
+    p = write(tmp_path, "a.srt", "1\n00:00:01,000 --> 00:00:02,000\nthis --> that\n")
+    assert read_transcript(p) == [Turn(text="this --> that", start=1.0, end=2.0)]

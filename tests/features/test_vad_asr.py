@@ -226,3 +226,25 @@ def test_segment_media_gives_the_voice_features_of_the_samples_it_transcribed(tm
         assert features[u.id]["frames"].shape == alone["frames"].shape
         np.testing.assert_allclose(features[u.id]["frames"], alone["frames"], atol=1e-5)
         np.testing.assert_allclose(features[u.id]["pooled"], alone["pooled"], atol=1e-6)
+
+
+def test_quiet_speech_is_found_where_it_is():
+    """A RAVDESS sentence at -60 dBFS (its loud end): Silero alone starts the speech 1.2 s
+    late and finds none at -70; raised first, both give the stretch found at a normal level.
+    Recordings as loud as RAVDESS's quietest are not touched."""
+    import emofuse
+
+    wave = load_audio(f"{emofuse.__path__[0]}/datasets/sample/03-01-03-02-01-01-01.wav")
+    top = float(np.quantile(np.abs(wave), 0.999))
+    normal = detect_speech(wave, min_silence_ms=500, speech_pad_ms=100)
+    assert len(normal) == 1
+    for db in (-60.0, -70.0):
+        quiet = (wave / top * 10 ** (db / 20)).astype(np.float32)
+        found = detect_speech(quiet, min_silence_ms=500, speech_pad_ms=100)
+        assert found == normal, db
+        plain = detect_speech(quiet, min_silence_ms=500, speech_pad_ms=100, quiet_peak=0.0)
+        assert not plain or plain[0][0] > normal[0][0] + 0.5, db
+    ravdess_quietest = (wave / top * 0.0054).astype(np.float32)
+    assert detect_speech(ravdess_quietest, quiet_peak=0.005) == detect_speech(
+        ravdess_quietest, quiet_peak=0.0
+    )

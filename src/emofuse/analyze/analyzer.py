@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import threading
 import time
 import warnings
@@ -30,7 +31,7 @@ from typing import Any, Literal
 from emofuse.analyze.result import Analysis, Segmentation, Skipped
 from emofuse.analyze.transcripts import Turn, is_transcript, read_transcript, transcript_beside
 from emofuse.datasets.folder import IMAGE_SUFFIXES
-from emofuse.errors import EmofuseWarning, InputError
+from emofuse.errors import ConfigError, EmofuseWarning, InputError
 from emofuse.hooks import Hook
 from emofuse.records import Utterance
 
@@ -46,6 +47,28 @@ MIN_SPEECH_COVERAGE = 0.2
 DATASET = "analyze"
 
 
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
+
+
+def language_tag(value: str) -> str:
+    """``value`` checked as a BCP-47 language tag (``en``, ``fr``, ``pt-BR``, ``zh-Hans``).
+
+    The primary subtag is an ISO 639 code of two or three letters; ``eng`` is read as ``en``.
+
+    Raises:
+        ConfigError: not a language tag (e.g. ``"english"``), with examples.
+    """
+    tag = value.strip() if isinstance(value, str) else ""
+    if not _LANGUAGE_TAG.match(tag):
+        raise ConfigError(
+            f"language {value!r} is not a language tag: give a BCP-47 tag such as 'en', 'fr', "
+            "'de-CH' or 'zh-CN'"
+        )
+    primary, _, rest = tag.partition("-")
+    primary = {"eng": "en"}.get(primary.lower(), primary.lower())
+    return f"{primary}-{rest}" if rest else primary
+
+
 def default_model_dir() -> Path:
     """The bundled default model's folder (inside the installed package)."""
     return Path(__file__).resolve().parent.parent / "default_model"
@@ -58,7 +81,8 @@ class Analyzer:
         model: A saved model folder, a loaded :class:`~emofuse.models.FusionModel`, or ``None``
             for the bundled default model (see ``default_model/MODEL_CARD.md``).
         cache: Feature store folder to reuse and fill; ``None`` computes features in memory.
-        language: Language spoken in the media (BCP-47, default ``"en"``). ASR runs only for
+        language: Language spoken in the media, a BCP-47 tag (default ``"en"``; see
+            :func:`language_tag`). ASR runs only for
             English; otherwise segments come from voice activity, and voice and face are
             analysed without words.
         batch_size: Segments per forward pass.
@@ -89,7 +113,7 @@ class Analyzer:
             self.model_dir = Path(model) if model is not None else default_model_dir()
             self.model = load_model(self.model_dir)
         self.cache = cache
-        self.language = language
+        self.language = language_tag(language)
         self.batch_size = batch_size
         self.hook = hook
         self._asr: Any = None
@@ -102,13 +126,19 @@ class Analyzer:
 
     # -- one file ----------------------------------------------------------------------------
     def analyze(
-        self, path: str | os.PathLike[str], transcript: str | os.PathLike[str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        transcript: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
     ) -> Analysis:
         """Analyse one media file (video, audio, image) or transcript.
 
         Args:
             path: The file.
             transcript: Its transcript (default: a transcript file beside it with the same stem).
+            name: What segment ids start with, and the dialogue id (default: the file's stem;
+                a batch gives each file of a folder its own, so ids never repeat).
 
         Returns:
             The :class:`~emofuse.analyze.result.Analysis`; segments that could not be used are
@@ -137,7 +167,7 @@ class Analyzer:
             raise InputError(p, "no such file")
         notes: list[str] = []
         skipped: list[Skipped] = []
-        stem = _stem(p)
+        stem = _safe(name) if name else _stem(p)
         if is_transcript(p):
             if transcript is not None:
                 raise InputError(p, "is a transcript itself; give its media file with a transcript")
@@ -230,7 +260,7 @@ class Analyzer:
                 tfile = None
             voice: dict[str, Any] = {}
             utts, segmentation = self._speech_segments(
-                p, kind, duration, info.has_audio, notes, voice
+                p, stem, kind, duration, info.has_audio, notes, voice
             )
             return self._finish(
                 p, kind, duration, tfile, segmentation, utts, notes, skipped, t0, {"audio": voice}
@@ -240,6 +270,7 @@ class Analyzer:
     def _speech_segments(
         self,
         p: Path,
+        stem: str,
         kind: Literal["video", "audio"],
         duration: float | None,
         has_audio: bool,
@@ -273,8 +304,11 @@ class Analyzer:
                     "English only); voice and face analysed without words"
                 )
         if utts:
+            ids = {u.id: f"{stem}_seg{i:03d}" for i, u in enumerate(utts)}
+            for old_id in [k for k in voice if k in ids]:
+                voice[ids[old_id]] = voice.pop(old_id)
             return [
-                u.model_copy(update={"dialogue_id": _stem(p), "turn": i})
+                u.model_copy(update={"id": ids[u.id], "dialogue_id": stem, "turn": i})
                 for i, u in enumerate(utts)
             ], "speech"
         if kind == "audio":
@@ -286,7 +320,6 @@ class Analyzer:
         )
         total = duration or FACE_WINDOW_S
         n = max(1, math.ceil(total / FACE_WINDOW_S - 1e-6))
-        stem = _stem(p)
         return [
             Utterance(
                 id=f"{stem}_win{i:03d}",
@@ -517,7 +550,12 @@ def _media_beside(transcript: Path) -> Path | None:
 
 
 def _stem(p: Path) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in p.stem) or "media"
+    return _safe(p.stem)
 
 
-__all__ = ["FACE_WINDOW_S", "MIN_SPEECH_COVERAGE", "WHOLE_CLIP_S", "Analyzer", "default_model_dir"]
+def _safe(name: str) -> str:
+    """``name`` with every character but letters, digits and ``-_.`` made ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "media"
+
+
+__all__ = ["FACE_WINDOW_S", "MIN_SPEECH_COVERAGE", "WHOLE_CLIP_S", "Analyzer", "default_model_dir", "language_tag"]

@@ -2,10 +2,15 @@
 
 The output folder holds, per file, ``<name>.json`` (the :class:`Analysis`) and ``<name>.html``
 (its report), and for the whole run ``analysis.csv`` (every segment of every file, with a
-``file`` column) and ``index.json``. A file is recognised by its **content** and the model
-(BLAKE2b of the bytes + the model folder's config checksum), not by its name: running again
-skips files already analysed, also when renamed or moved, and analyses a changed file again.
-A file that fails is reported with its one-line reason; the others are not affected.
+``file`` column) and ``index.json`` (:data:`INDEX_VERSION`). A result is recognised by what
+decides it — the file's **content**, its transcript's, the model (the model folder's config
+checksum) and the language — not by the file's name: running again skips files already
+analysed, also when renamed, copied or moved (the copy gets its own JSON, report and ids),
+and analyses a changed file again. Each file keeps its name across runs, so a changed file's
+new result replaces its old one; two files with one stem are told apart by a hash of the
+path (``clip``, ``clip-3f2a…``), and segment ids start with that name, so they never repeat
+within a folder. A file that fails is reported with its one-line reason; the others are not
+affected.
 
 The Ray engine runs one task per file on a local cluster (or ``address``); each worker loads
 the model once. Results are identical to the local engine's: the same code analyses each file.
@@ -128,7 +133,10 @@ def analyze_files(
         on_result: Called per file with ``(path, analysis, error)`` as results arrive.
 
     Raises:
-        InputError: a path does not exist or the model folder is unusable.
+        InputError: a path does not exist, the model folder is unusable, or the engine
+            options do not fit (``address`` or ``workers`` without ``engine="ray"``, a Ray
+            address that is not a Ray cluster).
+        ConfigError: ``language`` is not a BCP-47 language tag.
     """
     files = expand(paths)
     if transcript is not None:
@@ -136,12 +144,11 @@ def analyze_files(
             raise InputError(transcript, "a transcript goes with exactly one media file")
         if not Path(transcript).is_file():
             raise InputError(transcript, "no such transcript file")
-    if workers is not None and workers < 1:
-        raise InputError("--workers", f"must be at least 1, got {workers}")
-    if engine == "ray":
-        from emofuse.features.pipeline import check_ray_address
+    from emofuse.analyze.analyzer import language_tag
+    from emofuse.features.pipeline import check_engine
 
-        check_ray_address(address)
+    check_engine(engine, address, workers)
+    language = language_tag(language)
     folder = make_folder(out)
     lock = FileLock(folder / ".emofuse-analyze.lock")
     try:
@@ -193,25 +200,23 @@ def _analyze_into(
     )
     mkey = model_key(model_dir)
     index_file = folder / "index.json"
-    index: dict[str, Any] = {}
+    raw: Any = {}
     if index_file.is_file():
         try:
-            index = read_json(index_file)
+            raw = read_json(index_file)
         except InputError as err:  # results stay; only the record of what was done is lost
             warnings.warn(
                 f"{err}; starting a new index (files are analysed again)",
                 EmofuseWarning,
                 stacklevel=2,
             )
-    index = index if isinstance(index, dict) else {}
+    index = _read_index(raw, folder)  # source path → {"key", "name"}, results that exist
     result = BatchResult(out=folder)
-    names_taken = {
-        v["name"]
-        for v in index.values()
-        if isinstance(v, dict) and "name" in v and (folder / f"{v['name']}.json").is_file()
-    }
-    todo: list[tuple[Path, str]] = []
+    owner = {e["name"]: src for src, e in index.items()}  # who each name belongs to
+    by_key = {e["key"]: (src, e) for src, e in index.items()}
+    todo: list[tuple[Path, str, str]] = []
     for f in files:
+        here = os.fspath(f)
         try:
             # the words count too: a transcript given, or one beside the media
             words = transcript if transcript is not None else transcript_beside(f)
@@ -219,44 +224,41 @@ def _analyze_into(
             # everything that changes the result: content, words, model, language
             key = f"{file_digest(f)}-{mkey}{tkey}-{language.lower()}"
         except OSError as err:
-            result.failed[os.fspath(f)] = f"{f}: cannot read ({err.strerror or err})"
+            result.failed[here] = f"{f}: cannot read ({err.strerror or err})"
             if on_result:
-                on_result(f, None, result.failed[os.fspath(f)])
+                on_result(f, None, result.failed[here])
             continue
-        done = index.get(key)
-        if isinstance(done, dict) and (folder / f"{done['name']}.json").is_file():
-            try:
-                prior = Analysis.model_validate_json(
-                    (folder / f"{done['name']}.json").read_text("utf-8")
-                )
-            except ValueError:
-                prior = None
-            if prior is not None:
-                if report and not (folder / f"{done['name']}.html").is_file():
-                    prior.report(folder / f"{done['name']}.html")
-                here = os.fspath(f)  # the same content, perhaps under another name
-                preds = [q.model_copy(update={"source": here}) for q in prior.predictions]
-                result.analyses[here] = prior.model_copy(
-                    update={"source": here, "predictions": preds}
-                )
-                result.names[here] = done["name"]
-                result.reused += 1
-                if on_result:
-                    on_result(f, result.analyses[os.fspath(f)], None)
-                continue
-        todo.append((f, key))
+        # A file keeps its name across runs (a changed file or transcript replaces its old
+        # result); a new file takes its stem, or the stem and a hash of its path when another
+        # file has that name.
+        name = index[here]["name"] if here in index else _free_name(f, owner)
+        owner[name] = here
+        prior = _prior(folder, by_key.get(key))
+        if prior is None:
+            todo.append((f, key, name))
+            continue
+        analysis = _renamed(prior, here, name)
+        if index.get(here) != {"key": key, "name": name}:  # a copy, or moved: its own files
+            write_text_atomic(folder / f"{name}.json", analysis.to_json() + "\n")
+            index[here] = {"key": key, "name": name}
+            _write_index(index_file, index)
+        if report and not (folder / f"{name}.html").is_file():
+            analysis.report(folder / f"{name}.html")
+        result.analyses[here] = analysis
+        result.names[here] = name
+        result.reused += 1
+        if on_result:
+            on_result(f, analysis, None)
 
-    def keep(f: Path, key: str, analysis: Analysis | None, error: str | None) -> None:
+    def keep(f: Path, key: str, name: str, analysis: Analysis | None, error: str | None) -> None:
         if analysis is None:
             result.failed[os.fspath(f)] = error or "failed"
         else:
-            name = _free_name(f, key, names_taken)
-            names_taken.add(name)
             write_text_atomic(folder / f"{name}.json", analysis.to_json() + "\n")
             if report:
                 analysis.report(folder / f"{name}.html")
-            index[key] = {"name": name, "source": os.fspath(f)}
-            dump_json(index_file, index)
+            index[os.fspath(f)] = {"key": key, "name": name}
+            _write_index(index_file, index)
             result.analyses[os.fspath(f)] = analysis
             result.names[os.fspath(f)] = name
         if on_result:
@@ -269,13 +271,13 @@ def _analyze_into(
         )
 
     if engine == "local":
-        for f, key in todo:
+        for f, key, name in todo:
             try:
-                analysis = analyzer.analyze(f, transcript)
+                analysis = analyzer.analyze(f, transcript, name=name)
             except Exception as err:  # one file's failure never costs the others their results
-                keep(f, key, None, failure(f, err))
+                keep(f, key, name, None, failure(f, err))
             else:
-                keep(f, key, analysis, None)
+                keep(f, key, name, analysis, None)
     elif todo:
         _run_ray(todo, model_dir, cache, language, transcript, address, workers, keep)
     order = {os.fspath(f): i for i, f in enumerate(files)}
@@ -304,33 +306,103 @@ def batch_csv(analyses: dict[str, Analysis]) -> str:
     return rows_csv(preds, extra)
 
 
-def _free_name(f: Path, key: str, taken: set[str]) -> str:
+INDEX_VERSION = 2
+"""``index.json``: ``{"version": 2, "files": {source path: {"key", "name"}}}``; version 1 (a
+flat ``key → {"name", "source"}``) is read and rewritten."""
+
+
+def _read_index(raw: Any, folder: Path) -> dict[str, dict[str, str]]:
+    """``source path → {"key", "name"}`` of the results in ``folder`` that still exist."""
+    if isinstance(raw, dict) and raw.get("version") == INDEX_VERSION:
+        rows = raw.get("files")
+        entries = rows if isinstance(rows, dict) else {}
+    elif isinstance(raw, dict):  # version 1
+        entries = {
+            v["source"]: {"key": k, "name": v["name"]}
+            for k, v in raw.items()
+            if isinstance(v, dict) and isinstance(v.get("source"), str)
+        }
+    else:
+        entries = {}
+    return {
+        src: {"key": str(e["key"]), "name": str(e["name"])}
+        for src, e in entries.items()
+        if isinstance(e, dict)
+        and isinstance(e.get("key"), str)
+        and isinstance(e.get("name"), str)
+        and (folder / f"{e['name']}.json").is_file()
+    }
+
+
+def _write_index(index_file: Path, index: dict[str, dict[str, str]]) -> None:
+    dump_json(index_file, {"version": INDEX_VERSION, "files": index})
+
+
+def _free_name(f: Path, owner: dict[str, str]) -> str:
+    """``f``'s stem, or with a hash of its path when another file has that name."""
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in f.stem) or "file"
-    return stem if stem not in taken else f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    if owner.get(stem, os.fspath(f)) == os.fspath(f):
+        return stem
+    return f"{stem}-{hashlib.sha256(os.fspath(f).encode()).hexdigest()[:10]}"
+
+
+def _prior(folder: Path, entry: tuple[str, dict[str, str]] | None) -> Analysis | None:
+    """The earlier analysis an index entry names, if its JSON still reads."""
+    if entry is None:
+        return None
+    try:
+        return Analysis.model_validate_json(
+            (folder / f"{entry[1]['name']}.json").read_text("utf-8")
+        )
+    except (OSError, ValueError):
+        return None
+
+
+def _renamed(a: Analysis, source: str, name: str) -> Analysis:
+    """``a`` as the analysis of ``source`` under ``name``: same content, that file's ids.
+
+    Segment ids and the dialogue id start with the name of the file they were made for
+    (``<name>_seg000``); a copy analysed before under another name gets ids of its own.
+    """
+    first = a.predictions[0] if a.predictions else None
+    old = (first.dialogue_id or first.id) if first is not None else None
+
+    def rid(value: str | None) -> str | None:
+        if value is None or old is None or not value.startswith(old):
+            return value
+        return name + value[len(old) :]
+
+    preds = [
+        q.model_copy(update={"source": source, "id": rid(q.id), "dialogue_id": rid(q.dialogue_id)})
+        for q in a.predictions
+    ]
+    skipped = [s.model_copy(update={"id": rid(s.id)}) for s in a.skipped]
+    return a.model_copy(update={"source": source, "predictions": preds, "skipped": skipped})
 
 
 def _run_ray(
-    todo: list[tuple[Path, str]],
+    todo: list[tuple[Path, str, str]],
     model_dir: Path,
     cache: str | os.PathLike[str] | None,
     language: str,
     transcript: str | os.PathLike[str] | None,
     address: str | None,
     workers: int | None,
-    keep: Callable[[Path, str, Analysis | None, str | None], None],
+    keep: Callable[[Path, str, str, Analysis | None, str | None], None],
 ) -> None:
     from emofuse.features.pipeline import ray_actor_pool
 
     words = None if transcript is None else os.fspath(transcript)
 
     args = (os.fspath(model_dir), None if cache is None else os.fspath(cache), language)
-    by_path = {os.fspath(f): (f, key) for f, key in todo}
+    by_path = {os.fspath(f): (f, key, name) for f, key, name in todo}
     with ray_actor_pool(_RayAnalyzer, args, address, workers, len(todo)) as pool:
         for path, payload, error in pool.map_unordered(
-            lambda a, item: a.run.remote(os.fspath(item[0]), words), todo
+            lambda a, item: a.run.remote(os.fspath(item[0]), words, item[2]), todo
         ):
-            f, key = by_path[path]
-            keep(f, key, None if payload is None else Analysis.model_validate_json(payload), error)
+            f, key, name = by_path[path]
+            analysis = None if payload is None else Analysis.model_validate_json(payload)
+            keep(f, key, name, analysis, error)
 
 
 class _RayAnalyzer:
@@ -341,9 +413,12 @@ class _RayAnalyzer:
 
         self.analyzer = Analyzer(model_dir, cache=cache, language=language)
 
-    def run(self, path: str, transcript: str | None = None) -> tuple[str, str | None, str | None]:
+    def run(
+        self, path: str, transcript: str | None = None, name: str | None = None
+    ) -> tuple[str, str | None, str | None]:
         try:
-            return path, self.analyzer.analyze(path, transcript).to_json(indent=None), None
+            analysis = self.analyzer.analyze(path, transcript, name=name)
+            return path, analysis.to_json(indent=None), None
         except Exception as err:  # reported per file, as the local engine does
             return path, None, failure(Path(path), err)
 

@@ -6,8 +6,9 @@ Every reader returns the same :class:`Turn` records, on the media's clock, in fi
   (``<v Ann>``) becomes the speaker, markup is dropped;
 * ``.json`` — ``[{"text": …, "start": s, "end": s, "speaker": …}, …]`` or
   ``{"turns": [...]}`` (``start`` / ``end`` optional, in seconds, but both or neither);
-* ``.txt`` — one turn per non-empty line, no times; ``Name: words`` lines give a speaker when
-  every line has such a prefix.
+* ``.txt`` — one turn per non-empty line, no times; ``Name: words`` lines (or a ``Name:`` line
+  over the lines below it) give a speaker when every line has one; a ``Name:`` line with no
+  words under it is a heading and is dropped.
 
 Bad files fail with one :class:`~emofuse.errors.InputError` naming the file and the problem
 (line or cue number where there is one).
@@ -32,6 +33,14 @@ _OVERRIDE = re.compile(r"\{\\[^{}]*\}")
 r"""SubRip/ASS override tags such as ``{\an8}`` or ``{\i1}``: styling, not words."""
 
 _SPEAKER = re.compile(r"^\s*([^:\s][^:]{0,40}):\s+(\S.*)$")
+_LABEL = re.compile(r"^\s*([^:\s][^:]{0,40}):\s*$")
+"""A line that is only ``Name:`` (a speaker over the lines below it, or a heading)."""
+
+_CUE_TIMING = re.compile(r"^\s*-?\d[\d:.,]*\s*-->")
+_GOOD_TIMING = re.compile(
+    r"^\s*(\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}\s*-->\s*(\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}(\s.*)?$"
+)
+"""A cue's time line as webvtt-py reads it (``00:00:01,000 --> 00:00:02,500 [settings]``)."""
 
 
 class Turn(BaseModel):
@@ -102,6 +111,7 @@ def _subtitles(p: Path, suffix: str) -> list[Turn]:
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
         kind = "SRT" if suffix == ".srt" else "WebVTT"
         raise InputError(p, f"malformed {kind} file ({problem})") from None
+    _check_every_cue_read(p, len(captions))
     turns = []
     for i, c in enumerate(captions, start=1):
         words = " ".join(_OVERRIDE.sub("", c.text).split())
@@ -114,6 +124,23 @@ def _subtitles(p: Path, suffix: str) -> list[Turn]:
             Turn(text=words, start=start, end=end, speaker=getattr(c, "voice", None) or None)
         )
     return turns
+
+
+def _check_every_cue_read(p: Path, read: int) -> None:
+    """Refuse a subtitle file with a cue webvtt-py skipped, naming the line.
+
+    webvtt-py silently drops a cue whose time line it cannot parse (a negative time,
+    ``1:2:3``); its words would be lost unsaid.
+    """
+    lines = p.read_text(encoding="utf-8-sig").splitlines()
+    timings = [(n, ln) for n, ln in enumerate(lines, start=1) if _CUE_TIMING.search(ln)]
+    for n, ln in timings:
+        if not _GOOD_TIMING.match(ln):
+            raise InputError(p, f"line {n}: unreadable cue times {ln.strip()[:60]!r}")
+    if len(timings) != read:
+        raise InputError(
+            p, f"{len(timings) - read} of {len(timings)} cue(s) could not be read (malformed cue)"
+        )
 
 
 def _ms(ts: object) -> float:
@@ -182,10 +209,25 @@ def _json(p: Path, text: str) -> list[Turn]:
 
 
 def _plain(text: str) -> list[Turn]:
+    """Turns of a plain-text transcript: one per line, speakers when every line names one.
+
+    A speaker is named by a ``Name: words`` prefix, or by a ``Name:`` line of its own over the
+    lines that follow (screenplay style). A ``Name:`` line followed by no words of its own
+    (``Meeting notes:`` above ``Ann: …`` lines) is a heading, not a speaker, and is dropped.
+    """
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    matches = [_SPEAKER.match(ln) for ln in lines]
-    if lines and all(matches):
-        return [Turn(text=m.group(2).strip(), speaker=m.group(1).strip()) for m in matches if m]
+    rows: list[tuple[str | None, str]] = []  # (speaker, words)
+    label: str | None = None
+    for ln in lines:
+        if m := _LABEL.match(ln):
+            label = m.group(1).strip()
+        elif m := _SPEAKER.match(ln):
+            rows.append((m.group(1).strip(), m.group(2).strip()))
+            label = None
+        else:
+            rows.append((label, ln))
+    if rows and all(speaker is not None for speaker, _ in rows):
+        return [Turn(text=" ".join(words.split()), speaker=speaker) for speaker, words in rows]
     return [Turn(text=" ".join(ln.split())) for ln in lines]
 
 

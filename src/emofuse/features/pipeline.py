@@ -99,6 +99,7 @@ def extract_features(
     Returns:
         An :class:`ExtractionReport`; bad inputs are listed in ``failed``, never raised.
     """
+    check_engine(engine, address, workers)
     if batch_size is None:
         batch_size = extractor.batch_size
     if batch_size < 1:
@@ -130,10 +131,8 @@ def extract_features(
     if todo:
         if engine == "local":
             _run_local(todo, extractor, cache, batch_size, advance)
-        elif engine == "ray":
-            _run_ray(todo, extractor, store.root, batch_size, address, workers, advance)
         else:
-            raise ConfigError(f"unknown engine {engine!r}; choose 'local' or 'ray'")
+            _run_ray(todo, extractor, store.root, batch_size, address, workers, advance)
     wanted = {u.id for u in utts}
     errors = cache.errors()
     report.failed = {k: v for k, v in errors.items() if k in wanted}
@@ -191,14 +190,42 @@ def _run_local(todo, extractor, cache, batch_size, advance: Callable[[int], None
         advance(len(batch))
 
 
-def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
-    """Refuse in one line a Ray address nothing answers at (``ray.init`` retries for minutes).
+def check_engine(engine: str, address: str | None, workers: int | None) -> None:
+    """Refuse in one line engine options that do not fit together, before any work starts.
 
-    ``None`` and ``"auto"`` (start or find a local cluster) are not checked; ``host:port`` and
-    ``ray://host:port`` get a TCP connection attempt.
+    ``address`` and ``workers`` are Ray's: with the local engine they would be ignored, so
+    they are refused. ``workers`` must be at least 1, and a Ray ``address`` must answer
+    (:func:`check_ray_address`).
 
     Raises:
-        InputError: the address is malformed, or nothing accepts a connection there.
+        ConfigError: an unknown engine.
+        InputError: the options named do not fit (the message names the option).
+    """
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"unknown engine {engine!r}; choose 'local' or 'ray'")
+    if workers is not None and workers < 1:
+        raise InputError("--workers", f"must be at least 1, got {workers}")
+    if engine == "local":
+        given = [name for name, v in (("--address", address), ("--workers", workers)) if v]
+        if given:
+            raise InputError(
+                given[0], "is for the Ray engine; add --engine ray (the local engine runs here)"
+            )
+        return
+    check_ray_address(address)
+
+
+def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse in one line a Ray address that is not a Ray cluster (``ray.init`` would hang).
+
+    ``None`` and ``"auto"`` (start or find a local cluster) are not checked. ``host:port`` (a
+    cluster's GCS) and ``ray://host:port`` (Ray Client) must accept a TCP connection and then
+    complete a gRPC (HTTP/2) handshake, as both Ray services speak gRPC: a web server or other
+    service on that port is refused instead of hanging ``ray.init``.
+
+    Raises:
+        InputError: the address is malformed, nothing accepts a connection there, or what
+            answers is not a gRPC service.
     """
     import socket
 
@@ -214,6 +241,22 @@ def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise InputError(address, f"no Ray cluster answers there ({reason})") from None
+    try:
+        import grpc  # Ray's own dependency
+    except ImportError:  # pragma: no cover - installed with ray
+        return
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise InputError(
+            address,
+            "something answers there, but not Ray (no gRPC handshake in "
+            f"{timeout:g} s); a cluster's address is host:6379 by default, Ray Client's "
+            "ray://host:10001",
+        ) from None
+    finally:
+        channel.close()
 
 
 @contextlib.contextmanager
