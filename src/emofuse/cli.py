@@ -1258,6 +1258,127 @@ def analyze(
         )
 
 
+@app.command()
+@handled
+def explain(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A clip (video, audio, image) or a transcript to explain."),
+    ] = None,
+    text: Annotated[
+        list[str] | None, typer.Option("--text", "-t", help="A sentence (repeatable).")
+    ] = None,
+    prepared: Annotated[
+        Path | None, typer.Option(help="A prepared dataset folder; pick utterances with --id.")
+    ] = None,
+    utterance_id: Annotated[
+        list[str] | None, typer.Option("--id", help="An utterance id of --prepared (repeatable).")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="A saved model folder (default: the bundled model)."),
+    ] = None,
+    transcript: Annotated[
+        Path | None, typer.Option(help="Transcript of PATH (default: one beside it).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the predictions as JSON here.")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Cues listed per prediction.")] = 8,
+) -> None:
+    """Explain predictions: the cues behind each (voice, face, words), ranked, and in words.
+
+    Each cue is measured (pitch against the speaker's usual level, brows furrowed, the word
+    'furious'), then weighed by integrated gradients of the model's prediction: the
+    contribution column is the cue's signed share of the evidence for the predicted label.
+    """
+    from emofuse.errors import ConfigError
+    from emofuse.hooks import ProgressHook
+
+    if sum([path is not None, bool(text), prepared is not None]) != 1:
+        raise ConfigError("give exactly one of: PATH, --text, --prepared with --id")
+    if bool(utterance_id) != (prepared is not None):
+        raise ConfigError("--id goes with --prepared, and --prepared needs at least one --id")
+    if transcript is not None and path is None:
+        raise ConfigError("--transcript goes with PATH")
+    if json_out is not None:
+        from emofuse.records import check_writable
+
+        check_writable(json_out)
+    with ProgressHook(sys.stderr) as hook, _warnings_as_lines():
+        if path is not None:
+            from emofuse.analyze import Analyzer
+
+            preds = Analyzer(model, hook=hook).analyze(path, transcript).predictions
+        else:
+            preds = _explain_utterances(model, text, prepared, utterance_id or [], hook)
+    for p in preds:
+        _print_explanation(p, top)
+    if json_out is not None:
+        from emofuse.records import write_text_atomic
+
+        write_text_atomic(
+            json_out,
+            json.dumps(
+                [p.model_dump(mode="json", exclude_none=True) for p in preds],
+                indent=2,
+                ensure_ascii=False,
+            )
+            + "\n",
+        )
+        err.print(f"{len(preds)} explanation(s) → {json_out}", soft_wrap=True)
+
+
+def _explain_utterances(
+    model_dir: Path | None,
+    text: list[str] | None,
+    prepared: Path | None,
+    ids: list[str],
+    hook: Any,
+) -> list[Any]:
+    """Predictions with cues for sentences or utterances of a prepared dataset."""
+    from emofuse.analyze.analyzer import default_model_dir
+    from emofuse.cues.explain import CueExplainer
+    from emofuse.errors import InputError
+    from emofuse.models import load_model
+    from emofuse.models.inference import Inference
+    from emofuse.records import Utterance
+
+    model = load_model(model_dir if model_dir is not None else default_model_dir())
+    if text:
+        utts = [Utterance(id=f"text{i}", dataset="text", text=t) for i, t in enumerate(text)]
+    else:
+        ds = _dataset_choice(prepared, None, None).load()
+        by_id = {u.id: u for u in ds.all()}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise InputError(prepared, f"no utterance {missing[0]!r} (ids as in utterances.jsonl)")
+        utts = [by_id[i] for i in ids]
+    explainer = CueExplainer(model)
+    table = model.table(utts, hook=hook, also=explainer.also())
+    if not table.items:
+        raise InputError(None, "nothing to explain: " + "; ".join(table.skipped.values()))
+    preds = Inference(model, hook=hook).predictions(table)
+    return explainer.explain(table, preds)
+
+
+def _print_explanation(p: Any, top: int) -> None:
+    from rich.table import Table
+
+    where = "" if p.start is None else f" {p.start:.2f}–{p.end:.2f} s"
+    out.print(f"[bold]{escape(p.id)}[/bold]{where}: {escape(p.explanation or '')}", soft_wrap=True)
+    if not p.cues:
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("modality", "time (s)", "cue", "strength", "contribution"):
+        table.add_column(col)
+    for c in p.cues[:top]:
+        span = "" if c.start is None else f"{c.start:.2f}–{c.end:.2f}"
+        share = "" if c.contribution is None else f"{c.contribution:+.2f}"
+        table.add_row(c.modality, span, escape(c.phrase), f"{c.strength:.2f}", share)
+    out.print(table)
+
+
 def _print_analysis(a: Any) -> None:
     from rich.table import Table
 

@@ -87,6 +87,8 @@ class Analyzer:
             analysed without words.
         batch_size: Segments per forward pass.
         hook: Progress hook (steps ``"segment"``, ``"features …"``, ``"inference"``).
+        cues: Find each segment's cues (voice, face, words), rank them by what the model made
+            of each modality and explain the prediction in words (:mod:`emofuse.cues`).
 
     Example:
         >>> from emofuse import Analyzer  # doctest: +SKIP
@@ -103,6 +105,7 @@ class Analyzer:
         language: str = "en",
         batch_size: int = 64,
         hook: Hook | None = None,
+        cues: bool = True,
     ) -> None:
         from emofuse.models.base import FusionModel, load_model
 
@@ -116,6 +119,8 @@ class Analyzer:
         self.language = language_tag(language)
         self.batch_size = batch_size
         self.hook = hook
+        self.cues = cues
+        self._explainer: Any = None
         self._asr: Any = None
         self._loading: threading.Thread | None = None
 
@@ -389,6 +394,16 @@ class Analyzer:
         encoder = self.model.extractor("audio")
         return encoder if encoder.config.pad else None
 
+    def _cue_explainer(self) -> Any:
+        """The cue explainer (built once), or ``None`` without cues or an emotion head."""
+        if not self.cues or not self.model.spec.emotion_labels:
+            return None
+        if self._explainer is None:
+            from emofuse.cues.explain import CueExplainer
+
+            self._explainer = CueExplainer(self.model)
+        return self._explainer
+
     def _transcriber(self) -> Any:
         if self._asr is None:
             from emofuse.features.asr import Transcriber
@@ -416,13 +431,17 @@ class Analyzer:
         if self._loading is not None:
             self._loading.join()  # a failure there is raised again where it is used
         if utts:
+            explainer = self._cue_explainer()
+            also: dict[str, list[str]] = {"face": ["faces"]}
+            for modality, outputs in (explainer.also() if explainer else {}).items():
+                also[modality] = sorted({*also.get(modality, []), *outputs})
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", EmofuseWarning)
                 table = self.model.table(
                     utts,
                     cache=self.cache,
                     hook=self.hook,
-                    also={"face": ["faces"]},
+                    also=also,
                     precomputed=precomputed,
                 )
             notes += [str(w.message) for w in caught if issubclass(w.category, EmofuseWarning)]
@@ -444,6 +463,13 @@ class Analyzer:
                 predictions = Inference(
                     self.model, batch_size=self.batch_size, hook=self.hook
                 ).predictions(table)
+                if explainer is not None:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", EmofuseWarning)
+                        predictions = explainer.explain(table, predictions)
+                    notes += [
+                        str(w.message) for w in caught if issubclass(w.category, EmofuseWarning)
+                    ]
             if not predictions:
                 notes.append("no segment could be analysed (see skipped)")
         return Analysis(
