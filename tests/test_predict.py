@@ -301,7 +301,7 @@ def test_a_hand_edited_config_that_contradicts_its_extractor_is_refused(trained,
         load_model(copy)
 
 
-def test_analyze_with_a_model_trained_by_emofuse_train(trained, tmp_path):
+def test_analyze_with_a_model_trained_by_emofuse_train(trained, tmp_path, monkeypatch):
     """`emofuse analyze --model RUN/model`: any trained model reads the segments, with its labels."""
     from typer.testing import CliRunner
 
@@ -328,7 +328,9 @@ def test_analyze_with_a_model_trained_by_emofuse_train(trained, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "03-01-05-02-01-01-01.json").read_text())["model"] == a.model
+    monkeypatch.chdir(tmp_path)  # where the default --out would be made
     not_a_model = CliRunner().invoke(
         app, ["analyze", str(SAMPLE / "03-01-05-02-01-01-01.wav"), "--model", str(tmp_path)]
     )
     assert not_a_model.exit_code == 2 and "not a saved emofuse model" in not_a_model.output
+    assert not (tmp_path / "emofuse-analysis").exists()  # refused before --out is made

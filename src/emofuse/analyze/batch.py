@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from filelock import FileLock, Timeout
 
@@ -34,6 +34,9 @@ from emofuse.datasets.folder import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIX
 from emofuse.errors import EmofuseError, EmofuseWarning, InputError
 from emofuse.hooks import Hook, call_hook
 from emofuse.records import dump_json, make_folder, read_json, write_text_atomic
+
+if TYPE_CHECKING:
+    from emofuse.analyze.analyzer import Analyzer
 
 MEDIA_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES | IMAGE_SUFFIXES
 
@@ -144,11 +147,17 @@ def analyze_files(
             raise InputError(transcript, "a transcript goes with exactly one media file")
         if not Path(transcript).is_file():
             raise InputError(transcript, "no such transcript file")
-    from emofuse.analyze.analyzer import language_tag
+    from emofuse.analyze.analyzer import Analyzer, default_model_dir, language_tag
     from emofuse.features.pipeline import check_engine
 
     check_engine(engine, address, workers)
     language = language_tag(language)
+    model_dir = Path(model) if model is not None else default_model_dir()
+    # the model is loaded (and a folder that is no model refused) before the output folder
+    # is touched
+    analyzer = Analyzer(
+        model_dir, cache=cache, language=language, hook=None if engine == "ray" else hook
+    )
     folder = make_folder(out)
     lock = FileLock(folder / ".emofuse-analyze.lock")
     try:
@@ -161,7 +170,8 @@ def analyze_files(
         return _analyze_into(
             files,
             folder,
-            model,
+            analyzer,
+            model_dir,
             engine,
             address,
             workers,
@@ -179,7 +189,8 @@ def analyze_files(
 def _analyze_into(
     files: list[Path],
     folder: Path,
-    model: str | os.PathLike[str] | None,
+    analyzer: Analyzer,
+    model_dir: Path,
     engine: Literal["local", "ray"],
     address: str | None,
     workers: int | None,
@@ -191,13 +202,8 @@ def _analyze_into(
     on_result: Callable[[Path, Analysis | None, str | None], None] | None,
 ) -> BatchResult:
     """The body of :func:`analyze_files`, run while it holds the output folder's lock."""
-    from emofuse.analyze.analyzer import Analyzer, default_model_dir
     from emofuse.features.base import file_digest
 
-    model_dir = Path(model) if model is not None else default_model_dir()
-    analyzer = Analyzer(
-        model_dir, cache=cache, language=language, hook=None if engine == "ray" else hook
-    )
     mkey = model_key(model_dir)
     index_file = folder / "index.json"
     raw: Any = {}
