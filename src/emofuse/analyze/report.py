@@ -166,6 +166,7 @@ def render(a: Analysis) -> str:
         plots=[(pid, title, svg) for pid, title, svg in plots if svg is not None],
         missing_plots=[title for _, title, svg in plots if svg is None],
         cues=cues,
+        explained=[q for q in a.predictions if q.explanation],
         counts=sorted(counts.items(), key=lambda kv: -kv[1]),
         palette=PALETTE,
     )
