@@ -35,6 +35,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -67,10 +68,31 @@ features_app = typer.Typer(
 )
 config_app = typer.Typer(help="Print component configurations.", no_args_is_help=True)
 models_app = typer.Typer(help="List the fusion models.", no_args_is_help=True)
+
+
+class _ModelByDefault(TyperGroup):
+    """The ``evaluate`` group: a first argument that names no subcommand is ``model``'s.
+
+    So ``emofuse evaluate RUN/model …`` stays a model evaluation.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["model", *args]
+        return super().parse_args(ctx, args)
+
+
+evaluate_app = typer.Typer(
+    cls=_ModelByDefault,
+    help="Score a saved model on a dataset split (evaluate [model] MODEL_DIR), or cue-level "
+    "explanations with EmoCue-360 (evaluate cues PRED REF).",
+    no_args_is_help=True,
+)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 app.add_typer(config_app, name="config")
+app.add_typer(evaluate_app, name="evaluate")
 
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -974,7 +996,7 @@ class NameStyle(StrEnum):
     merbench = "merbench"
 
 
-@app.command()
+@evaluate_app.command("model")
 @handled
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="A saved model folder (RUN/model).")],
@@ -1035,6 +1057,82 @@ def evaluate(
             table.add_row(shown.get(k, k), f"{v:.4f}")
     out.print(table)
     out.print(f"[green]report[/green] → {paths['markdown'].parent}")
+
+
+class CueMode(StrEnum):
+    """EmoCue-360 edge rules (see :mod:`emofuse.evaluate.emocue`)."""
+
+    emofuse = "emofuse"
+    released = "released"
+    both = "both"
+
+
+@evaluate_app.command("cues")
+@handled
+def evaluate_cues(
+    predictions: Annotated[
+        Path, typer.Argument(help="Explanations to score (JSONL, CSV or XEmoGPT's JSON).")
+    ],
+    references: Annotated[Path, typer.Argument(help="Reference explanations (same formats).")],
+    mode: Annotated[
+        CueMode,
+        typer.Option(
+            help="emofuse: a sample without a prediction scores 0 (counted); released: XEmoGPT's "
+            "rules exactly (such a sample is dropped); both."
+        ),
+    ] = CueMode.both,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report (per sample) here.")
+    ] = None,
+) -> None:
+    """Score cue-level explanations with EmoCue-360 (XEmoGPT): per dimension P, R and F1.
+
+    Each explanation's cues are split into visual, auditory and emotional lists (files may
+    give the lists, or free text that is split offline), embedded with all-MiniLM-L6-v2, and
+    matched by best cosine similarity, with no threshold.
+    """
+    from emofuse.evaluate.emocue import emocue360, read_explanations
+
+    if json_out is not None:
+        from emofuse.records import check_writable
+
+        check_writable(json_out)
+    with _warnings_as_lines():
+        pred = read_explanations(predictions)
+        ref = read_explanations(references)
+        modes = ["emofuse", "released"] if mode is CueMode.both else [mode.value]
+        reports = {m: emocue360(pred, ref, mode=m) for m in modes}  # type: ignore[arg-type]
+    table = Table(title=f"EmoCue-360: {predictions.name} against {references.name}")
+    for col in ("mode", "dimension", "precision", "recall", "F1", "scored", "skipped"):
+        table.add_column(col, justify="left" if col in ("mode", "dimension") else "right")
+
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:.4f}"
+
+    for m, r in reports.items():
+        for dim in ("visual", "auditory", "emotional"):
+            d = r.dimension(dim)  # type: ignore[arg-type]
+            table.add_row(
+                m, dim, num(d.precision), num(d.recall), num(d.f1), str(d.scored), str(d.skipped)
+            )
+        if r.macro is not None:
+            table.add_row(
+                m, "mean of 3", num(r.macro.precision), num(r.macro.recall), num(r.macro.f1), "", ""
+            )
+    out.print(table)
+    for m, r in reports.items():
+        if r.dropped or r.missing_scored_zero or r.unmatched_predictions:
+            out.print(
+                f"{m}: {r.references} reference sample(s); without a prediction: "
+                f"{r.dropped} dropped, {r.missing_scored_zero} scored 0; "
+                f"{r.unmatched_predictions} prediction(s) with no reference ignored"
+            )
+    if json_out is not None:
+        from emofuse.records import write_text_atomic
+
+        payload = {m: r.model_dump(mode="json") for m, r in reports.items()}
+        write_text_atomic(json_out, json.dumps(payload, indent=2) + "\n")
+        err.print(f"report → {json_out}", soft_wrap=True)
 
 
 def _print_out_of_set(counts: dict[str, int]) -> None:
