@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -193,10 +194,9 @@ def explanation_text(
 
 @functools.lru_cache(maxsize=1)
 def _default_model() -> Any:
-    import emofuse
     from emofuse.models.base import load_model
 
-    return load_model(emofuse.__path__[0] + "/default_model")
+    return load_model(Path(__file__).resolve().parent.parent / "default_model")
 
 
 def explain_text(text: str) -> str:

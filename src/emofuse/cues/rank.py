@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from emofuse.errors import MissingDependencyError
 from emofuse.schema import Cue
 
 if TYPE_CHECKING:
+    import torch
+
     from emofuse.data.table import FeatureTable
     from emofuse.models.base import FusionModel
 
@@ -77,6 +78,8 @@ def attribute(
     Raises:
         MissingDependencyError: Captum is not installed.
     """
+    import torch
+
     try:
         from captum.attr import IntegratedGradients
     except ImportError:
