@@ -318,3 +318,13 @@ def test_reliability_table_in_the_docstring_is_what_is_measured(ravdess):
                 assert got == 0, (name, col)
             else:
                 assert abs(got - want) <= 2, (name, col, got, want)
+
+
+def test_frame_times_follow_the_step_the_extractor_declares():
+    """Cue times are exact because the LLD rows are evenly spaced by the declared step."""
+    from emofuse.cues.prosody import FRAME_S
+    from emofuse.features.base import get_extractor
+
+    assert get_extractor("egemaps").outputs()["lld"].step == FRAME_S
+    assert get_extractor("whisper-encoder").outputs()["frames"].step == 0.02
+    assert get_extractor("face").outputs()["geometry"].step is None  # faceless frames dropped

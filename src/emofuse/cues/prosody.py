@@ -26,7 +26,8 @@ from emofuse.records import Utterance
 from emofuse.schema import Cue, Measurement
 
 FRAME_S = 0.01
-"""Hop of openSMILE's eGeMAPS low-level descriptors, in seconds."""
+"""Hop of openSMILE's eGeMAPS low-level descriptors, in seconds (the ``step`` the ``egemaps``
+extractor declares for ``lld``; a test holds the two together)."""
 
 LLD_KEY = "egemaps:lld"
 """The input this detector reads: ``(T, 25)`` eGeMAPSv02 LLDs, one row per 10 ms."""

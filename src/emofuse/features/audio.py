@@ -100,6 +100,7 @@ class EgemapsExtractor(_SpeechExtractor):
                 kind="sequence",
                 description="eGeMAPSv02 LLDs, 10 ms hop",
                 standardize=True,
+                step=0.01,
             ),
         }
 
@@ -188,7 +189,7 @@ class WhisperEncoderExtractor(_SpeechExtractor):
         """``frames`` (T, 384) and ``pooled`` (384,)."""
         return {
             "frames": OutputSpec(
-                dim=WHISPER_DIM, kind="sequence", description="encoder states, 20 ms hop"
+                dim=WHISPER_DIM, kind="sequence", description="encoder states, 20 ms hop", step=0.02
             ),
             "pooled": OutputSpec(
                 dim=WHISPER_DIM, kind="vector", description="mean of the valid frames"

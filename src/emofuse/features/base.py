@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from emofuse._version import __version__
 from emofuse.config import Config, fingerprint, validate_config
@@ -46,6 +46,11 @@ class OutputSpec(BaseModel):
     modality: Literal["text", "audio", "face"] | None = None
     """The modality this output describes, when an extractor serves several (precomputed
     feature files); ``None``: the extractor's own ``modality``."""
+    step: float | None = Field(None, gt=0)
+    """Seconds between consecutive rows of a ``sequence`` output that are evenly spaced in time
+    from the segment's start (row ``k`` at ``start + k * step``), so cues found in the rows have
+    exact times; ``None`` when rows are not evenly spaced in time (tokens, frames kept only
+    where a face was found)."""
 
     def check(self, array: np.ndarray, name: str, owner: str) -> None:
         """Raise :class:`EmofuseError` if ``array`` breaks the contract (an extractor bug)."""
