@@ -264,11 +264,22 @@ class Analyzer:
                 )
                 tfile = None
             voice: dict[str, Any] = {}
+            heard: dict[str, dict[str, Any]] = {}
             utts, segmentation = self._speech_segments(
-                p, stem, kind, duration, info.has_audio, notes, voice
+                p, stem, kind, duration, info.has_audio, notes, voice, heard
             )
             return self._finish(
-                p, kind, duration, tfile, segmentation, utts, notes, skipped, t0, {"audio": voice}
+                p,
+                kind,
+                duration,
+                tfile,
+                segmentation,
+                utts,
+                notes,
+                skipped,
+                t0,
+                {"audio": voice},
+                heard,
             )
         return self._finish(p, kind, duration, tfile, segmentation, utts, notes, skipped, t0)
 
@@ -281,11 +292,14 @@ class Analyzer:
         has_audio: bool,
         notes: list[str],
         voice: dict[str, Any],
+        heard: dict[str, dict[str, Any]],
     ) -> tuple[list[Utterance], Segmentation]:
         """Cut by speech.
 
         ``voice`` is filled with the segments' voice features when the model's voice encoder
-        is Whisper's, whose states the ASR then decodes (one encoder pass for both).
+        is Whisper's, whose states the ASR then decodes (one encoder pass for both), and
+        ``heard`` with the inputs of the voice cues (openSMILE's LLDs) computed from the same
+        samples, so no segment is decoded twice.
         """
         english = self.language.lower().split("-")[0] == "en"
         utts: list[Utterance] = []
@@ -301,6 +315,7 @@ class Analyzer:
                     encoder=self._shared_encoder(),
                     features=voice,
                     on_speech=lambda _: self._load_in_background(),
+                    on_segment=self._cue_inputs(heard),
                 )
             notes += [str(w.message) for w in caught if issubclass(w.category, EmofuseWarning)]
             if not english:
@@ -310,8 +325,10 @@ class Analyzer:
                 )
         if utts:
             ids = {u.id: f"{stem}_seg{i:03d}" for i, u in enumerate(utts)}
-            for old_id in [k for k in voice if k in ids]:
-                voice[ids[old_id]] = voice.pop(old_id)
+            for found in (voice, heard):
+                moved = {ids[k]: found.pop(k) for k in list(found) if k in ids}
+                found.clear()
+                found.update(moved)
             return [
                 u.model_copy(update={"id": ids[u.id], "dialogue_id": stem, "turn": i})
                 for i, u in enumerate(utts)
@@ -375,11 +392,40 @@ class Analyzer:
         starts after voice activity detection, which is made of such steps too. The voice and
         face extractors, which run native thread pools of their own, load where they are used.
         """
-        if self.cache is None and self._loading is None and "text" in self.model.inputs:
-            self._loading = threading.Thread(
-                target=_quietly, args=(self.model.load_extractors, ["text"]), daemon=True
-            )
+        if self.cache is None and self._loading is None:
+            explainer = self._cue_explainer()
+
+            def load() -> None:
+                if "text" in self.model.inputs:
+                    self.model.load_extractors(["text"])
+                if explainer is not None:
+                    explainer.load()
+
+            self._loading = threading.Thread(target=_quietly, args=(load,), daemon=True)
             self._loading.start()
+
+    def _cue_inputs(self, heard: dict[str, dict[str, Any]]) -> Any:
+        """A ``segment_media`` ``on_segment`` callback, or ``None`` without cues.
+
+        It computes the voice cues' inputs (openSMILE's LLDs) from the samples in memory into
+        ``heard``.
+        """
+        explainer = self._cue_explainer()
+        if explainer is None:
+            return None
+        needs = {n: outs for d in explainer.detectors for n, outs in d.needs.items()}
+
+        def compute(uid: str, samples: Any) -> None:
+            for name, ext in explainer.wave_extractors().items():
+                if not hasattr(ext, "extract_wave"):
+                    continue
+                with contextlib.suppress(InputError):  # the extractor path says why later
+                    feats = ext.extract_wave(samples, 16000, outputs=tuple(needs[name]))
+                    heard.setdefault(uid, {}).update(
+                        {f"{name}:{o}": feats[o] for o in needs[name] if o in feats}
+                    )
+
+        return compute
 
     def _shared_encoder(self) -> Any:
         """The model's ``whisper-encoder`` extractor, or ``None``.
@@ -423,6 +469,7 @@ class Analyzer:
         skipped: list[Skipped],
         t0: float,
         precomputed: dict[str, dict[str, Any]] | None = None,
+        heard: dict[str, dict[str, Any]] | None = None,
     ) -> Analysis:
         from emofuse.features.base import file_digest
         from emofuse.models.inference import Inference
@@ -466,7 +513,7 @@ class Analyzer:
                 if explainer is not None:
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always", EmofuseWarning)
-                        predictions = explainer.explain(table, predictions)
+                        predictions = explainer.explain(table, predictions, heard)
                     notes += [
                         str(w.message) for w in caught if issubclass(w.category, EmofuseWarning)
                     ]

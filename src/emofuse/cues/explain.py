@@ -74,18 +74,56 @@ class CueExplainer:
                         wanted.setdefault(modality, []).extend(outputs)
         return {m: sorted(set(v)) for m, v in wanted.items()}
 
-    def explain(self, table: FeatureTable, predictions: Sequence[Prediction]) -> list[Prediction]:
+    def load(self) -> None:
+        """Set up the extractors the detectors read and the model does not (e.g. openSMILE).
+
+        Now rather than on first use: the analyzer does it in a background thread.
+        """
+        self.wave_extractors()
+
+    def wave_extractors(self) -> dict[str, Any]:
+        """The set-up extractors of the detectors' inputs that the model does not read.
+
+        Returns:
+            ``extractor name → extractor``; those with an ``extract_wave`` method can be run on
+            samples already in memory.
+        """
+        from emofuse.features.base import get_extractor, ready_extractor
+
+        own = {ref.extractor for ref in self.model.feature_refs().values()}
+        return {
+            name: ready_extractor(self._extractors, get_extractor(name))
+            for d in self.detectors
+            for name in d.needs
+            if name not in own
+        }
+
+    def explain(
+        self,
+        table: FeatureTable,
+        predictions: Sequence[Prediction],
+        known: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    ) -> list[Prediction]:
         """``predictions`` (of ``table``'s items) with ``cues`` ranked and ``explanation`` set.
+
+        Args:
+            table: The model's features of the utterances (its ``extras`` are reused).
+            predictions: The model's predictions of ``table``'s items.
+            known: ``utterance id → {"extractor:output": array}`` computed already (e.g.
+                openSMILE's LLDs of speech segments still in memory).
 
         A detector whose input cannot be computed for an utterance (no audio, no face found)
         gives that utterance no cues of its modality; a detector that fails altogether (a
         missing optional dependency) is left out with one warning.
         """
         utts = [it.utt for it in table.items]
+        have: dict[str, dict[str, np.ndarray]] = {u: dict(a) for u, a in table.extras.items()}
+        for uid, arrays in (known or {}).items():
+            have.setdefault(uid, {}).update(arrays)
         cues: dict[str, list[Cue]] = {u.id: [] for u in utts}
         for d in self.detectors:
             try:
-                arrays = self._arrays(d, utts, table.extras)
+                arrays = self._arrays(d, utts, have)
                 found = detect(d, utts, arrays)
             except EmofuseError as err:
                 warnings.warn(f"{d.name} cues left out: {err}", EmofuseWarning, stacklevel=2)

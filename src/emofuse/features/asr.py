@@ -344,6 +344,7 @@ class Transcriber:
         encoder: WhisperEncoderExtractor | None = None,
         features: dict[str, Features] | None = None,
         on_speech: Callable[[list[tuple[float, float]]], None] | None = None,
+        on_segment: Callable[[str, np.ndarray], None] | None = None,
     ) -> list[Utterance]:
         """Cut one recording into utterances, one per stretch of speech, and transcribe each.
 
@@ -378,6 +379,9 @@ class Transcriber:
                 clock) once they are found, before they are transcribed: a caller can start
                 other work there (voice activity detection runs many small steps, which share
                 the interpreter poorly with other Python threads; transcription does not).
+            on_segment: Called with each kept utterance's id and its 16 kHz samples (the very
+                samples transcribed), e.g. to compute other features without decoding the
+                span again.
 
         Raises:
             InputError: The file is unusable, or (with ``require_speech``) no speech was found.
@@ -438,6 +442,8 @@ class Transcriber:
                 uid = f"{stem}_seg{len(out):03d}"
                 if states is not None and features is not None and _audible(chunk):
                     features[uid] = encoder.features_of(states, chunk.size)  # type: ignore[union-attr]
+                if on_segment is not None and _audible(chunk):
+                    on_segment(uid, chunk)
                 out.append(
                     Utterance(
                         id=uid,

@@ -127,19 +127,41 @@ class EgemapsExtractor(_SpeechExtractor):
     def extract(self, utt: Utterance) -> Features:
         """EGeMAPS of ``utt``'s audio span."""
         self.ensure_ready()
-        sr = self.config.sample_rate
-        wave = load_utterance_audio(utt, sr)
-        path = audio_source(utt)
-        try:
-            func = self._functionals.process_signal(wave, sr).to_numpy(dtype=np.float32)[0]
-            lld = self._lld.process_signal(wave, sr).to_numpy(dtype=np.float32)
-        except Exception as err:  # openSMILE raises bare RuntimeError/ValueError on odd input
-            raise InputError(path, f"openSMILE failed: {str(err).splitlines()[0][:160]}") from None
-        # openSMILE leaves NaN for statistics that are undefined (e.g. no voiced frame at all).
-        return {
-            "functionals": np.nan_to_num(func, nan=0.0, posinf=0.0, neginf=0.0),
-            "lld": np.nan_to_num(lld, nan=0.0, posinf=0.0, neginf=0.0),
-        }
+        wave = load_utterance_audio(utt, self.config.sample_rate)
+        return self.extract_wave(wave, self.config.sample_rate, audio_source(utt))
+
+    def extract_wave(
+        self,
+        wave: np.ndarray,
+        sr: int,
+        path: Path | str | None = None,
+        outputs: tuple[str, ...] = ("functionals", "lld"),
+    ) -> Features:
+        """EGeMAPS of mono samples already in memory.
+
+        What :meth:`extract` computes once it has decoded the span; ``sr`` must be the
+        configured ``sample_rate``. ``outputs`` may ask for a part only (each is its own
+        openSMILE pass).
+
+        Raises:
+            InputError: openSMILE fails on the samples (``path`` is named).
+        """
+        self.ensure_ready()
+        if sr != self.config.sample_rate:
+            raise ValueError(f"egemaps: samples at {sr} Hz, configured {self.config.sample_rate}")
+        smiles = {"functionals": self._functionals, "lld": self._lld}
+        out: Features = {}
+        for name in outputs:
+            try:
+                arr = smiles[name].process_signal(wave, sr).to_numpy(dtype=np.float32)
+            except Exception as err:  # openSMILE raises bare RuntimeError/ValueError on odd input
+                problem = str(err).splitlines()[0][:160]
+                raise InputError(path, f"openSMILE failed: {problem}") from None
+            # openSMILE leaves NaN for statistics that are undefined (e.g. no voiced frame).
+            out[name] = np.nan_to_num(
+                arr[0] if name == "functionals" else arr, nan=0.0, posinf=0.0, neginf=0.0
+            )
+        return out
 
 
 class WhisperEncoderConfig(Config):
