@@ -280,3 +280,6 @@ def test_voice_features_shared_with_asr_give_what_the_extractor_gives(tmp_path, 
         assert a.text == b.text and a.emotion == b.emotion
         for label, prob in a.probabilities.items():
             assert prob == pytest.approx(b.probabilities[label], abs=1e-5)
+        # the voice cues' LLDs, computed from the samples in memory, are the extractor's
+        assert [(c.name, c.phrase) for c in a.cues] == [(c.name, c.phrase) for c in b.cues]
+        assert any(c.modality == "audio" for c in a.cues)
