@@ -415,8 +415,12 @@ class Analyzer:
             return None
         needs = {n: outs for d in explainer.detectors for n, outs in d.needs.items()}
 
+        loaded: dict[str, Any] = {}
+
         def compute(uid: str, samples: Any) -> None:
-            for name, ext in explainer.wave_extractors().items():
+            if not loaded:  # once: set up (waits for the background thread), then reused
+                loaded.update(explainer.wave_extractors())
+            for name, ext in loaded.items():
                 if not hasattr(ext, "extract_wave"):
                     continue
                 with contextlib.suppress(InputError):  # the extractor path says why later
