@@ -151,10 +151,13 @@ def test_the_dialogue_is_its_own_baseline(fer):
     )
     utts = [
         Utterance(id=f"s{k}", dataset="t", dialogue_id="d", media=smiling[0].media)
-        for k in range(3)
+        for k in range(4)  # each has three others: a baseline (min_baseline_segments=3)
     ]
-    arrays = [smiling[1]] * 3
-    assert detect(get_detector("face"), utts, arrays) == [[], [], []]
+    arrays = [smiling[1]] * 4
+    assert detect(get_detector("face"), utts, arrays) == [[], [], [], []]
+    # with fewer than three others, what is usual is not known: the neutral face decides
+    few = detect(get_detector("face"), utts[:3], arrays[:3])
+    assert all("smile" in {c.name for c in cues} for cues in few)
     against_neutral = detect(get_detector("face", baseline="neutral"), utts, arrays)
     assert all("smile" in {c.name for c in cues} for cues in against_neutral)
 
@@ -170,7 +173,8 @@ def test_the_dialogue_is_its_own_baseline(fer):
 
     # With speakers known, a segment is compared with the same speaker's other segments.
     spoken = [u.model_copy(update={"speaker": s}) for u, s in zip(dialogue, "abaa", strict=True)]
-    found = detect(get_detector("face"), spoken, [a for _, a in calm] + [smiling[1]])
+    two = get_detector("face", min_baseline_segments=2)  # speaker a has two other segments
+    found = detect(two, spoken, [a for _, a in calm] + [smiling[1]])
     (smile,) = [c for c in found[-1] if c.name == "smile"]
     assert "the speaker's other segments" in smile.phrase
     assert smile.values[0].reference == pytest.approx(

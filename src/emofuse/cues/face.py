@@ -241,6 +241,13 @@ class FaceCueConfig(Config):
         "(the same speaker's when known), else with the neutral face; 'neutral' always compares "
         "with the neutral face measured on FER2013 (NEUTRAL_FACE).",
     )
+    min_baseline_segments: int = Field(
+        3,
+        ge=1,
+        description="Other segments (the same speaker's, when known) with a face needed for a "
+        "dialogue baseline; with fewer, the neutral face is the reference (one or two other "
+        "segments would make a neutral face look deviant next to a smiling one).",
+    )
     threshold: float = Field(
         3.0,
         gt=0,
@@ -462,9 +469,12 @@ class FaceCueDetector(CueDetector):
             return []
         others = [j for j, s in enumerate(segments) if j != i and s is not None and s.valid.any()]
         speaker = utts[i].speaker
-        same = [j for j in others if speaker is not None and utts[j].speaker == speaker]
-        chosen = [segments[j] for j in (same or others)]
-        return [replace(s, speaker=bool(same)) for s in chosen if s is not None]
+        # the same speaker's segments; untagged ones only with untagged ones (one face)
+        same = [j for j in others if utts[j].speaker == speaker]
+        if len(same) < self.config.min_baseline_segments:
+            return []  # too few to say what is usual: the neutral face is the reference
+        chosen = [segments[j] for j in same]
+        return [replace(s, speaker=speaker is not None) for s in chosen if s is not None]
 
     # -- cues -------------------------------------------------------------------------------
     def _geometry_cues(self, utt: Utterance, seg: _Segment, peers: list[_Segment]) -> list[Cue]:

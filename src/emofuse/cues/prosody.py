@@ -88,7 +88,7 @@ class ProsodyConfig(Config):
         "segments with less get no cue.",
     )
     min_baseline_segments: int = Field(
-        1,
+        3,
         ge=1,
         description="Other segments of the recording (of the same speaker, when speakers are "
         "tagged) with enough voiced speech needed to form a baseline; with fewer, level cues "
@@ -404,28 +404,31 @@ class ProsodyDetector(CueDetector):
     **Reliability.** Clips (of RAVDESS's 24 actors, 12 male and 12 female; sentence 1 "Kids
     are talking by the door", 16 kHz) on which each cue fires with the default options.
     *dialogue*: each actor's neutral, calm, strong angry and strong happy clip analysed as one
-    recording of one speaker, so a segment's baseline is the median of the other three;
+    recording of one speaker, so a segment's baseline is the median of the other three (a
+    segment whose others do not all have enough voiced speech has no baseline: with fewer than
+    ``min_baseline_segments`` = 3, level cues are not judged, and the clip's own loudness
+    bursts are);
     *alone*: each clip analysed by itself. ``-``: the cue cannot fire in that setting.
 
     ====================  ========  ========  ========  ========  ========  ========
     cue                   dialogue  dialogue  dialogue  alone     alone     alone
                           neutral   angry     happy     neutral   angry     happy
     ====================  ========  ========  ========  ========  ========  ========
-    raised_pitch          0         23        23        -         -         -
-    lowered_pitch         23        0         0         -         -         -
-    loud_voice            0         24        22        -         -         -
-    soft_voice            24        0         1         -         -         -
-    loudness_bursts       -         -         -         1         0         1
-    wide_pitch_range      0         1         1         1         3         4
+    raised_pitch          0         21        21        -         -         -
+    lowered_pitch         21        0         0         -         -         -
+    loud_voice            0         22        22        -         -         -
+    soft_voice            22        0         0         -         -         -
+    loudness_bursts       1         0         0         1         0         1
+    wide_pitch_range      0         2         1         1         3         4
     narrow_pitch_range    2         0         0         2         0         0
     rising_contour        0         2         5         0         2         5
     falling_contour       0         5         6         0         5         6
-    tense_or_rough_voice  0         10        3         0         19        8
+    tense_or_rough_voice  0         10        4         0         19        8
     breathy_voice         0         0         0         0         0         0
     fast_speech           1         0         1         1         0         1
     slow_speech           0         2         2         0         3         2
     long_pauses           0         0         0         0         0         0
-    cues per clip (mean)  2.08      2.79      2.67      0.21      1.33      1.12
+    cues per clip (mean)  1.96      2.67      2.58      0.21      1.33      1.12
     ====================  ========  ========  ========  ========  ========  ========
 
     What to read from it: against a baseline, raised pitch and loud voice single out strong
@@ -597,7 +600,7 @@ class ProsodyDetector(CueDetector):
             if j != i
             and st is not None
             and st.f0_median is not None
-            and (speaker is None or utts[j].speaker in (None, speaker))
+            and utts[j].speaker == speaker  # untagged only with untagged (one voice)
         ]
         if len(others) < self.config.min_baseline_segments:
             return None
@@ -622,6 +625,8 @@ class _SegmentJudge:
         self.cfg = config
         self.st = stats
         self.base = baseline
+        # whose level a baseline is: a named speaker's, or (no speakers known) the recording's
+        self.whose = "the speaker's usual" if utt.speaker else "this recording's usual"
         self.t0 = float(utt.start or 0.0)
         end = self.t0 + stats.n_frames * FRAME_S
         self.t1 = min(end, float(utt.end)) if utt.end is not None else end
@@ -683,8 +688,8 @@ class _SegmentJudge:
         if b is None:
             return typical, "the typical"
         if higher:
-            return (b, "the speaker's usual") if b >= typical else (typical, "the typical")
-        return (b, "the speaker's usual") if b <= typical else (typical, "the typical")
+            return (b, self.whose) if b >= typical else (typical, "the typical")
+        return (b, self.whose) if b <= typical else (typical, "the typical")
 
     # -- cues -----------------------------------------------------------------------------
 
@@ -700,7 +705,7 @@ class _SegmentJudge:
         up = d > 0
         self._add(
             "raised_pitch" if up else "lowered_pitch",
-            f"pitch {abs(d):.1f} semitones {'above' if up else 'below'} the speaker's usual level",
+            f"pitch {abs(d):.1f} semitones {'above' if up else 'below'} {self.whose} level",
             [Measurement(name="f0_median", value=round(f0, 2), unit="st", reference=round(ref, 2))],
             z,
         )
@@ -770,8 +775,8 @@ class _SegmentJudge:
                 up = d > 0
                 self._add(
                     "loud_voice" if up else "soft_voice",
-                    f"voice {abs(d):.0f} dB {'louder' if up else 'softer'} than the speaker's "
-                    "usual level",
+                    f"voice {abs(d):.0f} dB {'louder' if up else 'softer'} than {self.whose} "
+                    "level",
                     [
                         Measurement(
                             name="loudness",
