@@ -168,3 +168,27 @@ def test_a_cue_webvtt_would_drop_is_an_error_naming_its_line(tmp_path, name, tex
 def test_an_arrow_in_the_words_is_not_a_cue(tmp_path):
     p = write(tmp_path, "a.srt", "1\n00:00:01,000 --> 00:00:02,000\nthis --> that\n")
     assert read_transcript(p) == [Turn(text="this --> that", start=1.0, end=2.0)]
+
+
+def test_srt_speaker_prefixes_name_the_speakers(tmp_path):
+    """'Tom: …' cues name Tom (the words lose the prefix); a lone 'Note: …' stays words."""
+    p = write(
+        tmp_path,
+        "a.srt",
+        "1\n00:00:01,000 --> 00:00:02,000\nTom: Kids are talking.\n\n"
+        "2\n00:00:02,500 --> 00:00:04,000\nMia: By the door!\n\n"
+        "3\n00:00:04,500 --> 00:00:05,000\nTom: Yes.\n",
+    )
+    assert [(t.speaker, t.text) for t in read_transcript(p)] == [
+        ("Tom", "Kids are talking."),
+        ("Mia", "By the door!"),
+        ("Tom", "Yes."),
+    ]
+    lone = write(
+        tmp_path,
+        "b.srt",
+        "1\n00:00:01,000 --> 00:00:02,000\nNote: this was recorded at home.\n\n"
+        "2\n00:00:02,500 --> 00:00:04,000\nI am happy today.\n\n"
+        "3\n00:00:04,500 --> 00:00:05,000\nReally happy.\n",
+    )
+    assert all(t.speaker is None for t in read_transcript(lone))

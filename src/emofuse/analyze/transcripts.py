@@ -3,7 +3,8 @@
 Every reader returns the same :class:`Turn` records, on the media's clock, in file order:
 
 * ``.srt`` / ``.vtt`` — subtitle cues through ``webvtt-py``; a WebVTT voice tag
-  (``<v Ann>``) becomes the speaker, markup is dropped;
+  (``<v Ann>``) becomes the speaker, and so does a ``Name:`` prefix when at least half of the
+  cues have one; markup is dropped;
 * ``.json`` — ``[{"text": …, "start": s, "end": s, "speaker": …}, …]`` or
   ``{"turns": [...]}`` (``start`` / ``end`` optional, in seconds, but both or neither);
 * ``.txt`` — one turn per non-empty line, no times; ``Name: words`` lines (or a ``Name:`` line
@@ -123,7 +124,32 @@ def _subtitles(p: Path, suffix: str) -> list[Turn]:
         turns.append(
             Turn(text=words, start=start, end=end, speaker=getattr(c, "voice", None) or None)
         )
-    return turns
+    return _named_speakers(turns)
+
+
+def _named_speakers(turns: list[Turn]) -> list[Turn]:
+    """Turns whose text starts ``Name: …`` carry that speaker.
+
+    Only when at least half of the untagged turns do: subtitles often name speakers so, while
+    a lone ``Note: …`` is words.
+    """
+    untagged = [t for t in turns if t.speaker is None]
+    named = [m for t in untagged if (m := _SPEAKER.match(t.text)) and _is_name(m.group(1))]
+    if not untagged or 2 * len(named) < len(untagged):
+        return turns
+    out = []
+    for t in turns:
+        m = _SPEAKER.match(t.text) if t.speaker is None else None
+        if m and _is_name(m.group(1)):
+            t = t.model_copy(update={"speaker": m.group(1).strip(), "text": m.group(2).strip()})
+        out.append(t)
+    return out
+
+
+def _is_name(label: str) -> bool:
+    """A speaker label: at most three words, starting with a capital letter or a digit."""
+    words = label.split()
+    return 0 < len(words) <= 3 and (label.strip()[0].isupper() or label.strip()[0].isdigit())
 
 
 def _check_every_cue_read(p: Path, read: int) -> None:
