@@ -118,6 +118,10 @@ class Prediction(_Schema):
         target_sentiment: The reference sentiment score, when known.
         cues: Evidence that supports the prediction (see :class:`Cue`).
         explanation: The prediction and its cues in words.
+        evidence: ``modality → signed share`` of the evidence for the predicted emotion
+            (integrated gradients of the model; absolute values sum to 1), filled with the
+            cues; the modality with the largest positive share carried the decision. Not the
+            gate weights, which say how a model mixes modalities in general.
     """
 
     id: str
@@ -136,6 +140,7 @@ class Prediction(_Schema):
     target_sentiment: float | None = None
     cues: list[Cue] = Field(default_factory=list)
     explanation: str | None = None
+    evidence: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("sentiment", "target_sentiment")
     @classmethod

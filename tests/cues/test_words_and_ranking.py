@@ -157,3 +157,33 @@ def test_explain_text_and_the_cli():
 def test_explainer_asks_the_model_table_for_the_face_frames(model):
     explainer = CueExplainer(model, ["words"])
     assert explainer.also() == {}
+
+
+def test_a_cue_that_points_elsewhere_counts_against_the_label(words):
+    """Within the words' share, 'love' (NRC joy) under a predicted sadness is evidence
+    against it, 'hate' for it; cues that name no emotion keep the modality's sign."""
+    import numpy as np
+
+    from emofuse.cues.rank import agrees
+
+    cues = words.detect_text("I hate how much I love you")
+    by_word = {c.phrase: c for c in cues if c.name == "emotion_word"}
+    love, hate = by_word["says 'love' (joy)"], by_word["says 'hate' (anger, disgust, fear, sadness)"]
+    assert agrees(love, "sadness") is False and agrees(hate, "sad") is True  # dataset names too
+    assert agrees(love, "happy") is True and agrees(love, "neutral") is False
+    loud = Cue(modality="audio", name="loud_voice", phrase="loud", strength=0.5)
+    assert agrees(loud, "anger") is None
+    att = Attribution(label=0, steps={"text": np.array([1.0])}, shares={"text": 1.0})
+    ranked = {c.phrase: c.contribution for c in rank_cues(cues, att, None, None, "sadness")}
+    assert ranked[love.phrase] < 0 < ranked[hate.phrase]
+
+
+def test_explained_predictions_carry_the_evidence_shares(model):
+    from emofuse.analyze import Analyzer
+
+    (p,) = Analyzer(model).analyze(ANGRY).predictions
+    assert set(p.evidence) == {"audio", "text"}
+    assert sum(abs(v) for v in p.evidence.values()) == pytest.approx(1.0, abs=1e-3)
+    carried = max(p.evidence, key=p.evidence.get)
+    assert f"carried by the {'voice' if carried == 'audio' else 'words'}" in p.explanation
+    assert all(isinstance(c.contribution, float) for c in p.cues if c.contribution is not None)

@@ -119,7 +119,18 @@ def sentiment_plot(a: Analysis) -> str | None:
 
 
 def modality_plot(a: Analysis) -> str | None:
-    """Gate weight of each expert (modality) per segment: which one carried the decision."""
+    """Which modality carried each segment's decision.
+
+    Its share of the evidence for the predicted emotion (``Prediction.evidence``: integrated
+    gradients, absolute shares) when the segments were explained; otherwise the gate weight of
+    each expert, which says how the model mixes the modalities in general.
+    """
+    if a.predictions and all(q.evidence for q in a.predictions):
+        order = [
+            m for m in ("audio", "face", "text") if any(m in q.evidence for q in a.predictions)
+        ]
+        series = {m: np.array([abs(q.evidence.get(m, 0.0)) for q in a.predictions]) for m in order}
+        return _stacked(a, series, MODALITY_COLOURS, "share of the evidence")
     names: list[str] = []
     for q in a.predictions:
         names += [k for k, v in q.experts.items() if v.gate is not None and k not in names]

@@ -139,9 +139,12 @@ class CueExplainer:
                 out.append(p)
                 continue
             u, att = by_id[p.id]
-            ranked = rank_cues(cues[p.id], att, u.start, u.end)
+            ranked = rank_cues(cues[p.id], att, u.start, u.end, p.emotion)
             text = explanation_text(p, ranked, att, labels, self.max_cited)
-            out.append(p.model_copy(update={"cues": ranked, "explanation": text}))
+            evidence = {m: round(v, 4) for m, v in att.shares.items()}
+            out.append(
+                p.model_copy(update={"cues": ranked, "explanation": text, "evidence": evidence})
+            )
         return out
 
     def _arrays(

@@ -160,8 +160,66 @@ def _with_inputs(model: FusionModel, batch: dict[str, torch.Tensor], keys: list[
     return forward
 
 
+CANONICAL = {
+    "happy": "joy",
+    "happiness": "joy",
+    "excited": "joy",
+    "angry": "anger",
+    "frustrated": "anger",
+    "sad": "sadness",
+    "fearful": "fear",
+    "worried": "fear",
+    "surprised": "surprise",
+    "disgusted": "disgust",
+    "calm": "neutral",
+    "neu": "neutral",
+}
+"""Dataset label names → the six basic emotions + neutral, to compare cues with labels."""
+
+NEGATIVE = {"anger", "disgust", "fear", "sadness"}
+POSITIVE = {"joy"}
+
+_FACE_EVIDENCE = {
+    "smile": "joy",
+    "expression_anger": "anger",
+    "expression_disgust": "disgust",
+    "expression_fear": "fear",
+    "expression_happiness": "joy",
+    "expression_sadness": "sadness",
+    "expression_surprise": "surprise",
+}
+
+
+def agrees(cue: Cue, label: str) -> bool | None:
+    """Whether ``cue``'s own evidence points to ``label``; ``None`` when it does not say.
+
+    Word cues carry the NRC emotions of their word (``unit="NRC"`` measurements) and VADER
+    valence; a smile and a confident facial expression name their emotion. Positive valence
+    agrees with joy, negative with anger, disgust, fear and sadness; strong valence disagrees
+    with neutral. Other cues (pitch, loudness, brows…) are evidence of arousal or effort
+    that several emotions share: they say nothing here.
+    """
+    target = CANONICAL.get(label.lower(), label.lower())
+    emotions = {m.name for m in cue.values if m.unit == "NRC"}
+    if emotions:
+        return target in emotions
+    if cue.name in _FACE_EVIDENCE:
+        return _FACE_EVIDENCE[cue.name] == target
+    valence = next((m.value for m in cue.values if m.unit == "VADER"), None)
+    if valence is not None and valence != 0:
+        if target == "neutral":
+            return False
+        if target in POSITIVE or target in NEGATIVE:
+            return (valence > 0) == (target in POSITIVE)
+    return None
+
+
 def rank_cues(
-    cues: Sequence[Cue], attribution: Attribution, start: float | None, end: float | None
+    cues: Sequence[Cue],
+    attribution: Attribution,
+    start: float | None,
+    end: float | None,
+    label: str | None = None,
 ) -> list[Cue]:
     """``cues`` with their ``contribution`` set, supporting cues first (see the module docstring).
 
@@ -170,6 +228,9 @@ def rank_cues(
         attribution: That utterance's :class:`Attribution`.
         start: The utterance's start on the media's clock (for frame times), or ``None``.
         end: Its end.
+        label: The predicted label: a cue whose own evidence points elsewhere (a joy word
+            under a predicted sadness, see :func:`agrees`) counts against it, whatever its
+            modality's share; cues that say nothing of a label take their modality's sign.
 
     Returns:
         The cues sorted by contribution (largest first; cues of a modality the model does not
@@ -187,9 +248,13 @@ def rank_cues(
         steps = attribution.steps.get(key)
         weights = _weights([cues[k] for k in members], steps, start, end)
         for k, w in zip(members, weights, strict=True):
-            contribution[k] = share * w
+            says = agrees(cues[k], label) if label is not None else None
+            size = abs(share * w)
+            contribution[k] = share * w if says is None else (size if says else -size)
     ranked = [
-        c.model_copy(update={"contribution": round(contribution[k], 4)}) if k in contribution else c
+        c.model_copy(update={"contribution": round(float(contribution[k]), 4)})
+        if k in contribution
+        else c
         for k, c in enumerate(cues)
     ]
     return sorted(
@@ -225,4 +290,4 @@ def _weights(
     return list(strengths / strengths.sum())
 
 
-__all__ = ["CUE_INPUT", "Attribution", "attribute", "rank_cues"]
+__all__ = ["CANONICAL", "CUE_INPUT", "Attribution", "agrees", "attribute", "rank_cues"]

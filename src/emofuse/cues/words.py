@@ -139,6 +139,8 @@ class WordCueDetector(CueDetector):
             values = [
                 Measurement(name="valence", value=round(valence, 3), unit="VADER", reference=0.0)
             ]
+            if negator is None:  # what the word is evidence for (a negated one: unclear)
+                values += [Measurement(name=e, value=1.0, unit="NRC") for e in emotions]
             strength = max(abs(valence) / 4.0, 0.5 if emotions and negator is None else 0.0)
             cues.append(
                 Cue(
