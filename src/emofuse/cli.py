@@ -1100,6 +1100,14 @@ def evaluate_cues(
     with _warnings_as_lines():
         pred = read_explanations(predictions)
         ref = read_explanations(references)
+        if not set(pred) & set(ref):
+            from emofuse.errors import InputError
+
+            raise InputError(
+                predictions,
+                f"no sample id in common with {references.name} (e.g. {next(iter(pred))!r} "
+                f"here, {next(iter(ref))!r} there): nothing to score",
+            )
         modes = ["emofuse", "released"] if mode is CueMode.both else [mode.value]
         reports = {m: emocue360(pred, ref, mode=m) for m in modes}  # type: ignore[arg-type]
     table = Table(title=f"EmoCue-360: {predictions.name} against {references.name}")
@@ -1383,6 +1391,13 @@ def explain(
         Path | None, typer.Option("--json", help="Also write the predictions as JSON here.")
     ] = None,
     top: Annotated[int, typer.Option(min=1, help="Cues listed per prediction.")] = 8,
+    language: Annotated[
+        str,
+        typer.Option(
+            help="Language spoken or written, a BCP-47 tag (word cues and speech recognition "
+            "are English only)."
+        ),
+    ] = "en",
 ) -> None:
     """Explain predictions: the cues behind each (voice, face, words), ranked, and in words.
 
@@ -1403,15 +1418,27 @@ def explain(
         from emofuse.records import check_writable
 
         check_writable(json_out)
+    from emofuse.analyze.analyzer import language_tag
+
+    language = language_tag(language)
+    left_out: list[str] = []
     with ProgressHook(sys.stderr) as hook, _warnings_as_lines():
         if path is not None:
             from emofuse.analyze import Analyzer
 
-            preds = Analyzer(model, hook=hook).analyze(path, transcript).predictions
+            a = Analyzer(model, hook=hook, language=language).analyze(path, transcript)
+            preds = a.predictions
+            left_out = [*a.notes, *(f"{k.id}: {k.why}" for k in a.skipped)]
         else:
-            preds = _explain_utterances(model, text, prepared, utterance_id or [], hook)
+            preds, left_out = _explain_utterances(
+                model, text, prepared, utterance_id or [], hook, language
+            )
     for p in preds:
         _print_explanation(p, top)
+    for line in left_out:
+        err.print(f"[yellow]left out:[/yellow] {escape(line)}", soft_wrap=True)
+    if not preds and path is not None:
+        err.print(f"[yellow]nothing in {escape(str(path))} could be explained[/yellow]")
     if json_out is not None:
         from emofuse.records import write_text_atomic
 
@@ -1433,8 +1460,9 @@ def _explain_utterances(
     prepared: Path | None,
     ids: list[str],
     hook: Any,
-) -> list[Any]:
-    """Predictions with cues for sentences or utterances of a prepared dataset."""
+    language: str = "en",
+) -> tuple[list[Any], list[str]]:
+    """Predictions with cues for sentences or prepared utterances, and what was left out (why)."""
     from emofuse.analyze.analyzer import default_model_dir
     from emofuse.cues.explain import CueExplainer
     from emofuse.errors import InputError
@@ -1444,20 +1472,26 @@ def _explain_utterances(
 
     model = load_model(model_dir if model_dir is not None else default_model_dir())
     if text:
-        utts = [Utterance(id=f"text{i}", dataset="text", text=t) for i, t in enumerate(text)]
+        utts = [
+            Utterance(id=f"text{i}", dataset="text", text=t, language=language)
+            for i, t in enumerate(text)
+        ]
     else:
         ds = _dataset_choice(prepared, None, None).load()
         by_id = {u.id: u for u in ds.all()}
         missing = [i for i in ids if i not in by_id]
         if missing:
-            raise InputError(prepared, f"no utterance {missing[0]!r} (ids as in utterances.jsonl)")
+            example = next(iter(by_id), "")
+            raise InputError(prepared, f"no utterance {missing[0]!r} (ids are like {example!r})")
         utts = [by_id[i] for i in ids]
     explainer = CueExplainer(model)
     table = model.table(utts, hook=hook, also=explainer.also())
     if not table.items:
         raise InputError(None, "nothing to explain: " + "; ".join(table.skipped.values()))
     preds = Inference(model, hook=hook).predictions(table)
-    return explainer.explain(table, preds)
+    left_out = [f"{uid}: {why}" for uid, why in table.skipped.items()]
+    left_out += [f"{uid}: {'; '.join(why)}" for uid, why in table.missing.items()]
+    return explainer.explain(table, preds), left_out
 
 
 def _print_explanation(p: Any, top: int) -> None:

@@ -187,3 +187,13 @@ def test_explained_predictions_carry_the_evidence_shares(model):
     carried = max(p.evidence, key=p.evidence.get)
     assert f"carried by the {'voice' if carried == 'audio' else 'words'}" in p.explanation
     assert all(isinstance(c.contribution, float) for c in p.cues if c.contribution is not None)
+
+
+def test_explain_says_what_it_left_out():
+    res = CliRunner().invoke(app, ["explain", "-t", "I am happy", "-t", "我今天非常开心", "-t", ""])
+    assert res.exit_code == 0, res.output
+    assert "left out: text1: minilm:pooled" in res.output and "left out: text2:" in res.output
+    de = CliRunner().invoke(app, ["explain", "-t", "Die Mutter lacht", "--language", "de"])
+    assert de.exit_code == 2 and "language 'de' is not English" in de.output
+    bad = CliRunner().invoke(app, ["explain", "-t", "hi", "--language", "german"])
+    assert bad.exit_code == 2 and "is not a language tag" in bad.output

@@ -544,6 +544,10 @@ def _read_json(path: Path, text: str) -> dict[str, CueLists]:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(path, f"line {err.lineno} is not JSON ({err.msg})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("predictions"), list):
+        obj = obj["predictions"]  # an emofuse Analysis (emofuse analyze's <name>.json)
+    if isinstance(obj, list):
+        return _from_predictions(path, obj)
     if not isinstance(obj, dict):
         raise InputError(path, "expected a JSON object mapping sample ids to cue lists")
     out: dict[str, CueLists] = {}
@@ -552,6 +556,35 @@ def _read_json(path: Path, text: str) -> dict[str, CueLists]:
             raise InputError(path, f"sample {sid!r} is not an object of cue lists")
         out[sid] = CueLists(
             **{d: _cue_list(value.get(d), f"sample {sid!r}: {d!r}", path) for d in DIMENSIONS}
+        )
+    return out
+
+
+def _from_predictions(path: Path, rows: list[Any]) -> dict[str, CueLists]:
+    """Cue lists of emofuse predictions (``emofuse explain --json``, an Analysis's list).
+
+    Face cues are visual, voice cues auditory; the emotional list holds the predicted emotion
+    ("feels anger") and the word cues ("says 'furious' (anger, disgust)"), which state the
+    emotional content of what was said. Only cues that support the prediction (a positive
+    contribution, or none computed) are listed, as an explanation would cite them.
+    """
+    from emofuse.schema import Prediction
+
+    out: dict[str, CueLists] = {}
+    for i, row in enumerate(rows, start=1):
+        try:
+            p = Prediction.model_validate(row)
+        except ValueError as err:
+            problem = str(err).splitlines()[1:2] or ["not a prediction"]
+            raise InputError(path, f"prediction {i}: {problem[0].strip()}") from None
+        if p.id in out:
+            raise InputError(path, f"prediction {i}: id {p.id!r} appears twice")
+        cited = [c for c in p.cues if c.contribution is None or c.contribution > 0]
+        emotional = [f"feels {p.emotion}"] if p.emotion else []
+        out[p.id] = CueLists(
+            visual=[c.phrase for c in cited if c.modality == "face"],
+            auditory=[c.phrase for c in cited if c.modality == "audio"],
+            emotional=emotional + [c.phrase for c in cited if c.modality == "text"],
         )
     return out
 
@@ -617,7 +650,10 @@ def read_explanations(
       separated by ``;`` — or a free-text column ``explanation`` (or ``reason``, ``reasons``).
       List columns win when both are present.
     * ``.json``: XEmoGPT's format, ``{id: {"visual": [...], "auditory": [...], "emotional":
-      [...]}}``, as ``EmoCue-360/extract_clue.py`` writes it.
+      [...]}}``, as ``EmoCue-360/extract_clue.py`` writes it; or emofuse's own predictions
+      with their cues (``emofuse explain --json``, or ``emofuse analyze``'s ``<name>.json``):
+      face cues are visual, voice cues auditory, the predicted emotion and the word cues
+      emotional (only the cues that support the prediction).
 
     Free text is split into the three lists by ``extractor`` (default: a
     :class:`~emofuse.evaluate.cue_extract.CueExtractor` with the shared MiniLM encoder).
@@ -650,8 +686,13 @@ def read_explanations(
         line = raw[: err.start].count(b"\n") + 1
         raise InputError(path, f"line {line} is not UTF-8 text") from None
     if suffix == ".json":
-        return _read_json(path, text)
+        lists = _read_json(path, text)
+        if not lists:
+            raise InputError(path, "holds no explanations")
+        return lists
     lists, free = _read_jsonl(path, text) if suffix != ".csv" else _read_csv(path, text)
+    if not lists and not free:
+        raise InputError(path, "holds no explanations")
     if free:
         if extractor is None:
             from emofuse.evaluate.cue_extract import CueExtractor
