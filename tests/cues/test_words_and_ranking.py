@@ -11,7 +11,7 @@ from emofuse.cli import app
 from emofuse.cues import get_detector
 from emofuse.cues.explain import CueExplainer, explain_text, explanation_text
 from emofuse.cues.rank import Attribution, attribute, rank_cues
-from emofuse.errors import ConfigError
+from emofuse.errors import ConfigError, InputError
 from emofuse.records import Utterance
 from emofuse.schema import Cue, Prediction
 
@@ -41,7 +41,7 @@ def test_word_cues_of_an_angry_sentence(words):
     got = dict(names(cues))
     assert got["emotion_word"] == "says 'furious' (anger, disgust)"
     assert got["intensifier"] == "intensifies 'furious' with 'SO'"
-    assert got["capitals"] == "writes in capitals ('SO')"
+    assert "capitals" not in got  # 'SO': too short to tell from an acronym
     assert got["exclamation"] == "exclaims (2 '!')"
     assert got["overall_valence"].startswith("the words are negative overall (VADER -0.")
     assert all((c.start, c.end, c.modality) == (1.0, 2.5, "text") for c in cues)
@@ -69,8 +69,14 @@ def test_integrated_gradients_are_complete(model):
     """Completeness (Sundararajan et al. 2017, Prop. 1): the attributions of the predicted
     logit sum to its change from the baseline (the training mean of every input)."""
     utts = [
-        Utterance(id="a", dataset="t", text="I am so furious with you!", start=0.9, end=2.9,
-                  media={"audio": str(ANGRY)}),
+        Utterance(
+            id="a",
+            dataset="t",
+            text="I am so furious with you!",
+            start=0.9,
+            end=2.9,
+            media={"audio": str(ANGRY)},
+        ),
         Utterance(id="b", dataset="t", text="What a lovely day"),
     ]
     table = model.table(utts)
@@ -168,7 +174,10 @@ def test_a_cue_that_points_elsewhere_counts_against_the_label(words):
 
     cues = words.detect_text("I hate how much I love you")
     by_word = {c.phrase: c for c in cues if c.name == "emotion_word"}
-    love, hate = by_word["says 'love' (joy)"], by_word["says 'hate' (anger, disgust, fear, sadness)"]
+    love, hate = (
+        by_word["says 'love' (joy)"],
+        by_word["says 'hate' (anger, disgust, fear, sadness)"],
+    )
     assert agrees(love, "sadness") is False and agrees(hate, "sad") is True  # dataset names too
     assert agrees(love, "happy") is True and agrees(love, "neutral") is False
     loud = Cue(modality="audio", name="loud_voice", phrase="loud", strength=0.5)
@@ -197,3 +206,19 @@ def test_explain_says_what_it_left_out():
     assert de.exit_code == 2 and "language 'de' is not English" in de.output
     bad = CliRunner().invoke(app, ["explain", "-t", "hi", "--language", "german"])
     assert bad.exit_code == 2 and "is not a language tag" in bad.output
+
+
+def test_word_cues_are_merged_clause_bound_and_not_fooled_by_acronyms(words):
+    assert names(words.detect_text("love love love you"))[1] == (
+        "emotion_word",
+        "says 'love' (joy) ×3",
+    )
+    phrases = [p for _, p in names(words.detect_text("Don't worry, be happy"))]
+    assert "says 'happy' (joy)" in phrases  # the negation stays in its clause
+    acronyms = names(words.detect_text("I watched TV with my friend from the USA, OK?"))
+    assert not [n for n, _ in acronyms if n == "capitals"]
+    assert ("capitals", "writes in capitals ('ANGRY')") in names(words.detect_text("I AM SO ANGRY"))
+    family = names(words.detect_text("family 👨‍👩‍👧 👍🏽"))
+    assert [p for n, p in family if n == "emoji"] == ["uses 👍 (thumbs up)"]
+    with pytest.raises(InputError, match="word cues read a string, got NoneType"):
+        words.detect_text(None)

@@ -119,6 +119,8 @@ class Analyzer:
         self.language = language_tag(language)
         self.batch_size = batch_size
         self.hook = hook
+        if not isinstance(cues, bool):
+            raise ConfigError(f"cues must be True or False, got {cues!r}")
         self.cues = cues
         self._explainer: Any = None
         self._asr: Any = None

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from emofuse.config import Config, validate_config
-from emofuse.errors import ConfigError
+from emofuse.errors import ConfigError, InputError
 from emofuse.records import Utterance
 from emofuse.registry import Registry
 from emofuse.schema import Cue, Modality
@@ -89,7 +89,12 @@ def detect(
 
     Returns:
         One list of cues per utterance, in input order.
+
+    Raises:
+        InputError: ``utts`` and ``arrays`` differ in length.
     """
+    if len(utts) != len(arrays):
+        raise InputError(None, f"{len(utts)} utterances but {len(arrays)} sets of arrays")
     groups: dict[str, list[int]] = {}
     for i, u in enumerate(utts):
         groups.setdefault(u.dialogue_id or f"\0{u.id}", []).append(i)

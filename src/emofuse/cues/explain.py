@@ -22,7 +22,7 @@ import numpy as np
 
 from emofuse.cues.base import CUE_DETECTORS, CueDetector, detect
 from emofuse.cues.rank import Attribution, attribute, rank_cues
-from emofuse.errors import EmofuseError, EmofuseWarning
+from emofuse.errors import EmofuseError, EmofuseWarning, InputError
 from emofuse.records import Utterance
 from emofuse.schema import Cue, Prediction
 
@@ -249,12 +249,15 @@ def explain_text(text: str) -> str:
     """
     from emofuse.models.inference import Inference
 
+    if not isinstance(text, str):
+        raise InputError(None, f"explain_text takes a string, got {type(text).__name__}")
     model = _default_model()
     utt = Utterance(id="text", dataset="text", text=text)
     explainer = CueExplainer(model, ["words"])
     table = model.table([utt])
     if not table.items:
-        raise EmofuseError(f"no usable text in {text!r}")
+        why = "; ".join([*table.skipped.values(), *(w for v in table.missing.values() for w in v)])
+        raise InputError(None, f"no usable text in {text[:60]!r}: {why}")
     preds = Inference(model).predictions(table)
     return explainer.explain(table, preds)[0].explanation or ""
 

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from emofuse.config import Config
 from emofuse.cues.base import CUE_DETECTORS, Arrays, CueDetector, clamp01
-from emofuse.errors import MissingDependencyError
+from emofuse.errors import InputError, MissingDependencyError
 from emofuse.records import Utterance
 from emofuse.schema import Cue, Measurement
 
@@ -42,6 +42,23 @@ BASIC = {
 """NRC categories that name one of the six basic emotions (our label set's names)."""
 
 _TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_CLAUSE_END = re.compile(r"[,;:.!?]")
+_ZWJ = "\u200d"
+_SKIN_TONES = {chr(c) for c in range(0x1F3FB, 0x1F400)}
+
+
+def _emoji(text: str, known: dict[str, str]) -> list[str]:
+    """The emoji of ``text`` VADER describes.
+
+    The parts of a joined sequence (family, profession emoji) and skin-tone modifiers are not
+    emoji of their own.
+    """
+    out = []
+    for k, ch in enumerate(text):
+        joined = (k > 0 and text[k - 1] == _ZWJ) or (k + 1 < len(text) and text[k + 1] == _ZWJ)
+        if ch in known and ch not in _SKIN_TONES and not joined:
+            out.append(ch)
+    return out
 
 
 class WordCueConfig(Config):
@@ -111,9 +128,18 @@ class WordCueDetector(CueDetector):
     def detect_text(
         self, text: str, start: float | None = None, end: float | None = None
     ) -> list[Cue]:
-        """The cues of one text, strongest first; ``start``/``end`` become the cues' span."""
+        """The cues of one text, strongest first; ``start``/``end`` become the cues' span.
+
+        A word that recurs gives one cue (its count in the phrase); a negation reaches only
+        within its clause (not past ``, ; : . ! ?``).
+
+        Raises:
+            InputError: ``text`` is not a string.
+        """
         from vaderSentiment.vaderSentiment import BOOSTER_DICT, N_SCALAR, NEGATE
 
+        if not isinstance(text, str):
+            raise InputError(None, f"word cues read a string, got {type(text).__name__}")
         nrc, vader = _lexicons()
         cfg: WordCueConfig = self.config  # type: ignore[assignment]
         span = {"start": start, "end": end if start is not None else None}
@@ -121,15 +147,30 @@ class WordCueDetector(CueDetector):
         tokens = list(_TOKEN.finditer(text))
         lower = [t.group(0).lower() for t in tokens]
         negations = {w.lower() for w in NEGATE}
+        seen: dict[tuple[str, str | None], list[int]] = {}  # (word, negator) → [cue index, count]
         for i, word in enumerate(lower):
             emotions = [BASIC[c] for c in nrc.get(word, []) if c in BASIC]
             valence = float(vader.lexicon.get(word, 0.0))
             if not emotions and abs(valence) < cfg.min_valence:
                 continue
-            before = lower[max(0, i - cfg.negation_window) : i]
+            first = max(0, i - cfg.negation_window)
             negator = next(
-                (w for w in reversed(before) if w in negations or w.endswith("n't")), None
+                (
+                    lower[j]
+                    for j in range(i - 1, first - 1, -1)
+                    if not _CLAUSE_END.search(text, tokens[j].end(), tokens[j + 1].start())
+                    and (lower[j] in negations or lower[j].endswith("n't"))
+                ),
+                None,
             )
+            # a negation in another clause does not count ("Don't worry, be happy")
+            if negator is not None:
+                j = next(k for k in range(i - 1, first - 1, -1) if lower[k] == negator)
+                if any(
+                    _CLAUSE_END.search(text, tokens[k].end(), tokens[k + 1].start())
+                    for k in range(j, i)
+                ):
+                    negator = None
             shown = tokens[i].group(0)
             if negator is not None:
                 shown = f"{negator} … {shown}" if lower[i - 1] != negator else f"{negator} {shown}"
@@ -142,6 +183,11 @@ class WordCueDetector(CueDetector):
             if negator is None:  # what the word is evidence for (a negated one: unclear)
                 values += [Measurement(name=e, value=1.0, unit="NRC") for e in emotions]
             strength = max(abs(valence) / 4.0, 0.5 if emotions and negator is None else 0.0)
+            key = (shown.lower(), negator)
+            if key in seen:  # a word that recurs is one cue, counted
+                seen[key][1] += 1
+                continue
+            seen[key] = [len(cues), 1]
             cues.append(
                 Cue(
                     modality="text",
@@ -164,7 +210,11 @@ class WordCueDetector(CueDetector):
                         **span,
                     )
                 )
-        for ch in dict.fromkeys(c for c in text if c in vader.emojis):
+        for index, count in seen.values():
+            if count > 1:
+                c = cues[index]
+                cues[index] = c.model_copy(update={"phrase": f"{c.phrase} ×{count}"})
+        for ch in dict.fromkeys(_emoji(text, vader.emojis)):
             score = vader.polarity_scores(vader.emojis[ch])["compound"]
             cues.append(
                 Cue(
@@ -188,13 +238,22 @@ class WordCueDetector(CueDetector):
                     **span,
                 )
             )
-        shouted = [t.group(0) for t in tokens if len(t.group(0)) >= 2 and t.group(0).isupper()]
-        if shouted and len(shouted) < max(2, len(tokens)):  # all-capitals text is a style
+        capital = [t.group(0) for t in tokens if len(t.group(0)) >= 2 and t.group(0).isupper()]
+        # short words in capitals are acronyms (TV, USA, OK), not shouting
+        shouted = [w for w in capital if len(w) >= 4]
+        if shouted:
+            loudest = max(
+                shouted,
+                key=lambda w: (
+                    abs(vader.lexicon.get(w.lower(), 0.0)) + bool(nrc.get(w.lower())),
+                    len(w),
+                ),
+            )
             cues.append(
                 Cue(
                     modality="text",
                     name="capitals",
-                    phrase=f"writes in capitals ('{shouted[0]}')",
+                    phrase=f"writes in capitals ('{loudest}')",
                     values=[Measurement(name="words_in_capitals", value=float(len(shouted)))],
                     strength=clamp01(0.4 + 0.1 * len(shouted)),
                     **span,
