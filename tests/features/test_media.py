@@ -242,7 +242,9 @@ def test_span_reads_after_whisper_never_hang(tmp_path):
         f"    read_frames({clip!r}, fps=5, start=0.5 + (i % 5) * 0.3, end=2.0)\n"
         "print('done')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-500:]
 
 
@@ -254,3 +256,47 @@ def test_an_undecodable_image_is_one_error_and_no_opencv_log_line(tmp_path, capf
     with pytest.raises(InputError, match=r"trunc\.png: cannot decode image"):
         read_image(png)
     assert capfd.readouterr().err == ""  # OpenCV printed "[ERROR:0@…] … readHeader …" here
+
+
+def _remux_with_offset(src, dst, seconds):
+    """A copy of ``src`` whose timestamps start at ``seconds`` (a cut from a longer recording)."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        out = {
+            s.index: o.add_stream_from_template(s)
+            for s in i.streams
+            if s.type in ("audio", "video")
+        }
+        for packet in i.demux():
+            if packet.dts is None or packet.stream.index not in out:
+                continue
+            shift = round(seconds / packet.time_base)
+            packet.pts += shift
+            packet.dts += shift
+            packet.stream = out[packet.stream.index]
+            o.mux(packet)
+    return dst
+
+
+def test_a_start_time_offset_is_the_media_s_zero(tmp_path):
+    """Kind 1 (container metadata): a file whose timestamps start at 2 s is read as a player
+    shows it — whole audio, spans and frame times as in the same file without the offset (the
+    whole audio had read as empty, spans as 2 s late)."""
+    import av
+
+    import emofuse
+
+    clip = Path(emofuse.__file__).parent / "datasets" / "sample" / "01-01-01-01-01-01-01.mp4"
+    late = _remux_with_offset(clip, tmp_path / "late.mp4", 2.0)
+    with av.open(str(late)) as c:
+        assert c.start_time == 2_000_000  # the fixture really starts at 2 s
+    assert np.array_equal(load_audio(late), load_audio(clip))
+    assert np.array_equal(
+        load_audio(late, start=1.0, end=2.0), load_audio(clip, start=1.0, end=2.0)
+    )
+    frames, times = read_frames(late, fps=5, start=1.0, end=1.5)
+    ref_frames, ref_times = read_frames(clip, fps=5, start=1.0, end=1.5)
+    assert np.allclose(times, ref_times) and all(
+        np.array_equal(a, b) for a, b in zip(frames, ref_frames, strict=True)
+    )

@@ -318,12 +318,17 @@ def _is_uncompressed(stream: Any) -> bool:
 def _decode_audio(
     c: av.container.InputContainer, stream: Any, t0: float, t1: float
 ) -> tuple[np.ndarray, int | None, float, float]:
-    """Mono float32 samples in ``[t0, t1)`` at the native rate, the rate, their start and end."""
+    """Mono float32 samples in ``[t0, t1)`` at the native rate, the rate, their start and end.
+
+    Times are on the media's clock: 0 is the container's start (a file cut from a longer
+    recording often starts its timestamps at an offset; see :func:`_clock_offset`).
+    """
     av = _av()
     tb = stream.time_base
+    offset = _clock_offset(c)
     if t0 > 1.0 and tb:
         try:
-            c.seek(int(t0 / tb), stream=stream, backward=True, any_frame=False)
+            c.seek(int((t0 + offset) / tb), stream=stream, backward=True, any_frame=False)
         except av.FFmpegError:
             c.seek(0)
     resampler = av.AudioResampler(format="fltp")  # keeps layout and rate; converts any format
@@ -343,7 +348,7 @@ def _decode_audio(
                 )
             data = frame.to_ndarray()  # (channels, samples), planar float
             mono = data.mean(axis=0) if data.shape[0] > 1 else data[0]
-            start_s = frame.time if frame.time is not None and cursor is None else cursor
+            start_s = frame.time - offset if frame.time is not None and cursor is None else cursor
             start_s = 0.0 if start_s is None else start_s
             cursor = start_s + mono.size / rate
             lo = max(0, round((t0 - start_s) * rate))
@@ -475,6 +480,17 @@ def _as_displayed(frame: Any, sar: float) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def _clock_offset(c: Any) -> float:
+    """Seconds of the container's first timestamp, which players show as 0:00.
+
+    Files cut or remuxed from a longer recording (``-output_ts_offset``, broadcast captures,
+    some phone and camera files) start their timestamps there; times in emofuse — utterance
+    spans, transcript cues, frame times — count from the media's start, as a player shows them.
+    """
+    start = getattr(c, "start_time", None)
+    return float(start) / 1_000_000 if start and start > 0 else 0.0  # AV_TIME_BASE units
+
+
 def _sample_frames(
     c: av.container.InputContainer,
     stream: Any,
@@ -487,9 +503,12 @@ def _sample_frames(
 ) -> None:
     av = _av()
     rate = float(stream.average_rate) if stream.average_rate else 25.0
+    offset = _clock_offset(c)
     if t0 > 0 and stream.time_base:
         try:
-            c.seek(int(t0 / stream.time_base), stream=stream, backward=True, any_frame=False)
+            c.seek(
+                int((t0 + offset) / stream.time_base), stream=stream, backward=True, any_frame=False
+            )
         except av.FFmpegError:
             c.seek(0)
     k = 0
@@ -510,7 +529,7 @@ def _sample_frames(
         return len(frames) >= limit
 
     for frame in c.decode(stream):
-        t = frame.time if frame.time is not None else index / rate
+        t = frame.time - offset if frame.time is not None else index / rate
         index += 1
         while True:
             target = t0 + k / fps
