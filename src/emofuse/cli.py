@@ -1519,7 +1519,9 @@ def _print_analysis(a: Any) -> None:
         head += f", {a.duration:.1f} s"
     head += f", segmented by {a.segmentation}, {len(a.predictions)} segment(s)"
     table = Table(title=head, title_justify="left")
-    for col in ("time", "emotion", "p", "sentiment", "weights", "words"):
+    explained = bool(a.predictions) and all(p.evidence for p in a.predictions)
+    share = "evidence" if explained else "weights"  # evidence: as the explanations say
+    for col in ("time", "emotion", "p", "sentiment", share, "words"):
         table.add_column(
             col, justify="right" if col in ("p", "sentiment") else "left", overflow="fold"
         )
@@ -1531,7 +1533,11 @@ def _print_analysis(a: Any) -> None:
             if p.end is not None
             else f"{p.start:.2f}"
         )
-        weights = " ".join(f"{k} {v.gate:.2f}" for k, v in p.experts.items() if v.gate)
+        if explained:
+            ranked = sorted(p.evidence.items(), key=lambda kv: -kv[1])
+            weights = " ".join(f"{k} {v:+.2f}" for k, v in ranked)
+        else:
+            weights = " ".join(f"{k} {v.gate:.2f}" for k, v in p.experts.items() if v.gate)
         words = (p.text or "")[:60] + ("…" if p.text and len(p.text) > 60 else "")
         table.add_row(
             span,
@@ -1542,6 +1548,11 @@ def _print_analysis(a: Any) -> None:
             words,
         )
     out.print(table)
+    for p in a.predictions[:5]:
+        if p.explanation:
+            out.print(f"[dim]{escape(p.id)}:[/dim] {escape(p.explanation)}", soft_wrap=True)
+    if len([p for p in a.predictions if p.explanation]) > 5:
+        out.print("[dim]… every segment's explanation is in the JSON and the report[/dim]")
     for note in a.notes:
         out.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
     if a.skipped:

@@ -222,3 +222,12 @@ def test_word_cues_are_merged_clause_bound_and_not_fooled_by_acronyms(words):
     assert [p for n, p in family if n == "emoji"] == ["uses 👍 (thumbs up)"]
     with pytest.raises(InputError, match="word cues read a string, got NoneType"):
         words.detect_text(None)
+
+
+def test_analyze_prints_the_evidence_its_explanations_cite(tmp_path):
+    """The terminal table shows each modality's share of the evidence (not the gate weights,
+    which disagreed with the explanation), and the explanation itself."""
+    res = CliRunner().invoke(app, ["analyze", str(ANGRY), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "evidence" in res.output and "weights" not in res.output
+    assert "carried by the voice" in res.output
