@@ -183,6 +183,11 @@ RESOURCES: tuple[Resource, ...] = (
 )
 """Every resource emofuse uses, in table order."""
 
+def default_model_dir() -> Path:
+    """The bundled default model's folder, inside the installed package (card: MODEL_CARD.md)."""
+    return Path(__file__).resolve().parent / "default_model"
+
+
 NO_DEPS_PINS: tuple[str, ...] = tuple(r.pin for r in RESOURCES if r.no_deps)
 """The pins ``emofuse setup`` installs with ``pip install --no-deps``."""
 
@@ -313,6 +318,7 @@ __all__ = [
     "Resource",
     "ResourceStatus",
     "check",
+    "default_model_dir",
     "install_no_deps",
     "locate",
     "weights_path",

@@ -34,6 +34,7 @@ from emofuse.datasets.folder import IMAGE_SUFFIXES
 from emofuse.errors import ConfigError, EmofuseWarning, InputError
 from emofuse.hooks import Hook
 from emofuse.records import Utterance
+from emofuse.resources import default_model_dir
 
 WHOLE_CLIP_S = 30.0
 """Clips up to this long with an untimed transcript are analysed as one segment."""
@@ -68,10 +69,6 @@ def language_tag(value: str) -> str:
     primary = {"eng": "en"}.get(primary.lower(), primary.lower())
     return f"{primary}-{rest}" if rest else primary
 
-
-def default_model_dir() -> Path:
-    """The bundled default model's folder (inside the installed package)."""
-    return Path(__file__).resolve().parent.parent / "default_model"
 
 
 class Analyzer:
@@ -421,7 +418,7 @@ class Analyzer:
 
         def compute(uid: str, samples: Any) -> None:
             if not loaded:  # once: set up (waits for the background thread), then reused
-                loaded.update(explainer.wave_extractors())
+                loaded.update(explainer.extra_extractors())
             for name, ext in loaded.items():
                 if not hasattr(ext, "extract_wave"):
                     continue

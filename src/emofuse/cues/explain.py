@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,9 +78,9 @@ class CueExplainer:
 
         Now rather than on first use: the analyzer does it in a background thread.
         """
-        self.wave_extractors()
+        self.extra_extractors()
 
-    def wave_extractors(self) -> dict[str, Any]:
+    def extra_extractors(self) -> dict[str, Any]:
         """The set-up extractors of the detectors' inputs that the model does not read.
 
         Returns:
@@ -132,7 +131,6 @@ class CueExplainer:
                 cues[u.id].extend(got)
         attributions = attribute(self.model, table, n_steps=self.n_steps)
         by_id = {u.id: (u, a) for u, a in zip(utts, attributions, strict=True)}
-        labels = list(self.model.spec.emotion_labels or [])
         out = []
         for p in predictions:
             if p.id not in by_id:
@@ -140,7 +138,7 @@ class CueExplainer:
                 continue
             u, att = by_id[p.id]
             ranked = rank_cues(cues[p.id], att, u.start, u.end, p.emotion)
-            text = explanation_text(p, ranked, att, labels, self.max_cited)
+            text = explanation_text(p, ranked, att, self.max_cited)
             evidence = {m: round(v, 4) for m, v in att.shares.items()}
             out.append(
                 p.model_copy(update={"cues": ranked, "explanation": text, "evidence": evidence})
@@ -183,7 +181,6 @@ def explanation_text(
     prediction: Prediction,
     cues: Sequence[Cue],
     attribution: Attribution | None,
-    labels: Sequence[str] = (),
     max_cited: int = 2,
 ) -> str:
     """The prediction and the cues behind it in words (deterministic; see the module docstring).
@@ -236,8 +233,9 @@ def explanation_text(
 @functools.lru_cache(maxsize=1)
 def _default_model() -> Any:
     from emofuse.models.base import load_model
+    from emofuse.resources import default_model_dir
 
-    return load_model(Path(__file__).resolve().parent.parent / "default_model")
+    return load_model(default_model_dir())
 
 
 def explain_text(text: str) -> str:

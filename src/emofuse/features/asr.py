@@ -440,10 +440,11 @@ class Transcriber:
                         doubted += 1  # voice and face are still worth analysing; the words are not
                         text = None
                 uid = f"{stem}_seg{len(out):03d}"
-                if states is not None and features is not None and _audible(chunk):
-                    features[uid] = encoder.features_of(states, chunk.size)  # type: ignore[union-attr]
-                if on_segment is not None and _audible(chunk):
-                    on_segment(uid, chunk)
+                if _audible(chunk):  # what the voice extractors would take
+                    if states is not None and features is not None:
+                        features[uid] = encoder.features_of(states, chunk.size)  # type: ignore[union-attr]
+                    if on_segment is not None:
+                        on_segment(uid, chunk)
                 out.append(
                     Utterance(
                         id=uid,
