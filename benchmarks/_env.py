@@ -13,6 +13,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+COPIED_STATE_ENV = "EMOFUSE_GIT_STATE"
+"""Names a JSON file with :func:`git_state` as recorded where a .git-less copy of the tree was
+made (``python benchmarks/_env.py > state.json``)."""
+
 RESULTS_DIR = "benchmarks/results/"
 """What benchmarks write: not part of the code a result depends on."""
 
@@ -25,9 +29,20 @@ def git_state() -> dict[str, Any]:
     """
 
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+            ).stdout
+        except OSError:  # no git on this machine
+            return ""
+
+    if not git("rev-parse", "HEAD").strip() and os.environ.get(COPIED_STATE_ENV):
+        # a copy of the tree without its .git (a machine with an accelerator): the state was
+        # recorded, by this function, where the copy was made
+        import json
+
+        state = json.loads(Path(os.environ[COPIED_STATE_ENV]).read_text())
+        return state | {"copied_to_another_machine": True}
 
     changed = sorted(
         line[3:].strip()
@@ -81,6 +96,7 @@ def machine(packages: Iterable[str] = (), threads: int | None = None) -> dict[st
         "ram_gb": round(int(mem.split()[0]) / 1024**2, 1) if mem else None,
         "torch": torch.__version__,
         "torch_threads": threads if threads is not None else torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "packages": versions,
     }
 
@@ -91,3 +107,9 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+if __name__ == "__main__":  # the state to carry with a copy of the tree (COPIED_STATE_ENV)
+    import json
+
+    print(json.dumps(git_state(), indent=2))

@@ -217,13 +217,32 @@ TARGETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# EGMF's LLM head (pseudo-tokens into LoRA-tuned SmolLM2-135M-Instruct) next to the
+# discriminative EGMF on the same features and seeds. On MOSI both sentiment heads of the LM
+# (regression on the last hidden state, constrained decoding of the written number) are trained,
+# so that validation picks the default.
+# The discriminative EGMF trains as in its own target; the LM heads with fewer epochs.
+TARGETS["meld-llm"] = TARGETS["meld"] | {
+    "models": ["llm", "egmf"],
+    "train_by_model": {"llm": {"epochs": 6, "patience": 2}},
+}
+TARGETS["mosi-llm"] = TARGETS["mosi"] | {
+    "models": ["llm", "llm-decode", "egmf"],
+    "train_by_model": {m: {"epochs": 10, "patience": 3} for m in ("llm", "llm-decode")},
+}
+
 # MELD's validation score was still rising at the end of meld-ft's second epoch (all 3 seeds): the
 # same recipe with a third epoch. Between the two, the validation score decides, not the test.
 TARGETS["meld-ft3"] = TARGETS["meld-ft"] | {"finetune": _finetune(epochs=3, context=(1, 1))}
 
 TRAIN = {"epochs": 30, "patience": 6, "batch_size": 32}
 # AdamW settings per model; MiSTER-E's experts overfit within 2-3 epochs at 1e-3 (seen on MELD val).
-OPTIMIZER: dict[str, dict[str, float]] = {"mister": {"lr": 3e-4, "weight_decay": 0.01}}
+OPTIMIZER: dict[str, dict[str, float]] = {
+    "mister": {"lr": 3e-4, "weight_decay": 0.01},
+    # the LLM head: fusion model and projector at 1e-3, LoRA matrices at 2e-4
+    "llm": {"lr": 1e-3, "encoder_lr": 2e-4, "weight_decay": 0.01},
+    "llm-decode": {"lr": 1e-3, "encoder_lr": 2e-4, "weight_decay": 0.01},
+}
 DEFAULT_OPTIMIZER = {"lr": 1e-3, "weight_decay": 0.01}
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {
     "egmf": {"hidden": 128, "dropout": 0.2},
@@ -232,7 +251,13 @@ MODEL_OPTIONS: dict[str, dict[str, Any]] = {
     "late-fusion": {"hidden": 128, "dropout": 0.2},
     "tfn": {"hidden": 128, "dropout": 0.2},
     "mult": {"hidden": 64, "dropout": 0.2},
+    "llm": {"hidden": 128, "dropout": 0.2},
+    "llm-decode": {"hidden": 128, "dropout": 0.2, "sentiment_head": "decode"},
 }
+# Model keys that are variants of a registered model.
+MODEL_NAMES = {"llm": "egmf-llm", "llm-decode": "egmf-llm"}
+ACCELERATOR = "cpu"
+"""Lightning accelerator of every run (``--accelerator``)."""
 
 
 def run_target(
@@ -248,26 +273,33 @@ def run_target(
         "target": name,
         "command": " ".join([sys.executable, *sys.argv]),
         "git": PROVENANCE or git_state(),
-        "machine": machine(threads=threads) | {"load_average": load_average()},
+        "machine": machine(packages=["transformers", "peft", "lightning"], threads=threads)
+        | {"load_average": load_average()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "setup": {
             k: t[k] for k in ("dataset", "features", "headline", "floor", "target", "published")
         }
         | {
             "train": TRAIN | t.get("train", {}),
+            "train_by_model": t.get("train_by_model", {}),
             "extra_model_options": t.get("model_options", {}),
             "optimizer": {m: OPTIMIZER.get(m, DEFAULT_OPTIMIZER) for m in models},
             "model_options": {m: MODEL_OPTIONS[m] for m in models},
             "seeds": seeds,
             "folds": t.get("folds"),
+            "accelerator": ACCELERATOR,
         },
         "models": {},
     }
     path = RESULTS / "accuracy" / f"{name}.json"
+    if path.is_file():
+        # models of this target run by other invocations (another machine) stay, each with its
+        # own machine and command; a model run again is replaced once it finishes
+        out["models"] = dict(json.loads(path.read_text()).get("models", {}))
     if "finetune" in t:
         out["setup"]["finetune"] = t["finetune"]
         return run_two_stage(name, t, seeds, models, cache, runs, threads, out, path)
-    for model in t.get("models", models):
+    for model in models:
         started = time.perf_counter()
         per_fold = []
         for fold in folds:
@@ -281,9 +313,10 @@ def run_target(
                     "features": t["features"],
                     "cache": str(cache),
                     "model": {
-                        "name": model,
+                        "name": MODEL_NAMES.get(model, model),
                         "options": MODEL_OPTIONS[model] | t.get("model_options", {}),
                     },
+                    "accelerator": ACCELERATOR,
                     "seeds": seeds,
                     "out_dir": str(runs / tag),
                     "num_threads": threads,
@@ -292,6 +325,7 @@ def run_target(
                         TRAIN
                         | {"optimizer": OPTIMIZER.get(model, DEFAULT_OPTIMIZER)}
                         | t.get("train", {})
+                        | t.get("train_by_model", {}).get(model, {})
                     ),
                 }
             )
@@ -304,7 +338,9 @@ def run_target(
                 )
                 for fold in folds
             },
-            "wall_s": round(time.perf_counter() - started, 1)
+            "wall_s": round(time.perf_counter() - started, 1),
+            "machine": out["machine"],
+            "command": out["command"],
         }
         print(f"{name} {model}: {json.dumps(out['models'][model]['headline'])}", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,7 +349,9 @@ def run_target(
         started = time.perf_counter()
         per_fold = [linear_probe(t, fold, cache, seeds) for fold in folds]
         out["models"]["linear-probe"] = summarise(per_fold, t["headline"]) | {
-            "wall_s": round(time.perf_counter() - started, 1)
+            "wall_s": round(time.perf_counter() - started, 1),
+            "machine": out["machine"],
+            "command": out["command"],
         }
         print(f"{name} linear-probe: {json.dumps(out['models']['linear-probe']['headline'])}")
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -420,7 +458,8 @@ def _config(
             "dataset": t["dataset"],
             "features": features,
             "cache": str(cache),
-            "model": {"name": model, "options": options},
+            "model": {"name": MODEL_NAMES.get(model, model), "options": options},
+            "accelerator": ACCELERATOR,
             "seeds": seeds,
             "out_dir": str(out_dir),
             "num_threads": threads,
@@ -469,7 +508,7 @@ def run_two_stage(
         features = json.loads(json.dumps(t["features"]))
         for ref in features.values():
             ref.setdefault("options", {})["model"] = str(tuned)
-        for model in t.get("models", models):
+        for model in models:
             t0 = time.perf_counter()
             mark_provenance(runs / f"{name}-{model}", [seed], threads)
             result = fit_seeds(
@@ -589,13 +628,22 @@ def main() -> None:
     run.add_argument("targets", nargs="*", default=list(TARGETS), help=f"of {', '.join(TARGETS)}")
     for p in (parser, run):
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-        p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+        p.add_argument(
+            "--models",
+            nargs="+",
+            default=None,
+            choices=[*MODELS, *MODEL_NAMES],
+            help="only these of each target's models (default: all of them)",
+        )
         default_data = os.environ.get("EMOFUSE_SHARED_DATA", REPO.parent / "shared" / "data")
         default_cache = os.environ.get("EMOFUSE_CACHE", Path.home() / ".cache/emofuse/features")
         p.add_argument("--data", type=Path, default=Path(default_data))
         p.add_argument("--cache", type=Path, default=Path(default_cache))
         p.add_argument("--runs", type=Path, default=REPO / "runs" / "benchmarks")
         p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+        p.add_argument(
+            "--accelerator", choices=["cpu", "gpu"], default="cpu", help="Lightning accelerator"
+        )
         p.add_argument(
             "--allow-dirty",
             action="store_true",
@@ -606,7 +654,8 @@ def main() -> None:
     if args.cmd == "report":
         report()
         return
-    global PROVENANCE
+    global PROVENANCE, ACCELERATOR
+    ACCELERATOR = args.accelerator
     PROVENANCE = git_state()  # the whole tree, once, before anything is written
     require_clean(PROVENANCE, args.allow_dirty)
     if not args.data.is_dir():
@@ -617,7 +666,9 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
     for name in targets:
-        run_target(name, args.seeds, args.models, args.cache, args.runs, args.threads)
+        own = TARGETS[name].get("models", MODELS)
+        models = own if args.models is None else [m for m in own if m in args.models]
+        run_target(name, args.seeds, models, args.cache, args.runs, args.threads)
     report()
 
 

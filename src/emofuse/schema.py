@@ -117,7 +117,10 @@ class Prediction(_Schema):
             outside the model's labels (data from another dataset); it is then kept as given.
         target_sentiment: The reference sentiment score, when known.
         cues: Evidence that supports the prediction (see :class:`Cue`).
-        explanation: The prediction and its cues in words.
+        explanation: The prediction and its cues in words (an LLM head's rationale when
+            asked for one).
+        answer: An LLM head's answer in words (``"emotion: anger; sentiment: -1.6"``), built
+            from the label it scored highest and the sentiment it gave.
         evidence: ``modality → signed share`` of the evidence for the predicted emotion
             (integrated gradients of the model; absolute values sum to 1), filled with the
             cues; the modality with the largest positive share carried the decision. Not the
@@ -141,6 +144,7 @@ class Prediction(_Schema):
     cues: list[Cue] = Field(default_factory=list)
     explanation: str | None = None
     evidence: dict[str, float] = Field(default_factory=dict)
+    answer: str | None = None
 
     @field_validator("sentiment", "target_sentiment")
     @classmethod

@@ -35,6 +35,8 @@ def collate(
     tokenizer: Tokenizer | None = None,
     *,
     indices: Sequence[int] | None = None,
+    token_key: str = "text",
+    always: bool = False,
 ) -> dict[str, Tensor]:
     """Stack items into a batch that follows the contract of :mod:`emofuse.models.base`.
 
@@ -46,6 +48,10 @@ def collate(
         tokenizer: When the model fine-tunes its text encoder: turns the texts into
             ``text_input_ids`` / ``text_attention_mask`` (``text_present`` says which rows had text).
         indices: Positions of the items in their table, returned as ``batch["index"]``.
+        token_key: Prefix of the token tensors' keys (``"text"``: ``text_input_ids``, …; the
+            LLM head uses ``"prompt"``).
+        always: Tokenize even when ``inputs`` has no text modality (a prompt that carries the
+            transcript, if any, whatever features the model reads).
 
     Returns:
         The batch dict of tensors.
@@ -90,14 +96,14 @@ def collate(
         batch["emotion"] = torch.tensor([it.emotion for it in items], dtype=torch.long)
     if spec.sentiment_range is not None:
         batch["sentiment"] = torch.tensor([it.sentiment for it in items], dtype=torch.float32)
-    if tokenizer is not None and "text" in inputs:
+    if tokenizer is not None and ("text" in inputs or always):
         texts = [(it.utt.text or "").strip() for it in items]
         tok = tokenizer(texts, [it.utt.context for it in items])
-        batch["text_input_ids"] = torch.as_tensor(tok["input_ids"])
-        batch["text_attention_mask"] = torch.as_tensor(tok["attention_mask"])
+        batch[f"{token_key}_input_ids"] = torch.as_tensor(tok["input_ids"])
+        batch[f"{token_key}_attention_mask"] = torch.as_tensor(tok["attention_mask"])
         if "token_type_ids" in tok:
-            batch["text_token_type_ids"] = torch.as_tensor(tok["token_type_ids"])
-        batch["text_present"] = torch.tensor([bool(s) for s in texts], dtype=torch.bool)
+            batch[f"{token_key}_token_type_ids"] = torch.as_tensor(tok["token_type_ids"])
+        batch[f"{token_key}_present"] = torch.tensor([bool(s) for s in texts], dtype=torch.bool)
     if indices is not None:
         batch["index"] = torch.as_tensor(list(indices), dtype=torch.long)
     return batch
@@ -112,6 +118,8 @@ class Collator:
         context: ``(past, future)`` turns of dialogue context the tokenizer should see,
             gathered from the table's own utterances (:func:`~emofuse.records.with_dialogue_context`);
             ``None`` or ``(0, 0)`` for none.
+        token_key: Prefix of the token tensors' keys (see :func:`collate`).
+        always: Tokenize whatever modalities the model reads (see :func:`collate`).
     """
 
     def __init__(
@@ -119,9 +127,14 @@ class Collator:
         table: FeatureTable,
         tokenizer: Tokenizer | None = None,
         context: tuple[int, int] | None = None,
+        *,
+        token_key: str = "text",
+        always: bool = False,
     ) -> None:
         self.table = table
         self.tokenizer = tokenizer
+        self.token_key = token_key
+        self.always = always
         self._with_context: list[Item] | None = None
         if tokenizer is not None and context is not None and any(context):
             utts = with_dialogue_context([it.utt for it in table.items], *context)
@@ -143,7 +156,15 @@ class Collator:
         """Collate the items at ``indices``."""
         source = self._with_context if self._with_context is not None else self.table.items
         items = [source[i] for i in indices]
-        return collate(items, self.table.spec, self.table.inputs, self.tokenizer, indices=indices)
+        return collate(
+            items,
+            self.table.spec,
+            self.table.inputs,
+            self.tokenizer,
+            indices=indices,
+            token_key=self.token_key,
+            always=self.always,
+        )
 
 
 __all__ = ["Collator", "Tokenizer", "collate"]

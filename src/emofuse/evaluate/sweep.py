@@ -63,6 +63,7 @@ def fit_seeds(
                     split=config.dataset.test_split,
                     cache=config.cache_dir(),
                     batch_size=config.batch_size,
+                    device=config.inference_device(),
                     hook=hook,
                 )
             test = ev.metrics

@@ -370,6 +370,7 @@ class FusionModel(nn.Module):
         batch_size: int = 64,
         device: str | torch.device = "cpu",
         hook: Hook | None = None,
+        explain: bool = False,
     ) -> list[Prediction]:
         """Predict emotion and sentiment for new inputs; features are computed as needed.
 
@@ -383,6 +384,8 @@ class FusionModel(nn.Module):
             batch_size: Utterances per forward pass.
             device: Where to run the model.
             hook: Progress hook (features, then ``"inference"``).
+            explain: Also write a rationale into each prediction's ``explanation`` (models
+                with an LLM head; see :meth:`explain`).
 
         Returns:
             One :class:`~emofuse.schema.Prediction` per usable input, in input order. An input
@@ -414,7 +417,12 @@ class FusionModel(nn.Module):
                 EmofuseWarning,
                 stacklevel=2,
             )
-        return Inference(self, batch_size=batch_size, device=device, hook=hook).predictions(table)
+        predictions = Inference(self, batch_size=batch_size, device=device, hook=hook).predictions(
+            table
+        )
+        if explain:
+            self.explain(predictions)
+        return predictions
 
     # -- persistence ---------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
@@ -427,7 +435,8 @@ class FusionModel(nn.Module):
         * ``model.safetensors`` — the weights (without the text encoder);
         * ``text_encoder/`` — a fine-tuned text encoder, as a peft adapter folder (LoRA) or a
           transformers model folder (full), see
-          :meth:`~emofuse.models.encoders.TextEncoder.save_pretrained`.
+          :meth:`~emofuse.models.encoders.TextEncoder.save_pretrained`;
+        * other parts a model writes in :meth:`save_parts` (the LLM head's ``lm_adapter/``).
 
         Returns:
             The folder.
@@ -439,16 +448,14 @@ class FusionModel(nn.Module):
         state = {
             k: v.detach().clone().contiguous()
             for k, v in self.state_dict().items()
-            if not k.startswith("text_encoder.")
+            if not k.startswith(self.part_prefixes)
         }
         save_file(state, str(out / "model.safetensors"))
-        if self.text_encoder is not None:
-            self.text_encoder.save_pretrained(out / "text_encoder")
-        encoder = sorted((out / "text_encoder").glob("*.safetensors"))
+        parts = self.save_parts(out)
         weights = [
             "spec.json",
             "model.safetensors",
-            *(f.relative_to(out).as_posix() for f in encoder),
+            *(f.relative_to(out).as_posix() for f in parts),
         ]
         # written last: a folder without config.json is an unfinished save
         dump_json(
@@ -464,11 +471,60 @@ class FusionModel(nn.Module):
         )
         return out
 
+    part_prefixes: ClassVar[tuple[str, ...]] = ("text_encoder.",)
+    """State-dict prefixes of the modules saved by :meth:`save_parts` (not in
+    ``model.safetensors``)."""
+
+    def save_parts(self, out: Path) -> list[Path]:
+        """Write the modules under :attr:`part_prefixes` into their own folders of ``out``.
+
+        Returns:
+            Their weight files, whose checksums ``config.json`` records.
+        """
+        if self.text_encoder is None:
+            return []
+        folder = self.text_encoder.save_pretrained(out / "text_encoder")
+        return sorted(folder.glob("*.safetensors"))
+
+    def load_parts(self, folder: Path) -> None:
+        """Load what :meth:`save_parts` wrote (called by :func:`load_model` before the weights).
+
+        Raises:
+            InputError: a part is missing or does not match the config.
+        """
+        if self.text_encoder is None:
+            return
+        encoder_dir = folder / "text_encoder"
+        if not encoder_dir.is_dir():
+            raise InputError(folder, "text_encoder/ is missing (the config fine-tunes a text encoder)")
+        self.text_encoder.load_pretrained(encoder_dir)
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of pretrained modules, trained at ``optimizer.encoder_lr``."""
+        if self.text_encoder is None:
+            return []
+        return [p for p in self.text_encoder.parameters() if p.requires_grad]
+
     def frozen_pretrained_keys(self) -> set[str]:
-        """State-dict keys of frozen pretrained weights that load from their package, not from saves."""
+        """State-dict keys of frozen pretrained weights (loaded from their package).
+
+        They are left out of saves and of training checkpoints.
+        """
         if self.text_encoder is None:
             return set()
         return {f"text_encoder.{k}" for k in self.text_encoder.frozen_keys()}
+
+    def explain(self, predictions: list[Prediction]) -> None:
+        """Fill ``explanation`` of ``predictions`` in words (models with an LM head).
+
+        Raises:
+            ConfigError: this model cannot write rationales.
+        """
+        raise ConfigError(
+            f"model {self.name!r} writes no rationales (explain=True needs an LLM head, "
+            "egmf-llm); for cue-level explanations use emofuse.cues.CueExplainer or "
+            "'emofuse explain'"
+        )
 
     def extra_repr(self) -> str:  # noqa: D102 - torch hook
         return f"name={self.name!r}, task={self.spec.name!r}, inputs={list(self.inputs)}"
@@ -568,11 +624,8 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
         state = load_file(str(p / "model.safetensors"))
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise InputError(p / "model.safetensors", f"unreadable weights ({err})") from None
-    encoder_dir = p / "text_encoder"
-    if model.text_encoder is not None and version >= 2:
-        if not encoder_dir.is_dir():
-            raise InputError(p, "text_encoder/ is missing (the config fine-tunes a text encoder)")
-        model.text_encoder.load_pretrained(encoder_dir)
+    if version >= 2:
+        model.load_parts(p)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a tensor of the wrong shape (e.g. another LoRA rank)
@@ -582,8 +635,8 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
             f"weights do not match the {meta['model']!r} architecture "
             f"({lines[1] if len(lines) > 1 else lines[0]}; {len(lines) - 1} such errors)",
         ) from None
-    if version >= 2:  # the encoder came from its own folder
-        missing = [k for k in missing if not k.startswith("text_encoder.")]
+    if version >= 2:  # the parts came from their own folders
+        missing = [k for k in missing if not k.startswith(model.part_prefixes)]
     else:
         missing = [k for k in missing if k not in model.frozen_pretrained_keys()]
     if missing or unexpected:

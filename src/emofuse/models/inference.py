@@ -201,6 +201,7 @@ class Inference:
         out = output if output is not None else self(table)
         spec = self.model.spec
         labels = spec.emotion_labels or []
+        answer_text = getattr(self.model, "answer_text", None)  # models that answer in words
         preds = []
         for i, it in enumerate(table.items):
             utt = it.utt
@@ -229,6 +230,7 @@ class Inference:
                 # the regression head is unbounded: report on the scale
                 low, high = spec.sentiment_range or (-math.inf, math.inf)
                 sentiment = min(max(float(out.sentiment[i]), low), high)
+            emotion = None if out.emotion_index is None else labels[out.emotion_index[i]]
             preds.append(
                 Prediction(
                     id=utt.id,
@@ -237,7 +239,7 @@ class Inference:
                     start=utt.start,
                     end=utt.end,
                     text=utt.text,
-                    emotion=None if out.emotion_index is None else labels[out.emotion_index[i]],
+                    emotion=emotion,
                     probabilities=probs,
                     sentiment=sentiment,
                     sentiment_range=spec.sentiment_range,
@@ -245,6 +247,7 @@ class Inference:
                     experts=experts,
                     target_emotion=utt.labels.emotion,
                     target_sentiment=utt.labels.sentiment,
+                    answer=None if answer_text is None else answer_text(emotion, sentiment),
                 )
             )
         return preds

@@ -188,6 +188,18 @@ class TrainConfig(Config):
         """The feature cache folder."""
         return default_cache_dir(self.cache)
 
+    def inference_device(self) -> str:
+        """Where the run's validation and test predictions are made.
+
+        ``"cuda"`` when training runs on a GPU (``accelerator: gpu``, or ``auto`` with one
+        present), else ``"cpu"``.
+        """
+        import torch
+
+        if self.accelerator == "cpu" or not torch.cuda.is_available():
+            return "cpu"
+        return "cuda"
+
     def check_model(self, source: str = "config") -> None:
         """Validate ``model.options`` against the model's Config (errors name ``source``)."""
         cls = MODELS.get(self.model.name)

@@ -315,7 +315,9 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
             num_sanity_val_steps=0,
             use_distributed_sampler=False,
             gradient_clip_val=config.grad_clip,
-            deterministic=True,
+            # on CPU every kernel is deterministic (exact resume); on a GPU some have no
+            # deterministic version, so they warn instead of stopping the run
+            deterministic=True if config.accelerator == "cpu" else "warn",
             log_every_n_steps=10,
         )
         trainer.fit(task, ckpt_path=last if last.is_file() else None)
@@ -327,12 +329,19 @@ def _fit(config: TrainConfig, hook: Hook | None, callbacks: list[Any] | None) ->
     if trainer.world_size > 1:
         trainer.strategy.barrier()
     state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    lacking = model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in state.items()}, strict=False
+    ).missing_keys
+    if set(lacking) - model.frozen_pretrained_keys():
+        raise InputError(best_path, f"checkpoint lacks weights of the model: {sorted(lacking)[:3]}")
     model.eval()
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     best_epoch = int(best["epoch"])
     history = task.history
-    val_output = Inference(model, batch_size=config.batch_size)(val)
+    val_output = Inference(
+        model, batch_size=config.batch_size, device=config.inference_device()
+    )(val)
+    model.cpu()
     val_metrics = score(val, val_output)
     result = TrainResult(
         out_dir=os.fspath(out),

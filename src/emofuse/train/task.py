@@ -56,6 +56,9 @@ class FusionTask(L.LightningModule):
         # first iterator before its own epoch counter is restored, so data order and seeds
         # follow this counter, which travels in the checkpoint.
         self.data_epoch = 0
+        # checkpoints leave frozen pretrained weights out (on_save_checkpoint); the rest is
+        # checked in on_load_checkpoint
+        self.strict_loading = False
         self._train_collate = model.collator(train)
         self._val_collate = model.collator(val)
 
@@ -112,22 +115,16 @@ class FusionTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt = self.cfg.optimizer
-        encoder = self.model.text_encoder
-        mine = set() if encoder is None else {id(p) for p in encoder.parameters()}
+        pretrained = self.model.pretrained_parameters()
+        mine = {id(p) for p in pretrained}
         groups = [
             {
                 "params": [
                     p for p in self.model.parameters() if p.requires_grad and id(p) not in mine
                 ]
-            }
+            },
+            {"params": pretrained, "lr": opt.encoder_lr or opt.lr},
         ]
-        if encoder is not None:
-            groups.append(
-                {
-                    "params": [p for p in encoder.parameters() if p.requires_grad],
-                    "lr": opt.encoder_lr or opt.lr,
-                }
-            )
         optimizer = torch.optim.AdamW(
             [g for g in groups if g["params"]], lr=opt.lr, weight_decay=opt.weight_decay
         )
@@ -185,8 +182,24 @@ class FusionTask(L.LightningModule):
     # checkpoint extras
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["emofuse"] = {"history": self.history, "data_epoch": self.data_epoch}
+        # frozen pretrained weights (a base LM, a LoRA'd encoder's base) load from their
+        # package: leaving them out keeps checkpoints the size of what trains
+        frozen = {f"model.{k}" for k in self.model.frozen_pretrained_keys()}
+        if frozen:
+            state = checkpoint["state_dict"]
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        frozen = {f"model.{k}" for k in self.model.frozen_pretrained_keys()}
+        lacking = set(self.state_dict()) - set(checkpoint.get("state_dict", {})) - frozen
+        if lacking:
+            from emofuse.errors import InputError
+
+            raise InputError(
+                None,
+                f"checkpoint lacks {len(lacking)} weights of the model (e.g. {sorted(lacking)[0]}): "
+                "it was written for another model",
+            )
         extra = checkpoint.get("emofuse", {})
         self.history = list(extra.get("history", []))
         self.data_epoch = int(extra.get("data_epoch", checkpoint.get("epoch", -1) + 1))
