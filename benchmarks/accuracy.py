@@ -224,7 +224,7 @@ TARGETS: dict[str, dict[str, Any]] = {
 # The discriminative EGMF trains as in its own target; the LM heads with fewer epochs.
 TARGETS["meld-llm"] = TARGETS["meld"] | {
     "models": ["llm", "egmf"],
-    "train_by_model": {"llm": {"epochs": 6, "patience": 2}},
+    "train_by_model": {"llm": {"epochs": 5, "patience": 2}},
 }
 TARGETS["mosi-llm"] = TARGETS["mosi"] | {
     "models": ["llm", "llm-decode", "egmf"],
