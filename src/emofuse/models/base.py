@@ -421,7 +421,7 @@ class FusionModel(nn.Module):
             table
         )
         if explain:
-            self.explain(predictions)
+            predictions = self.explain(predictions)
         return predictions
 
     # -- persistence ---------------------------------------------------------------------
@@ -514,8 +514,8 @@ class FusionModel(nn.Module):
             return set()
         return {f"text_encoder.{k}" for k in self.text_encoder.frozen_keys()}
 
-    def explain(self, predictions: list[Prediction]) -> None:
-        """Fill ``explanation`` of ``predictions`` in words (models with an LM head).
+    def explain(self, predictions: list[Prediction]) -> list[Prediction]:
+        """Copies of ``predictions`` with ``explanation`` written in words (models with an LM head).
 
         Raises:
             ConfigError: this model cannot write rationales.

@@ -35,11 +35,12 @@ cost of a 135M-parameter LM on two CPU cores.
   terminator (``;`` before a sentiment, else end-of-sequence, so no label is a prefix of
   another) after the prompt, from the prompt's key/value cache reused for every label. The
   emotion logits are these log-likelihoods; their softmax is every label's probability.
-* *Sentiment* — ``sentiment_head: "hidden"`` (default): a linear regression head on the LM's
-  last hidden state at the end of the prompt, trained with L1 (chosen on validation, see
-  ``docs/llm.md``); ``"decode"``: constrained greedy decoding of a number in the fixed format
-  ``±d.d`` on the task's range (a token-level trie over every allowed value, conditioned on the
-  predicted label), so the answer always parses.
+* *Sentiment* — two read-outs of one trained model: a linear regression head on the LM's
+  last hidden state at the end of the prompt (trained with L1), and constrained greedy decoding
+  of the written number (trained by the answer loss) in the fixed format ``±d.d`` on the task's
+  range, through a token-level trie over every allowed value and after the predicted label, so
+  the answer always parses. ``sentiment_head`` picks the one that predicts (default
+  ``"hidden"``, chosen on validation: ``docs/llm.md``).
 
 :meth:`LLMHead.generate` offers free generation of the answer, and :func:`parse_answer` raises
 :class:`AnswerParseError` carrying the raw text when a generation does not parse.
@@ -158,8 +159,9 @@ class LLMHeadConfig(ModelConfig):
     )
     sentiment_head: Literal["hidden", "decode"] = Field(
         "hidden",
-        description="'hidden': regression head on the LM's last hidden state; 'decode': "
-        "constrained decoding of the written number (±d.d).",
+        description="Which trained read-out predicts sentiment: 'hidden', the regression head "
+        "on the LM's last hidden state, or 'decode', constrained decoding of the written "
+        "number (±d.d). Both train either way; this may change after training.",
     )
     rationale_words: int = Field(60, gt=0, description="Longest rationale, in words.")
 
@@ -224,11 +226,7 @@ class LLMHead(FusionModel):
         with torch.no_grad():
             rms = float(embed.weight.pow(2).mean().sqrt())
             self.pseudo_norm.weight.fill_(rms)
-        self.sentiment_regressor = (
-            nn.Linear(dim, 1)
-            if spec.sentiment_range is not None and config.sentiment_head == "hidden"
-            else None
-        )
+        self.sentiment_regressor = nn.Linear(dim, 1) if spec.sentiment_range is not None else None
         self.format = AnswerFormat(self.tokenizer, spec, config)
 
     # -- structure --------------------------------------------------------------------------
@@ -305,7 +303,7 @@ class LLMHead(FusionModel):
         else:
             if self.spec.emotion_labels:
                 emotion_logits = self._score_labels(session)
-            if self.spec.sentiment_range is not None and sentiment is None:
+            if self.spec.sentiment_range is not None and self.config.sentiment_head == "decode":
                 chosen = None if emotion_logits is None else emotion_logits.argmax(-1)
                 sentiment = self._decode_sentiment(session, chosen)
         return ModelOutput(
@@ -536,15 +534,24 @@ class LLMHead(FusionModel):
                 results.append(_trim_words(f"{lead}{body}", self.config.rationale_words))
         return results
 
-    def explain(self, preds: list[Prediction]) -> None:
-        """Fill ``explanation`` of predictions with a rationale, from their label and cues."""
-        todo = [p for p in preds if p.emotion is not None]
-        texts = [p.text for p in todo]
-        cues = [[c.description for c in p.cues] for p in todo]
-        for p, r in zip(
-            todo, self.rationales(texts, [p.emotion or "" for p in todo], cues), strict=True
-        ):
-            p.explanation = r
+    def explain(self, predictions: list[Prediction]) -> list[Prediction]:
+        """Copies of ``predictions`` with a rationale in ``explanation`` (from label and cues)."""
+        todo = [i for i, p in enumerate(predictions) if p.emotion is not None]
+        written = self.rationales(
+            [predictions[i].text for i in todo],
+            [predictions[i].emotion or "" for i in todo],
+            [[c.description for c in predictions[i].cues] for i in todo],
+        )
+        out = list(predictions)
+        for i, text in zip(todo, written, strict=True):
+            out[i] = predictions[i].model_copy(update={"explanation": text})
+        return out
+
+    def use_sentiment_head(self, head: Literal["hidden", "decode"]) -> None:
+        """Predict sentiment with the other trained read-out from now on (saved with the model)."""
+        if head not in ("hidden", "decode"):
+            raise ConfigError(f"sentiment_head must be 'hidden' or 'decode', not {head!r}")
+        self.config = self.config.model_copy(update={"sentiment_head": head})
 
     def answer_text(self, emotion: str | None, sentiment: float | None) -> str:
         """The answer in the trained format, e.g. ``emotion: anger; sentiment: -1.6``."""
@@ -739,7 +746,7 @@ class AnswerFormat:
 
 
 _ANSWER = re.compile(
-    r"^\s*(?:emotion:\s*(?P<label>[A-Za-z][A-Za-z \-]*?)\s*(?:;|$))?\s*"
+    r"^\s*(?:emotion:\s*(?P<label>[^;\s](?:[^;]*?[^;\s])?)\s*(?:;|$))?\s*"
     r"(?:sentiment:\s*(?P<number>[+-]?\d+(?:\.\d+)?))?\s*$"
 )
 
