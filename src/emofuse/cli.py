@@ -1195,6 +1195,14 @@ def predict(
         typer.Option(help="Feature cache to reuse and fill (default: compute in memory)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Utterances per forward pass.")] = 64,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Also write a short rationale per prediction (models with an LLM head, "
+            "egmf-llm; cue-level explanations: emofuse explain).",
+        ),
+    ] = False,
 ) -> None:
     """Predict emotion and sentiment with a saved model: every label's probability per input.
 
@@ -1233,8 +1241,12 @@ def predict(
             )
         inputs = [u for s in split for u in ds[s]] if split else ds.all()
     model = load_model(model_dir)
+    if explain and not model.writes_rationales:
+        model.explain([])  # the one-line error, before any work
     with ProgressHook(sys.stderr) as hook, _warnings_as_lines():
-        preds = model.predict(inputs, cache=cache, batch_size=batch_size, hook=hook)
+        preds = model.predict(
+            inputs, cache=cache, batch_size=batch_size, hook=hook, explain=explain
+        )
     if fmt is OutputFormat.json:
         text_out = json.dumps(
             [p.model_dump(mode="json", exclude_none=True) for p in preds],

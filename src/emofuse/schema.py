@@ -217,7 +217,8 @@ def prediction_rows(predictions: list[Prediction]) -> tuple[list[str], list[dict
     Columns: ``id``, ``dialogue_id``, ``source``, ``start``, ``end``, ``text``, ``emotion``,
     ``p_<label>`` for every label, ``sentiment``, ``modalities`` (``+``-joined),
     ``gate_<expert>`` for gated experts, ``target_emotion``, ``target_sentiment``, ``cues``
-    (their names, ``;``-joined), ``explanation``. Columns no prediction has are left out.
+    (their names, ``;``-joined), ``explanation``, ``answer`` (an LLM head's answer in words).
+    Columns no prediction has are left out.
     """
     labels: list[str] = []
     experts: list[str] = []
@@ -242,6 +243,7 @@ def prediction_rows(predictions: list[Prediction]) -> tuple[list[str], list[dict
             "target_sentiment": p.target_sentiment,
             "cues": ";".join(c.name for c in p.cues) or None,
             "explanation": p.explanation,
+            "answer": p.answer,
         }
         rows.append(row)
     columns = [c for c in (rows[0] if rows else {}) if any(r.get(c) is not None for r in rows)]

@@ -573,3 +573,50 @@ def test_label_tokens_end_with_a_terminator(model):
         assert tok.decode(ids) == f" {label};"
     emotion_only = AnswerFormat(tok, EMOTION_SPEC, model.config)
     assert all(ids[-1] == tok.eos_token_id for ids in emotion_only.label_ids)
+
+
+def test_cli_predict_explain_writes_answers_and_rationales(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from emofuse import cli
+
+    out = tmp_path / "preds.json"
+    prepared = run["root"] / "prep"
+    res = CliRunner().invoke(
+        cli.app,
+        [
+            "predict",
+            str(run["result"].model_dir),
+            "--prepared",
+            str(prepared),
+            "--split",
+            "test",
+            "--cache",
+            str(run["root"] / "cache"),
+            "--explain",
+            "--output",
+            str(out),
+        ],
+        env={"COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    assert res.exit_code == 0, res.output
+    preds = json.loads(out.read_text())
+    assert preds
+    for p in preds:
+        assert p["answer"].startswith(f"emotion: {p['emotion']}")
+        assert p["explanation"].startswith(f"They feel {p['emotion']} because")
+
+
+def test_cli_predict_explain_on_a_model_without_llm_head_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from emofuse import cli
+
+    build_model("mlp", SPEC, INPUTS, {"hidden": 8}).save_pretrained(tmp_path / "mlp")
+    res = CliRunner().invoke(
+        cli.app,
+        ["predict", str(tmp_path / "mlp"), "--text", "I won!", "--explain"],
+        env={"COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    assert res.exit_code == 2
+    assert "egmf-llm" in res.output and len(res.output.strip().splitlines()) == 1

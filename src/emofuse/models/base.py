@@ -400,6 +400,9 @@ class FusionModel(nn.Module):
         from emofuse.datasets.folder import as_utterances
         from emofuse.models.inference import Inference
 
+        if explain and not self.writes_rationales:
+            self.explain([])  # raises: say so before computing anything
+
         utts, problems = as_utterances(inputs)
         table = self.table(utts, cache=cache, hook=hook) if utts else None
         if table is not None:
@@ -471,6 +474,8 @@ class FusionModel(nn.Module):
         )
         return out
 
+    writes_rationales: ClassVar[bool] = False
+    """True for models whose :meth:`explain` writes rationales (an LLM head)."""
     part_prefixes: ClassVar[tuple[str, ...]] = ("text_encoder.",)
     """State-dict prefixes of the modules saved by :meth:`save_parts` (not in
     ``model.safetensors``)."""

@@ -191,6 +191,7 @@ class LLMHead(FusionModel):
     Config = LLMHeadConfig
     config: LLMHeadConfig
     part_prefixes = ("text_encoder.", "lm.")
+    writes_rationales = True
 
     def __init__(self, config: LLMHeadConfig | None, spec: TaskSpec, inputs: dict[str, InputSpec]):
         from emofuse.models.causal_lm import load_base_lm, resolve_base
