@@ -1,5 +1,6 @@
 import multiprocessing as mp
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,19 +227,32 @@ def test_a_full_disk_is_one_line_and_leaves_the_store_consistent(tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(safetensors.numpy, "save_file", full)
-    monkeypatch.setattr(ext, "extract_batch", lambda us: [
-        {"pooled": np.zeros(384, np.float32), "tokens": np.zeros((2, 384), np.float32)} for _ in us
-    ])
+    monkeypatch.setattr(
+        ext,
+        "extract_batch",
+        lambda us: [
+            {"pooled": np.zeros(384, np.float32), "tokens": np.zeros((2, 384), np.float32)}
+            for _ in us
+        ],
+    )
     store = FeatureStore(tmp_path)
-    with pytest.raises(InputError, match=r"cannot write features \(No space left on device\); "
-                                         r"what was stored before is intact"):
+    with pytest.raises(
+        InputError,
+        match=r"cannot write features \(No space left on device\); "
+        r"what was stored before is intact",
+    ):
         extract_features(utts, ext, store)
     cache = store.cache(ext)
     assert cache.ids() == [] and not list(cache.shards_dir.glob(".*tmp"))
     monkeypatch.undo()
-    monkeypatch.setattr(ext, "extract_batch", lambda us: [
-        {"pooled": np.ones(384, np.float32), "tokens": np.ones((2, 384), np.float32)} for _ in us
-    ])
+    monkeypatch.setattr(
+        ext,
+        "extract_batch",
+        lambda us: [
+            {"pooled": np.ones(384, np.float32), "tokens": np.ones((2, 384), np.float32)}
+            for _ in us
+        ],
+    )
     report = extract_features(utts, ext, store)  # space again: the same command resumes
     assert report.extracted == 3 and sorted(cache.ids()) == ["u0", "u1", "u2"]
     shard = next(cache.shards_dir.glob("*.safetensors"))
@@ -271,3 +285,142 @@ def test_a_file_replaced_keeping_size_and_mtime_is_extracted_again(tmp_path):
     assert report.extracted == 1
     after = store.cache(ext).get("clip")["functionals"]
     assert float(np.abs(after - before).max()) > 1.0
+
+
+class BatchMean(FeatureExtractor):
+    """Test extractor whose arrays depend on the other members of the batch (as padding does)."""
+
+    name = "batch-mean"
+    modality = "audio"
+    Config = CountConfig
+    batch_size = 4
+
+    def outputs(self):
+        return {"vec": OutputSpec(dim=1, kind="vector")}
+
+    def source_path(self, utt):
+        return utt.media.get("audio")
+
+    def extract(self, utt):  # pragma: no cover - extract_batch is what runs
+        return self.extract_batch([utt])[0]
+
+    def extract_batch(self, utts):
+        values = [
+            float(np.frombuffer(Path(u.media["audio"]).read_bytes(), np.uint8).sum()) for u in utts
+        ]
+        mean = sum(values) / len(values)
+        return [{"vec": np.array([v + mean / 1000], np.float32)} for v in values]
+
+
+def test_a_changed_source_is_extracted_in_its_original_batch(tmp_path):
+    """Batches are cut from the whole input list: re-extracting one changed source redoes its
+    batch whole, so every array equals a fresh extraction of the changed data (extracting the
+    changed item alone would give another value to a batch-dependent extractor)."""
+    utts = _utts(tmp_path, 10)
+    store = FeatureStore(tmp_path / "cache")
+    ext = BatchMean()
+    extract_features(utts, ext, store)
+    (tmp_path / "f5.bin").write_bytes(bytes(range(100, 130)))
+    report = extract_features(utts, ext, store)
+    assert report.extracted == 1 and report.cached == 9
+    fresh = FeatureStore(tmp_path / "fresh")
+    extract_features(utts, ext, fresh)
+    got = _arrays(store.cache(ext), [u.id for u in utts])
+    want = _arrays(fresh.cache(ext), [u.id for u in utts])
+    for uid in want:
+        assert got[uid]["vec"].tobytes() == want[uid]["vec"].tobytes(), uid
+
+
+class SlowStats(FileStats):
+    """FileStats that records every batch it extracts and takes its time doing so."""
+
+    name = "slow-stats"
+
+    def extract_batch(self, utts):
+        import time
+
+        log = os.environ["EMOFUSE_TEST_CALLS"]
+        with open(log, "a") as fh:
+            fh.write(",".join(u.id for u in utts) + f" {os.getpid()}\n")
+        time.sleep(0.2)
+        return [self.extract(u) for u in utts]
+
+
+def _same_list_worker(args):
+    root, paths, log = args
+    os.environ["EMOFUSE_TEST_CALLS"] = log
+    utts = [Utterance(id=os.path.basename(p), dataset="t", media={"audio": p}) for p in paths]
+    return extract_features(utts, SlowStats(), FeatureStore(root), batch_size=2).extracted
+
+
+def test_processes_given_the_same_inputs_share_the_batches(tmp_path):
+    utts = _utts(tmp_path, 16)
+    paths = [u.media["audio"] for u in utts]
+    root, log = str(tmp_path / "cache"), str(tmp_path / "calls.txt")
+    with mp.get_context("fork").Pool(3) as pool:
+        pool.map(_same_list_worker, [(root, paths, log)] * 3)
+    lines = Path(log).read_text().splitlines()
+    calls = [line.split()[0] for line in lines]
+    assert sorted(calls) == sorted({*calls})  # no batch was extracted twice
+    assert len(calls) == 8  # 16 utterances in batches of 2
+    assert len({line.split()[1] for line in lines}) > 1  # the work was shared
+    cache = FeatureStore(root).cache(SlowStats())
+    assert sorted(cache.ids()) == sorted(os.path.basename(p) for p in paths)
+    assert len(list((cache.dir / "shards").glob("*.safetensors"))) == 8  # none dead
+    assert not list((cache.dir / "claims").iterdir())  # every claim released
+
+
+def test_a_claim_is_respected_while_its_process_lives_and_taken_over_after(tmp_path):
+    import json
+    import time
+
+    cache = FeatureStore(tmp_path / "cache").cache(FileStats())
+    claims = cache.dir / "claims"
+    claims.mkdir(parents=True)
+    import socket
+
+    live = {"host": socket.gethostname(), "pid": os.getppid(), "time": time.time()}
+    (claims / "k1.claim").write_text(json.dumps(live))
+    with cache.claim("k1") as mine:
+        assert not mine  # its process lives
+    old = time.time() - 10_000
+    os.utime(claims / "k1.claim", (old, old))
+    with cache.claim("k1") as mine:
+        assert mine  # past the lease
+    dead = subprocess_pid_that_exited()
+    (claims / "k2.claim").write_text(json.dumps(live | {"pid": dead}))
+    with cache.claim("k2") as mine:
+        assert mine  # its process is gone
+    assert not list(claims.iterdir())
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)
+
+
+def test_a_killed_extractor_leaves_a_claim_the_next_run_takes_over(tmp_path):
+    import json
+    import socket
+
+    utts = _utts(tmp_path, 4)
+    store = FeatureStore(tmp_path / "cache")
+    ext = FileStats()
+    cache = store.cache(ext)
+    from emofuse.features.pipeline import _batch_key
+
+    key = _batch_key(utts[:2], ext)
+    (cache.dir / "claims").mkdir(parents=True, exist_ok=True)
+    (cache.dir / "claims" / f"{key}.claim").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": subprocess_pid_that_exited(), "time": 0})
+    )
+    report = extract_features(utts, ext, store, batch_size=2)
+    assert report.extracted == 4 and sorted(cache.ids()) == [u.id for u in utts]

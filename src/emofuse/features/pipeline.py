@@ -9,6 +9,14 @@ Two engines give the same arrays:
 
 Work already in the store (same extractor fingerprint, same input signature) is skipped, so a
 killed job started again continues where it stopped.
+
+**Batches are cut from the whole input list**, in its order, not from what is left to do: a
+batch with anything pending is extracted again whole. An extractor whose arrays depend on the
+other members of its batch (padding changes float sums in the last bits) therefore gives a
+resumed job — whatever was killed, in whichever order Ray finished — exactly the arrays of an
+uninterrupted one. Several processes given the same inputs share the batches through the
+store's claims (:meth:`~emofuse.features.store.FeatureCache.claim`) instead of each doing all
+of them.
 """
 
 from __future__ import annotations
@@ -129,10 +137,19 @@ def extract_features(
 
     advance(0)
     if todo:
+        pending = {u.id for u in todo}
+        batches = [b for b in _batches(utts, batch_size) if any(u.id in pending for u in b)]
+
+        def counted(batch: list[Utterance]) -> None:  # progress counts what was pending
+            advance(sum(u.id in pending for u in batch))
+
+        def needed(batch: list[Utterance]) -> bool:  # not recorded (by another process) since
+            return bool(cache.pending(batch, extractor, retry_failed=retry_failed))
+
         if engine == "local":
-            _run_local(todo, extractor, cache, batch_size, advance)
+            _run_local(batches, extractor, cache, needed, counted)
         else:
-            _run_ray(todo, extractor, store.root, batch_size, address, workers, advance)
+            _run_ray(batches, extractor, cache, store.root, address, workers, needed, counted)
     wanted = {u.id for u in utts}
     errors = cache.errors()
     report.failed = {k: v for k, v in errors.items() if k in wanted}
@@ -183,11 +200,48 @@ def _process(
     return out
 
 
-def _run_local(todo, extractor, cache, batch_size, advance: Callable[[int], None]) -> None:
+def _batch_key(batch: list[Utterance], extractor: FeatureExtractor) -> str:
+    import hashlib
+
+    ids = "\n".join(f"{u.id}\t{extractor.signature(u)}" for u in batch)
+    return hashlib.sha1(ids.encode("utf-8")).hexdigest()[:24]
+
+
+Check = Callable[[list[Utterance]], bool]
+Done = Callable[[list[Utterance]], None]
+
+
+def _run_local(batches, extractor, cache, needed: Check, done: Done) -> None:
     extractor.ensure_ready()
-    for batch in _batches(todo, batch_size):
-        cache.write(_process(extractor, batch))
-        advance(len(batch))
+    waiting = []
+    for batch in batches:
+        with cache.claim(_batch_key(batch, extractor)) as mine:
+            if not mine:  # another process is on it: do the rest first
+                waiting.append(batch)
+                continue
+            if needed(batch):  # it may have been recorded meanwhile
+                cache.write(_process(extractor, batch))
+        done(batch)
+    _finish_claimed(waiting, extractor, cache, needed, done)
+
+
+def _finish_claimed(waiting, extractor, cache, needed: Check, done: Done) -> None:
+    """Wait for batches other processes claimed; take over those whose claim lapses."""
+    while waiting:
+        still = []
+        for batch in waiting:
+            if not needed(batch):  # recorded by its claimer
+                done(batch)
+                continue
+            with cache.claim(_batch_key(batch, extractor)) as mine:
+                if mine:
+                    cache.write(_process(extractor, batch))
+                    done(batch)
+                else:
+                    still.append(batch)
+        waiting = still
+        if waiting:
+            time.sleep(0.5)
 
 
 def check_engine(engine: str, address: str | None, workers: int | None) -> None:
@@ -302,15 +356,25 @@ def ray_actor_pool(
             ray.shutdown()
 
 
-def _run_ray(
-    todo, extractor, root, batch_size, address, workers, advance: Callable[[int], None]
-) -> None:
+def _run_ray(batches, extractor, cache, root, address, workers, needed: Check, done: Done) -> None:
     spec = (extractor.name, extractor.config.model_dump(mode="json"), str(root))
-    most = -(-len(todo) // batch_size)
-    with ray_actor_pool(_RayWorker, spec, address, workers, most) as pool:
-        payloads = [[u.model_dump(mode="json") for u in b] for b in _batches(todo, batch_size)]
-        for done in pool.map_unordered(lambda a, p: a.run.remote(p), payloads):
-            advance(done)
+    with contextlib.ExitStack() as claims:
+        mine, waiting = [], []
+        for batch in batches:  # the driver claims what its actors will extract
+            if not claims.enter_context(cache.claim(_batch_key(batch, extractor))):
+                waiting.append(batch)
+            elif needed(batch):
+                mine.append(batch)
+            else:  # recorded by another process since the plan was made
+                done(batch)
+        if mine:
+            with ray_actor_pool(_RayWorker, spec, address, workers, len(mine)) as pool:
+                payloads = [([u.model_dump(mode="json") for u in b], i) for i, b in enumerate(mine)]
+                for i in pool.map_unordered(lambda a, p: a.run.remote(*p), payloads):
+                    done(mine[i])
+    if waiting:
+        extractor.ensure_ready()
+        _finish_claimed(waiting, extractor, cache, needed, done)
 
 
 class _RayWorker:
@@ -322,10 +386,10 @@ class _RayWorker:
         self.cache = FeatureStore(root).cache(self.extractor)
         self.extractor.ensure_ready()
 
-    def run(self, payload: list[dict[str, Any]]) -> int:
+    def run(self, payload: list[dict[str, Any]], position: int) -> int:
         batch = [Utterance.model_validate(p) for p in payload]
         self.cache.write(_process(self.extractor, batch))
-        return len(batch)
+        return position
 
 
 def _check_unique(utts: list[Utterance]) -> None:

@@ -18,14 +18,22 @@ the batch (padding). A kill before the index write leaves an orphan shard that n
 :meth:`FeatureCache.tidy` removes orphans and temporary files older than an hour when the next
 extraction starts. The newest row of an id wins, so re-extracting a changed source simply
 appends. (Rows without a batch, written by earlier releases, count as they are.)
+
+Several processes extracting the same utterances into one store share the work instead of each
+doing all of it: before a batch is extracted, its **claim** — ``claims/<batch key>.claim``,
+created with ``O_EXCL`` and holding the claimer's host, process id and time — is taken
+(:meth:`FeatureCache.claim`). A process that finds a batch claimed does the others first, then
+waits for the claimer to record it, and takes the batch over when the claim has lapsed: its
+process is gone (same host) or it is older than ``CLAIM_LEASE_S``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,8 @@ from emofuse.features.base import FeatureExtractor, Features
 from emofuse.records import Utterance, dump_json
 
 _SEP = "::"
+CLAIM_LEASE_S = 1800.0
+"""A claim older than this (seconds) is taken over even when its process may live (another host)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,67 @@ class FeatureCache:
                     path.unlink(missing_ok=True)
                     removed.append(path)
         return removed
+
+    # -- claims: several processes share the work ---------------------------------------------
+    @contextlib.contextmanager
+    def claim(self, key: str, lease: float = CLAIM_LEASE_S) -> Iterator[bool]:
+        """Claim the batch ``key`` for this process while the block runs.
+
+        Yields ``True`` when this process holds the claim (the block should extract the batch;
+        the claim is released at its end, also on error), ``False`` when another live process
+        holds it. A lapsed claim (see the module docstring) is taken over.
+        """
+        path = self.dir / "claims" / f"{key}.claim"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        held = self._take(path) or (self._lapsed(path, lease) and self._take_over(path))
+        try:
+            yield held
+        finally:
+            if held:
+                path.unlink(missing_ok=True)
+
+    def _take(self, path: Path) -> bool:
+        import socket
+        import time
+
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, fh)
+        return True
+
+    def _take_over(self, path: Path) -> bool:
+        """Move a lapsed claim aside (atomic: one taker wins), then take the batch."""
+        aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.lapsed")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return self._take(path)
+        aside.unlink(missing_ok=True)
+        return self._take(path)
+
+    @staticmethod
+    def _lapsed(path: Path, lease: float) -> bool:
+        import socket
+        import time
+
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8") or "{}")
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return False  # being written or just released: look again later
+        if age > lease:
+            return True
+        if meta.get("host") == socket.gethostname() and isinstance(meta.get("pid"), int):
+            try:
+                os.kill(meta["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
 
     def pending(
         self, utts: Iterable[Utterance], extractor: FeatureExtractor, *, retry_failed: bool = False
