@@ -171,8 +171,13 @@ def test_training_mode_gives_no_label_scores(model):
     assert out.emotion_logits is None
     assert out.aux["answer"].ndim == 0 and float(out.aux["answer"]) > 0
     assert "fusion" in out.aux
-    with pytest.raises(InputError, match="collator"):
-        model({k: v for k, v in batch.items() if not k.startswith("prompt_")})
+    # a batch of features only (the batch contract) reads as prompts with empty transcripts
+    features_only = {k: v for k, v in batch.items() if not k.startswith("prompt_")}
+    empty = model.format.tokenize([""] * 4, [None] * 4)
+    with_empty = features_only | {f"prompt_{k}": v for k, v in empty.items()}
+    with torch.no_grad():
+        a, b = _eval(model, features_only), _eval(model, with_empty)
+    torch.testing.assert_close(a.emotion_logits, b.emotion_logits)
 
 
 # -- 2. label scoring ------------------------------------------------------------------------

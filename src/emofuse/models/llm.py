@@ -272,7 +272,8 @@ class LLMHead(FusionModel):
         Args:
             batch: The batch contract of :mod:`emofuse.models.base` plus ``prompt_input_ids``
                 / ``prompt_attention_mask`` ``(N, L)`` (left-padded prompt tokens after the
-                pseudo-tokens, from :meth:`collator`).
+                pseudo-tokens, from :meth:`collator`); without them every prompt has an empty
+                transcript.
 
         Returns:
             In training mode ``emotion_logits`` is ``None`` and ``aux`` holds ``"answer"`` (the
@@ -281,10 +282,8 @@ class LLMHead(FusionModel):
             comes from the regression head or, in eval mode with ``sentiment_head: decode``,
             from constrained decoding. ``fused``, ``experts``, ``gates`` are the fusion model's.
         """
-        if "prompt_input_ids" not in batch:
-            raise InputError(
-                None, "the LLM head needs prompt tokens: collate with model.collator()"
-            )
+        if "prompt_input_ids" not in batch:  # features only: the prompt carries no words
+            batch = dict(batch) | self._empty_prompts(batch)
         inner = self.fusion(batch)
         session, last_hidden = self._prompt(inner, batch)
         aux = dict(inner.aux)
@@ -320,6 +319,11 @@ class LLMHead(FusionModel):
             unit_names=inner.unit_names,
             aux=aux,
         )
+
+    def _empty_prompts(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        ref = next(v for k, v in batch.items() if k in self.inputs)
+        tok = self.format.tokenize([""] * ref.shape[0], [None] * ref.shape[0])
+        return {f"prompt_{k}": v.to(ref.device) for k, v in tok.items()}
 
     def loss(self, out: ModelOutput, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The joint loss of :meth:`FusionModel.loss` over this head's outputs.
