@@ -1759,10 +1759,8 @@ def serve_hash_key(
         key = new_key()
         out.print(f"key:  {key}\nhash: {hash_key(key)}", soft_wrap=True)
         return
-    if sys.stdin.isatty():
-        key = typer.prompt("API key", hide_input=True)
-    else:
-        key = sys.stdin.read().strip()
+    tty = sys.stdin.isatty()
+    key = typer.prompt("API key", hide_input=True) if tty else sys.stdin.read().strip()
     try:
         out.print(hash_key(key), soft_wrap=True)
     except ValueError as e:

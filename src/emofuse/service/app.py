@@ -110,7 +110,7 @@ class TextRequest(BaseModel):
                         {"speaker": "Bob", "text": "No way, that's amazing."},
                     ]
                 },
-            ]
+            ],
         },
     )
 
@@ -229,9 +229,7 @@ class Service:
         """The model a request names (default the first), or a 404 listing the valid names."""
         name = requested or self.settings.default_model
         if name not in self.slots:
-            raise ServiceError(
-                404, f"no model {name!r}; the models are: {', '.join(self.slots)}"
-            )
+            raise ServiceError(404, f"no model {name!r}; the models are: {', '.join(self.slots)}")
         return name
 
     def check_temp(self) -> None:
@@ -643,7 +641,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def readyz() -> Any:
         """Ready when every model is loaded and the database answers; 503 otherwise."""
         states = {
-            n: ("ready" if s.model is not None else ("failed: " + (s.error or "")) if s.loaded.is_set() else "loading")
+            n: (
+                "ready"
+                if s.model is not None
+                else ("failed: " + (s.error or ""))
+                if s.loaded.is_set()
+                else "loading"
+            )
             for n, s in service.slots.items()
         }
         db = "ok"
@@ -654,7 +658,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         except Exception as e:
             db = one_line(f"unavailable: {type(e).__name__}")
         ready = db == "ok" and all(v == "ready" for v in states.values())
-        body = Health(status="ready" if ready else "not ready", models=states, database=db, jobs=counts)
+        body = Health(
+            status="ready" if ready else "not ready", models=states, database=db, jobs=counts
+        )
         if ready:
             return body
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "2"})
@@ -698,7 +704,9 @@ def _check_text(text: str, where: str, limit: int) -> None:
     if not text.strip():
         raise ServiceError(422, f"{where} is empty")
     if len(text) > limit:
-        raise ServiceError(413, f"{where} has {len(text)} characters, more than the {limit} accepted")
+        raise ServiceError(
+            413, f"{where} has {len(text)} characters, more than the {limit} accepted"
+        )
     if "\x00" in text:
         raise ServiceError(422, f"{where} holds a NUL character")
     try:
@@ -737,9 +745,13 @@ async def _await_analysis(request: Request, future: Any, token: Token, timeout: 
             pass
         except Stopped as s:
             if s.reason == "timeout":
-                raise busy(f"the analysis took longer than {timeout:g} s; use POST /v1/jobs", 5) from None
+                raise busy(
+                    f"the analysis took longer than {timeout:g} s; use POST /v1/jobs", 5
+                ) from None
             if s.reason == "disconnected":
-                raise ServiceError(400, "the client disconnected; the analysis was stopped") from None
+                raise ServiceError(
+                    400, "the client disconnected; the analysis was stopped"
+                ) from None
             raise busy(f"the analysis was stopped ({s.reason})", 5) from None
         if time.monotonic() > deadline:
             token.stop("timeout")
@@ -825,7 +837,9 @@ class _BodyLimit:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             response = JSONResponse(
-                {"error": f"the request body ({int(length)} bytes) is larger than the {limit} bytes accepted"},
+                {
+                    "error": f"the request body ({int(length)} bytes) is larger than the {limit} bytes accepted"
+                },
                 status_code=413,
             )
             await response(scope, receive, send)

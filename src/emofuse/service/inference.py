@@ -204,7 +204,9 @@ class TextBatcher:
                 r.future.set_exception(busy("stopping", 5))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def predict(self, utts: list[Utterance], timeout: float) -> tuple[list[Prediction], dict[str, str]]:
+    async def predict(
+        self, utts: list[Utterance], timeout: float
+    ) -> tuple[list[Prediction], dict[str, str]]:
         """Predictions for ``utts`` (one request), and ``id → problem`` of those left out.
 
         Raises:
@@ -243,7 +245,9 @@ class TextBatcher:
             try:
                 results = await loop.run_in_executor(self.executor, self._run, batch)
             except Exception as e:  # the model failed as a whole: every request learns why
-                results = [ServiceError(422, f"the model could not analyse this text: {one_line(str(e))}")] * len(batch)
+                results = [
+                    ServiceError(422, f"the model could not analyse this text: {one_line(str(e))}")
+                ] * len(batch)
             for r, result in zip(batch, results, strict=True):
                 if r.future.done():
                     continue
@@ -258,7 +262,9 @@ class TextBatcher:
 
         self.slot.loaded.wait()
         if self.slot.model is None:
-            return [ServiceError(503, f"model {self.slot.name!r} failed to load: {self.slot.error}", 30)] * len(batch)
+            return [
+                ServiceError(503, f"model {self.slot.name!r} failed to load: {self.slot.error}", 30)
+            ] * len(batch)
         model = self.slot.model
         utts: list[Utterance] = []
         for k, r in enumerate(batch):
@@ -287,7 +293,9 @@ class TextBatcher:
             for i, u in enumerate(r.utts):
                 p = by_id.get(f"r{k}u{i}")
                 if p is None:
-                    skipped[u.id] = one_line(table.skipped.get(f"r{k}u{i}", "could not be analysed"))
+                    skipped[u.id] = one_line(
+                        table.skipped.get(f"r{k}u{i}", "could not be analysed")
+                    )
                 else:
                     preds.append(p.model_copy(update={"id": u.id, "dialogue_id": u.dialogue_id}))
             if not preds:
@@ -321,6 +329,7 @@ class MediaPool:
         self._lock = threading.Lock()
         self.pending = 0
         self._local = threading.local()
+        self._building = threading.RLock()
 
     def free(self) -> bool:
         """Whether a thread is idle now (jobs are claimed only then)."""
@@ -356,7 +365,9 @@ class MediaPool:
 
         analyzers = self._local.__dict__.setdefault("analyzers", {})
         if name not in analyzers:
-            analyzers[name] = Analyzer(self.models[name].folder, cues=self.cues)
+            self.models[name].loaded.wait()  # not while the text copy still imports its libraries
+            with self._building:  # one at a time, for the same reason
+                analyzers[name] = Analyzer(self.models[name].folder, cues=self.cues)
         return analyzers[name]
 
     def analyze(
@@ -385,22 +396,31 @@ class MediaPool:
 
         analyzer = self.analyzer(model)
         analyzer.hook = hook
+        first = not getattr(analyzer, "_service_warm", False)
         try:
             analyzer.language = language_tag(language)
-            with warnings.catch_warnings():
+            # a thread's first analysis imports the media libraries: one thread at a time
+            with self._building if first else contextlib.nullcontext(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", EmofuseWarning)
                 analysis = analyzer.analyze(path, name=name)
+            analyzer._service_warm = True
         except InputError as e:
             problem = e.problem if e.path in (None, str(path)) else str(e)
-            raise ServiceError(422, f"{filename}: {problem}".replace(str(path.parent), "")) from None
+            raise ServiceError(
+                422, f"{filename}: {problem}".replace(str(path.parent), "")
+            ) from None
         except EmofuseError as e:
-            raise ServiceError(422, f"{filename}: {one_line(str(e))}".replace(str(path.parent), "")) from None
+            raise ServiceError(
+                422, f"{filename}: {one_line(str(e))}".replace(str(path.parent), "")
+            ) from None
         finally:
             analyzer.hook = None
         analysis = analysis.model_copy(
             update={
                 "source": filename,
-                "predictions": [p.model_copy(update={"source": filename}) for p in analysis.predictions],
+                "predictions": [
+                    p.model_copy(update={"source": filename}) for p in analysis.predictions
+                ],
                 "transcript": None,
             }
         )

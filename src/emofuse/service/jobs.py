@@ -336,11 +336,15 @@ class JobStore:
                 .values(heartbeat_at=time.time())
                 .execution_options(synchronize_session=False)
             )
-            rows = s.execute(select(Job.id, Job.state, Job.owner, Job.cancel_requested).where(
-                Job.id.in_(job_ids)
-            )).all()
+            rows = s.execute(
+                select(Job.id, Job.state, Job.owner, Job.cancel_requested).where(
+                    Job.id.in_(job_ids)
+                )
+            ).all()
         return {
-            r.id for r in rows if r.cancel_requested or r.state != "running" or r.owner != self.owner
+            r.id
+            for r in rows
+            if r.cancel_requested or r.state != "running" or r.owner != self.owner
         }
 
     def report_progress(self, job_id: str, progress: float, step: str) -> None:
@@ -431,9 +435,7 @@ class JobStore:
     def delete(self, job_id: str) -> bool:
         """Delete a job that has ended, with its result; ``False`` if there is none such."""
         with self._session() as s:
-            gone = s.execute(
-                delete(Job).where(Job.id == job_id, Job.state.not_in(ACTIVE))
-            ).rowcount
+            gone = s.execute(delete(Job).where(Job.id == job_id, Job.state.not_in(ACTIVE))).rowcount
             s.execute(delete(JobMedia).where(JobMedia.job_id == job_id))
             return gone == 1
 
@@ -486,7 +488,9 @@ class JobStore:
                     }
                     key = "requeued"
                 moved = s.execute(
-                    update(Job).where(*guard).values(**values)
+                    update(Job)
+                    .where(*guard)
+                    .values(**values)
                     .execution_options(synchronize_session=False)
                 )
                 if moved.rowcount == 1:
@@ -500,9 +504,7 @@ class JobStore:
         cutoff = time.time() - older_than_s
         with self._session() as s:
             ids = list(
-                s.scalars(
-                    select(Job.id).where(Job.state.not_in(ACTIVE), Job.finished_at < cutoff)
-                )
+                s.scalars(select(Job.id).where(Job.state.not_in(ACTIVE), Job.finished_at < cutoff))
             )
             if ids:
                 s.execute(delete(JobMedia).where(JobMedia.job_id.in_(ids)))

@@ -366,7 +366,9 @@ async def receive_upload(request: Any, folder: Path, max_bytes: int, timeout: fl
     if sink.problem is not None:
         raise ServiceError(*sink.problem)
     if sink.filename is None:
-        raise ServiceError(422, "the form has no 'file' part: send the media in a field named 'file'")
+        raise ServiceError(
+            422, "the form has no 'file' part: send the media in a field named 'file'"
+        )
     return Upload(sink.path, sink.filename, sink.size, sink.fields)
 
 

@@ -97,6 +97,12 @@ class JobRunner:
 
     # -- threads -----------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        # jobs wait for the models: loading a second copy of a model in another thread while
+        # the first is still importing its libraries can deadlock on the import locks
+        for slot in self.pool.models.values():
+            while not slot.loaded.wait(0.5):
+                if self._stop.is_set():
+                    return
         while not self._stop.is_set():
             job = None
             if self.pool.free():

@@ -30,7 +30,9 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/emofuse/service`` (``~/.local/state/emofuse/service``)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
     return Path(base) / "emofuse" / "service"
 
 
