@@ -40,7 +40,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -604,8 +604,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @api.get(
         "/jobs/{job_id}/result.csv",
         tags=["jobs"],
-        response_class=PlainTextResponse,
-        responses={200: {"content": {"text/csv": {}}, "description": "One row per segment."}},
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+                "description": "One row per segment.",
+            }
+        },
     )
     def job_result_csv(job_id: str) -> Any:
         """The finished job's segments as CSV (one row per prediction)."""
@@ -621,8 +626,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @api.get(
         "/jobs/{job_id}/report.html",
         tags=["jobs"],
-        response_class=HTMLResponse,
-        responses={200: {"content": {"text/html": {}}, "description": "The HTML report."}},
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"text/html": {"schema": {"type": "string"}}},
+                "description": "The HTML report.",
+            }
+        },
     )
     def job_report(job_id: str) -> Any:
         """The finished job's self-contained HTML report (inline SVG plots, no script)."""

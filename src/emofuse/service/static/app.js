@@ -111,10 +111,14 @@ async function showResult(job) {
   try {
     const html = await (await api(job.links["report.html"])).text();
     const frame = $("report");
-    frame.onload = () => {
+    const fit = () => {
       const doc = frame.contentDocument;
-      if (doc && doc.documentElement) frame.style.height = `${doc.documentElement.scrollHeight + 20}px`;
+      if (!doc || !doc.documentElement) return;
+      const height = Math.max(doc.documentElement.scrollHeight, doc.body ? doc.body.scrollHeight : 0);
+      frame.style.height = `${height + 24}px`;
     };
+    frame.onload = () => { fit(); setTimeout(fit, 300); };
+    $("result").hidden = false; // laid out before the report loads, so it can be measured
     frame.srcdoc = html;
     await download($("download-json"), job.links["result.json"], `${stem}.json`, "application/json");
     await download($("download-csv"), job.links["result.csv"], `${stem}.csv`, "text/csv");
@@ -122,7 +126,6 @@ async function showResult(job) {
     urls.push(report);
     $("download-html").href = report;
     $("download-html").download = `${stem}.html`;
-    $("result").hidden = false;
   } catch (e) {
     showError(e.message);
   }
