@@ -1709,6 +1709,18 @@ def _serve(settings: Any, access_log: bool) -> None:
     from emofuse.service.app import create_app
 
     application = create_app(settings)
+    from sqlalchemy.engine import make_url
+
+    from emofuse.service.jobs import make_engine, migrate
+
+    shown_db = make_url(settings.db_url).render_as_string(hide_password=True)
+    try:  # a database that cannot be reached is one line here, not a traceback from uvicorn
+        engine = make_engine(settings.db_url)
+        migrate(engine)
+        engine.dispose()
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"cannot open the job database {shown_db}: {reason}") from None
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1724,8 +1736,7 @@ def _serve(settings: Any, access_log: bool) -> None:
     where = "every interface" if settings.host in ("0.0.0.0", "::") else "this machine only"
     out.print(
         f"emofuse service listening on http://{shown}:{port} ({where}): web page /, API docs "
-        f"/docs; models {', '.join(settings.models)}; jobs in "
-        f"{settings.db_url.split('@')[-1] if '@' in settings.db_url else settings.db_url}; "
+        f"/docs; models {', '.join(settings.models)}; jobs in {shown_db}; "
         f"API keys {'required' if settings.api_key_hashes else 'off'}",
         soft_wrap=True,
     )

@@ -311,12 +311,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         they are ready).
 
     Raises:
-        ConfigError: a model folder that does not exist.
+        ConfigError: a model folder that does not exist or holds no saved model.
     """
     settings = settings or ServiceSettings()
     for name, folder in settings.models.items():
         if not Path(folder).is_dir():
             raise ConfigError(f"model {name!r}: {folder} is not a folder")
+        if not (Path(folder) / "config.json").is_file():
+            raise ConfigError(f"model {name!r}: {folder} is not a saved model (no config.json)")
     service = Service(settings)
 
     @contextlib.asynccontextmanager
@@ -410,7 +412,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 request, folder, settings.max_upload_bytes, settings.request_timeout
             )
             name = service.model_name(upload.fields.get("model"))
-            language = upload.fields.get("language") or settings.language
+            language = _check_language(upload.fields.get("language") or settings.language)
             path, _info = await run_in_threadpool(
                 check_media,
                 upload,
