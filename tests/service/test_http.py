@@ -62,6 +62,22 @@ def test_health_models_docs_and_page(api):
             assert anon.get(asset).status_code == 200, asset
 
 
+def test_keep_alive_requests_are_not_delayed(api):
+    """Answers on a kept-alive connection come at once (no ~40 ms delayed-ACK stall per request)."""
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    times = []
+    with socket.create_connection((host, int(port))) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(21):
+            t0 = time.perf_counter()
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"}"):
+                data += s.recv(4096)
+            times.append(time.perf_counter() - t0)
+    assert sorted(times)[10] < 0.03, f"median {sorted(times)[10] * 1000:.0f} ms per request"
+
+
 def test_api_keys(api):
     with api.client(key=None) as anon:
         r = anon.get("/v1/models")
