@@ -108,6 +108,19 @@ def test_text_one_utterance(client):
     assert abs(sum(p.probabilities.values()) - 1) < 1e-3
 
 
+def test_concurrent_text_requests_are_batched_and_each_gets_its_own_answer(api):
+    texts = [f"Sentence number {i}: {'great news' if i % 2 else 'awful news'}." for i in range(24)]
+
+    def ask(text: str) -> httpx.Response:
+        with api.client() as c:
+            return c.post("/v1/analyze/text", json={"text": text})
+
+    with cf.ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(ask, texts))
+    assert [r.status_code for r in answers] == [200] * len(texts)
+    assert [r.json()["predictions"][0]["text"] for r in answers] == texts
+
+
 def test_text_dialogue_keeps_order_ids_and_skips_unusable_turns(client):
     turns = [
         {"speaker": "Ann", "text": "We won the match!"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 
@@ -57,18 +58,39 @@ def test_sqlite_restart_with_jobs_in_flight(tmp_path, media):
     c_ = Server(state, env={"EMOFUSE_SERVICE_MAX_ATTEMPTS": "1"}).start()
     try:
         with c_.client(key=None) as c:
+            # results stored before the restarts are still there
+            assert c.get(f"/v1/jobs/{first}/result.csv").status_code == 200
+            assert "<figure" in c.get(f"/v1/jobs/{second}/report.html").text
             assert wait_job(c, third)["state"] == "done"
             fourth = submit(c, media["speech_40s"])
             wait_job(c, fourth, states=("running",), timeout=60)
     finally:
         c_.kill()
 
-    d = Server(state, env={"EMOFUSE_SERVICE_MAX_ATTEMPTS": "1"}).start()
+    d = Server(state, "--timeout", "3", env={"EMOFUSE_SERVICE_MAX_ATTEMPTS": "1"}).start()
     try:
         with d.client(key=None) as c:
             job = wait_job(c, fourth, timeout=30)
             assert job["state"] == "failed" and "stopped 1 time(s)" in job["error"], job
         d.assert_no_temp_files()  # the dead instances' temporary folders were removed
+
+        # per-request timeouts (3 s here): a clip whose analysis takes longer is stopped
+        with d.client(key=None) as c, open(media["speech_40s"], "rb") as fh:
+            r = c.post("/v1/analyze", files={"file": ("long.wav", fh)})
+        assert r.status_code == 503 and "POST /v1/jobs" in r.json()["error"], r.text
+        assert int(r.headers["Retry-After"]) > 0
+        # ... and an upload that trickles in is cut off with 408
+        host, port = d.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(
+                b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+                b'Content-Disposition: form-data; name="file"; filename="x.wav"\r\n\r\nRIFF'
+            )
+            s.settimeout(30)
+            answer = s.recv(4096).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 3 s" in answer, answer
+        d.assert_no_temp_files()
     finally:
         d.stop()
 

@@ -29,8 +29,15 @@ CHECKS = ",".join(
 
 def test_schemathesis_finds_no_server_error(tmp_path):
     args = ["--api-key-hash", KEY_HASH, "--max-upload-mb", "4", "--max-seconds", "120"]
-    server = Server(tmp_path / "state", *args, "--queue", "100000").start()
+    from emofuse.resources import default_model_dir
+
+    models = ["--model", f"default={default_model_dir()}", "--model", f"alt={default_model_dir()}"]
+    server = Server(tmp_path / "state", *args, *models, "--queue", "100000").start()
     try:
+        with server.client() as c:  # several models by name
+            assert [m["name"] for m in c.get("/v1/models").json()] == ["default", "alt"]
+            r = c.post("/v1/analyze/text", json={"text": "Lovely!", "model": "alt"})
+            assert r.status_code == 200 and r.json()["model"] == "alt"
         cmd = [
             sys.executable,
             "-m",
