@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 import warnings
@@ -31,6 +32,7 @@ from emofuse.schema import Prediction
 from emofuse.service.errors import ServiceError, busy, one_line
 
 DATASET = "service"
+log = logging.getLogger("emofuse.service")
 
 # Where in a media analysis each step of the analyzer's hook lies, as a share of the whole.
 _STEPS = (("segment", 0.0, 0.55), ("features", 0.55, 0.9), ("inference", 0.9, 0.97))
@@ -245,6 +247,7 @@ class TextBatcher:
             try:
                 results = await loop.run_in_executor(self.executor, self._run, batch)
             except Exception as e:  # the model failed as a whole: every request learns why
+                log.exception("text batch failed")
                 results = [
                     ServiceError(422, f"the model could not analyse this text: {one_line(str(e))}")
                 ] * len(batch)
@@ -300,10 +303,12 @@ class TextBatcher:
                     preds.append(p.model_copy(update={"id": u.id, "dialogue_id": u.dialogue_id}))
             if not preds:
                 first_id, problem = next(iter(skipped.items()))
-                what = "the text" if len(r.utts) == 1 else f"no turn could be analysed ({first_id}:"
-                results.append(
-                    ServiceError(422, f"{what}: {problem}" + (")" if len(r.utts) > 1 else ""))
+                message = (
+                    f"the text cannot be analysed: {problem}"
+                    if len(r.utts) == 1
+                    else f"no turn could be analysed; {first_id}: {problem}"
                 )
+                results.append(ServiceError(422, message))
             else:
                 results.append((preds, skipped))
         return results
