@@ -10,6 +10,8 @@ Commands::
     emofuse train [--config FILE.yaml] [--model NAME --dataset NAME -f text=minilm:tokens] ...
     emofuse evaluate MODEL_DIR [PREPARED_DIR | --dataset NAME] [--split test] [--out DIR]
                      [--names ours|mmsa|merbench]
+    emofuse serve [--host] [--port] [--model NAME=DIR ...] [--database URL] [--api-key-hash H ...]
+    emofuse serve hash-key [--new]
 
 Errors a user can cause (:class:`~emofuse.errors.EmofuseError`) print one red line on stderr and
 exit with status 2; ``--debug`` shows the traceback instead. Ctrl-C exits with 130, and running
@@ -1575,6 +1577,208 @@ def _print_analysis(a: Any) -> None:
             + ")",
             soft_wrap=True,
         )
+
+
+# -- serve ---------------------------------------------------------------------------------
+serve_app = typer.Typer(
+    help="Run the HTTP service: analysis over HTTP, a web page, long media as persistent jobs "
+    "(emofuse serve [OPTIONS]); `emofuse serve hash-key` makes an API key's hash. Every option "
+    "can also be set as EMOFUSE_SERVICE_<NAME> (EMOFUSE_SERVICE_DATABASE_URL, "
+    "EMOFUSE_SERVICE_API_KEY_HASHES, ...); options given here win. See docs/service.md.",
+    invoke_without_command=True,
+)
+app.add_typer(serve_app, name="serve")
+
+
+@serve_app.callback()
+@handled
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on [default: 127.0.0.1; 0.0.0.0 = every interface]."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port; 0 picks a free one [default: 8000].")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            metavar="NAME=DIR",
+            help="A model folder under a name (repeatable; the first is the default) "
+            "[default: the bundled model as 'default'].",
+        ),
+    ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Job database: postgresql://USER@HOST/DB shares the queue between instances "
+            "[default: sqlite:///STATE_DIR/jobs.db].",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the SQLite database and temporary files "
+        "[default: ~/.local/state/emofuse/service]."),
+    ] = None,
+    api_key_hash: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key-hash",
+            metavar="SHA256",
+            help="Accept the API key with this SHA-256 hex digest (repeatable; make one with "
+            "`emofuse serve hash-key`); none: no key needed.",
+        ),
+    ] = None,
+    max_upload_mb: Annotated[
+        float | None, typer.Option(help="Largest upload in MiB [default: 200].")
+    ] = None,
+    max_clip_seconds: Annotated[
+        float | None,
+        typer.Option(help="Longest media POST /v1/analyze answers at once [default: 60]."),
+    ] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Longest media of a job, in seconds [default: 10800].")
+    ] = None,
+    max_turns: Annotated[
+        int | None, typer.Option(help="Most turns in one dialogue [default: 1000].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Threads analysing media (clips and jobs) [default: 1].")
+    ] = None,
+    queue: Annotated[
+        int | None,
+        typer.Option(
+            help="Media analyses that may wait, and jobs that may be queued; beyond: 503 "
+            "[default: 16]."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds one request may take [default: 60].")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Threads per torch operation [default: 1].")
+    ] = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every request.")
+    ] = False,
+) -> None:
+    """Run the HTTP service (see the group's help)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pydantic import ValidationError
+
+    from emofuse.errors import ConfigError
+    from emofuse.service.settings import MiB, ServiceSettings
+
+    given = {
+        "host": host,
+        "port": port,
+        "models": model or None,
+        "database_url": database,
+        "state_dir": state_dir,
+        "api_key_hashes": api_key_hash or None,
+        "max_upload_bytes": None if max_upload_mb is None else int(max_upload_mb * MiB),
+        "max_clip_seconds": max_clip_seconds,
+        "max_media_seconds": max_seconds,
+        "max_turns": max_turns,
+        "workers": workers,
+        "queue": queue,
+        "request_timeout": timeout,
+        "torch_threads": threads,
+    }
+    try:
+        settings = ServiceSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "settings"
+        message = str(first.get("ctx", {}).get("error", "")) or first["msg"]
+        raise ConfigError(f"{where}: {message}") from None
+    _serve(settings, access_log)
+
+
+def _serve(settings: Any, access_log: bool) -> None:
+    """Bind the socket, say where, run uvicorn until Ctrl-C or SIGTERM."""
+    import socket
+
+    import uvicorn
+
+    from emofuse.errors import ConfigError
+    from emofuse.service.app import create_app
+
+    application = create_app(settings)
+    from sqlalchemy.engine import make_url
+
+    from emofuse.service.jobs import make_engine, migrate
+
+    shown_db = make_url(settings.db_url).render_as_string(hide_password=True)
+    try:  # a database that cannot be reached is one line here, not a traceback from uvicorn
+        engine = make_engine(settings.db_url)
+        migrate(engine)
+        engine.dispose()
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"cannot open the job database {shown_db}: {reason}") from None
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: without it a keep-alive client waits for a delayed ACK
+    # (~40 ms) before the second half of every answer (asyncio sets it only on sockets it made)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}"
+        ) from None
+    port = sock.getsockname()[1]
+    shown = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
+    where = "every interface" if settings.host in ("0.0.0.0", "::") else "this machine only"
+    out.print(
+        f"emofuse service listening on http://{shown}:{port} ({where}): web page /, API docs "
+        f"/docs; models {', '.join(settings.models)}; jobs in {shown_db}; "
+        f"API keys {'required' if settings.api_key_hashes else 'off'}",
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    config = uvicorn.Config(
+        application,
+        log_level="info",
+        access_log=access_log,
+        timeout_graceful_shutdown=15,
+        timeout_keep_alive=10,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@serve_app.command("hash-key")
+@handled
+def serve_hash_key(
+    new: Annotated[
+        bool, typer.Option("--new", help="Make a new random key and print it with its hash.")
+    ] = False,
+) -> None:
+    """Print the SHA-256 hash of an API key (read from standard input, or asked for).
+
+    Give the hash to `emofuse serve --api-key-hash` (or EMOFUSE_SERVICE_API_KEY_HASHES); clients
+    send the key itself. The key is never written anywhere by the service.
+    """
+    from emofuse.errors import ConfigError
+    from emofuse.service.auth import hash_key, new_key
+
+    if new:
+        key = new_key()
+        out.print(f"key:  {key}\nhash: {hash_key(key)}", soft_wrap=True)
+        return
+    tty = sys.stdin.isatty()
+    key = typer.prompt("API key", hide_input=True) if tty else sys.stdin.read().strip()
+    try:
+        out.print(hash_key(key), soft_wrap=True)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 # -- config --------------------------------------------------------------------------------
