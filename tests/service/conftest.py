@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the service extra is not installed")
 pytest.importorskip("sqlalchemy", reason="the service extra is not installed")
 
-from servers import CLIP, KEY_HASH, PG_ENV, WAV, Server, write_audio
+from .servers import CLIP, KEY_HASH, PG_ENV, WAV, Server, write_audio
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,11 @@ import time
 
 import httpx
 import pytest
-from servers import KEY, wait_job
 
 from emofuse.analyze.result import Analysis
 from emofuse.schema import Prediction
+
+from .servers import KEY, wait_job
 
 
 def error_of(r: httpx.Response) -> str:

@@ -7,7 +7,8 @@ import os
 import shutil
 
 import pytest
-from servers import CLIP, KEY
+
+from .servers import CLIP, KEY
 
 
 def _browser():

@@ -7,8 +7,9 @@ import sqlite3
 import time
 
 import httpx
-from servers import Server, wait_job
 from sqlalchemy import create_engine, text
+
+from .servers import Server, wait_job
 
 
 def submit(client: httpx.Client, path) -> str:

@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from servers import KEY, KEY_HASH, Server
+
+from .servers import KEY, KEY_HASH, Server
 
 pytest.importorskip("schemathesis", reason="schemathesis is not installed (the dev extra)")
 

@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from servers import CLIP, WAV
 
 from emofuse.errors import ConfigError
 from emofuse.service.auth import hash_key, key_accepted, presented_key
 from emofuse.service.limits import sniff
 from emofuse.service.settings import ServiceSettings, parse_models
+
+from .servers import CLIP, WAV
 
 
 def emofuse(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
