@@ -231,6 +231,8 @@ def test_every_config_in_configs_validates():
             expected = {"mlp"}
         elif f.stem.startswith("mmsa-"):
             expected = {"egmf", "mister", "tfn", "mult", "mlp", "late-fusion"}
+        elif f.stem.endswith("-egmf-llm"):  # EGMF's LLM head
+            expected = {"egmf-llm"}
         else:
             expected = {"egmf", "mister"}
         assert cfg.seeds and cfg.model.name in expected, f.name
