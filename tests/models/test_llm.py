@@ -317,6 +317,14 @@ def test_load_on_another_base_checksum_is_a_one_line_error(saved, tmp_path):
     assert "sha256" in message
 
 
+def test_load_with_a_base_json_lacking_its_fields_names_them(saved, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(saved, copy)
+    (copy / "lm_adapter" / "base.json").write_text("{}")
+    with pytest.raises(InputError, match=r"base\.json: lacks base and sha256"):
+        load_model(copy)
+
+
 def test_load_with_a_changed_adapter_is_a_one_line_error(saved, tmp_path):
     copy = tmp_path / "model"
     shutil.copytree(saved, copy)

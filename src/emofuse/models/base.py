@@ -345,8 +345,10 @@ class FusionModel(nn.Module):
             source: Any = OnTheFlyFeatures(
                 hook=hook,
                 extractors=self._extractors,
-                precomputed={
-                    refs[m].build().fingerprint(): known for m, known in (precomputed or {}).items()
+                precomputed={  # modalities this model does not read are ignored
+                    refs[m].build().fingerprint(): known
+                    for m, known in (precomputed or {}).items()
+                    if m in refs
                 },
             )
         else:

@@ -584,6 +584,12 @@ class LLMHead(FusionModel):
                 folder, f"{ADAPTER_DIR}/ is missing (an LLM head saves its adapter there)"
             )
         meta = read_json(root / BASE_FILE, expect=dict)
+        lacking = [k for k in ("base", "sha256") if not isinstance(meta.get(k), str)]
+        if lacking:
+            raise InputError(
+                root / BASE_FILE,
+                f"lacks {' and '.join(lacking)} (the base model's name and checksum)",
+            )
         if meta.get("sha256") != self.base_sha256:
             raise InputError(
                 root / BASE_FILE,
