@@ -334,3 +334,16 @@ def _finite(data: object) -> object:
     if isinstance(data, list | tuple):
         return [_finite(v) for v in data]
     return data
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (one we may not signal counts as alive)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -43,7 +43,7 @@ from filelock import FileLock
 
 from emofuse.errors import InputError
 from emofuse.features.base import FeatureExtractor, Features
-from emofuse.records import Utterance, dump_json
+from emofuse.records import Utterance, dump_json, process_alive
 
 _SEP = "::"
 CLAIM_LEASE_S = 1800.0
@@ -199,12 +199,7 @@ class FeatureCache:
         if age > lease:
             return True
         if meta.get("host") == socket.gethostname() and isinstance(meta.get("pid"), int):
-            try:
-                os.kill(meta["pid"], 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
+            return not process_alive(meta["pid"])
         return False
 
     def pending(

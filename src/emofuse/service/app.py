@@ -51,7 +51,7 @@ from starlette.requests import ClientDisconnect
 from emofuse._version import __version__
 from emofuse.analyze.result import Analysis
 from emofuse.errors import ConfigError, EmofuseError, InputError
-from emofuse.records import Utterance
+from emofuse.records import Utterance, process_alive
 from emofuse.service.auth import key_accepted, presented_key
 from emofuse.service.errors import ServiceError, busy, one_line
 from emofuse.service.inference import (
@@ -241,7 +241,7 @@ class Service:
             parts = sub.name.split("-")
             if sub.is_dir() and sub.name.startswith(host + "-") and len(parts) >= 3:
                 pid = parts[-2]
-                if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+                if pid.isdigit() and (int(pid) == os.getpid() or not process_alive(int(pid))):
                     shutil.rmtree(sub, ignore_errors=True)
         self.temp.mkdir(parents=True, exist_ok=True)
 
@@ -287,15 +287,6 @@ class Service:
         folder.mkdir(parents=True)
         return folder
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- the app -------------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column, sessionmaker
 
+from emofuse.records import process_alive
+
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 CHUNK = 1024 * 1024
@@ -141,15 +143,6 @@ def instance_id() -> str:
     """``host:pid:random`` — names the process that holds a job (see :meth:`JobStore.recover`)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def make_engine(url: str) -> Engine:
@@ -465,7 +458,7 @@ class JobStore:
                 stale = r.heartbeat_at is None or now - r.heartbeat_at > lease_seconds
                 o_host, o_pid, _ = (r.owner or "::").split(":", 2) if r.owner else ("", "0", "")
                 dead_here = o_host == host and (
-                    o_pid == pid or (o_pid.isdigit() and not _pid_alive(int(o_pid)))
+                    o_pid == pid or (o_pid.isdigit() and not process_alive(int(o_pid)))
                 )
                 if not (stale or dead_here):
                     continue
