@@ -71,3 +71,41 @@ def test_prepare_roundtrip(tmp_path: Path) -> None:
     recipe = DATASETS.get("emotiontalk")(root=shared_subdir("emotiontalk"))
     back = open_prepared(recipe.prepare(tmp_path / "et"))
     assert back.spec == recipe.spec() and back["test"] == recipe.dataset()["test"]
+
+
+def test_bad_numbers_are_reported_per_utterance_and_left_out(tmp_path: Path) -> None:
+    """NaN, inf, out-of-range sentiments and bad utterance indices: reported, left out."""
+    root = tmp_path / "et"
+    (root / "derived").mkdir(parents=True)
+    head = (
+        "key,group,session,dialogue_id,utt_index,split,label_multimodal,sentiment,label_audio,"
+        "label_video,label_text,text_zh\n"
+    )
+    rows = [
+        "G1_01_02_001,G1,G1_01,G1_01_02,1,train,happy,0.4,happy,neutral,happy,好啊",
+        "G1_01_13_002,G1,G1_01,G1_01_13,2,train,sad,nan,sad,sad,sad,唉",
+        "G1_01_02_003,G1,G1_01,G1_01_02,3,train,angry,-inf,angry,angry,angry,滚",
+        "G1_01_13_004,G1,G1_01,G1_01_13,4,train,happy,2.4,happy,happy,happy,太好了",
+        "G1_01_02_005,G1,G1_01,G1_01_02,-5,train,neutral,0,neutral,neutral,neutral,嗯",
+        "G1_01_13_006,G1,G1_01,G1_01_13,6.5,train,neutral,0,neutral,neutral,neutral,嗯",
+        "G1_01_02_007,G1,G1_01,G1_01_02,7,train,neutral,,neutral,neutral,neutral,好",
+        "G1_01_13_008,G1,G1_01,G1_01_13,8,train,sad,-2.0,sad,sad,sad,哭",
+    ]
+    (root / "derived" / "emotiontalk_utterances.csv").write_text(
+        head + "\n".join(rows) + "\n", encoding="utf-8"
+    )
+    ds = load_dataset("emotiontalk", root=root)
+    where = "derived/emotiontalk_utterances.csv line"
+    assert ds.skipped == {
+        "G1_01_13_002": f"{where} 3: sentiment 'nan' is not a finite number",
+        "G1_01_02_003": f"{where} 4: sentiment '-inf' is not a finite number",
+        "G1_01_13_004": f"{where} 5: sentiment 2.4 lies outside [-2, 2]",
+        "G1_01_02_005": f"{where} 6: utt_index -5 is negative",
+        "G1_01_13_006": f"{where} 7: utt_index '6.5' is not a whole number",
+    }
+    kept = [(u.id, u.turn, u.labels.sentiment, u.labels.emotion) for u in ds.all()]
+    assert kept == [
+        ("G1_01_02_001", 0, 0.4, "happy"),
+        ("G1_01_02_007", 1, None, "neutral"),  # an empty sentiment is "not annotated"
+        ("G1_01_13_008", 2, -2.0, "sad"),
+    ]

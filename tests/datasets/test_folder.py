@@ -96,7 +96,7 @@ def test_plain_folder_errors(tmp_path: Path) -> None:
         ("path,sentiment\na.wav,high\n", r"no usable row: row 1 .*sentiment 'high' is not a"),
         ("path,split\na.wav,holdout\n", "split 'holdout'"),
         ("path,label\nnotes.txt,happy\n", "not audio, video or an image"),
-        ("path,start,end\na.wav,2,1\n", "must be after start"),
+        ("path,start,end\na.wav,2,1\n", "end 1 is not after start 2"),
         ("path\n", "no rows"),
     ],
 )
@@ -167,8 +167,11 @@ def test_bad_rows_are_reported_and_skipped_and_the_rest_is_kept(tmp_path: Path) 
     )
     ds = load_dataset("folder", root=csv)
     assert [u.id for u in ds.all()] == ["a", "row5"]
-    assert set(ds.skipped) == {"mixed.csv row 2 (line 3)", "mixed.csv row 3 (line 4)",
-                               "mixed.csv row 4 (line 5)"}
+    assert set(ds.skipped) == {
+        "mixed.csv row 2 (line 3)",
+        "mixed.csv row 3 (line 4)",
+        "mixed.csv row 4 (line 5)",
+    }
     assert ds.skipped["mixed.csv row 2 (line 3)"].startswith("file not found")
     assert ds.skipped["mixed.csv row 3 (line 4)"] == "needs a path or a text"
     assert "duplicate id 'a'" in ds.skipped["mixed.csv row 4 (line 5)"]
@@ -240,7 +243,9 @@ def test_csv_columns_and_label_codes_are_mapped_by_option(tmp_path: Path) -> Non
     csv = tmp_path / "emodb.csv"
     csv.write_text("wav_file,code\n03a01Wa.wav,W\n03a01Nc.wav,N\n", encoding="utf-8")
     ds = load_dataset(
-        "folder", root=csv, columns={"path": "wav_file", "label": "code"},
+        "folder",
+        root=csv,
+        columns={"path": "wav_file", "label": "code"},
         label_map={"W": "anger", "N": "neutral"},
     )
     assert {u.id: u.labels.emotion for u in ds.all()} == {"03a01Wa": "anger", "03a01Nc": "neutral"}
@@ -271,8 +276,66 @@ def test_prepare_again_after_the_csv_changed_reads_the_new_rows(tmp_path: Path) 
 def test_row_line_numbers_count_blank_lines_and_the_id_hint_fits_the_csv(tmp_path: Path) -> None:
     _wav(tmp_path / "a.wav")
     csv = tmp_path / "gaps.csv"
-    csv.write_text("id,path,label\nx,a.wav,happy\n\ny,missing.wav,sad\nx,a.wav,sad\n",
-                   encoding="utf-8")
+    csv.write_text(
+        "id,path,label\nx,a.wav,happy\n\ny,missing.wav,sad\nx,a.wav,sad\n", encoding="utf-8"
+    )
     ds = load_dataset("folder", root=csv)
     assert set(ds.skipped) == {"gaps.csv row 2 (line 4)", "gaps.csv row 3 (line 5)"}
     assert "make the 'id' column unique" in ds.skipped["gaps.csv row 3 (line 5)"]
+
+
+def test_turns_and_times_are_checked_per_row(tmp_path: Path) -> None:
+    csv = tmp_path / "times.csv"
+    csv.write_text(
+        "path,text,dialogue,turn,start,end\n"
+        ",ok,d,0,0.5,1.5\n,neg turn,d,-1,,\n,half turn,d,1.5,,\n,huge,d,2,1e39,\n"
+        ",backwards,d,3,2,1\n,nan end,d,4,0,nan\n,fine,d,5,,\n",
+        encoding="utf-8",
+    )
+    ds = load_dataset("folder", root=csv)
+    assert ds.skipped == {
+        "times.csv row 2 (line 3)": "turn -1 is negative",
+        "times.csv row 3 (line 4)": "turn '1.5' is not a whole number",
+        "times.csv row 4 (line 5)": "start '1e39' is too large (it overflows float32)",
+        "times.csv row 5 (line 6)": "end 1 is not after start 2",
+        "times.csv row 6 (line 7)": "end 'nan' is not a finite number",
+    }
+    assert [(u.text, u.turn, u.start, u.end) for u in ds.all()] == [
+        ("ok", 0, 0.5, 1.5), ("fine", 5, None, None),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "options", "message"),
+    [
+        ("nan", {}, "x 'nan' is not a finite number"),
+        (float("-inf"), {}, "x -inf is not a finite number"),
+        ("1e39", {}, "x '1e39' is too large (it overflows float32)"),
+        ("abc", {}, "x 'abc' is not a number"),
+        (True, {}, "x True is not a number"),
+        ("", {}, "x is missing"),
+        ("3.5", {"low": -3, "high": 3}, "x 3.5 lies outside [-3, 3]"),
+        ("-1", {"low": 0}, "x -1 is negative"),
+        ("0.5", {"low": 1}, "x 0.5 is below 1"),
+        ("2.5", {"integer": True}, "x '2.5' is not a whole number"),
+    ],
+)
+def test_the_shared_number_check(value, options, message) -> None:
+    from emofuse.datasets.base import BadValue, number
+
+    with pytest.raises(BadValue) as err:
+        number(value, "x", **options)
+    assert str(err.value) == message
+
+
+def test_the_shared_number_check_accepts_good_values() -> None:
+    import numpy as np
+
+    from emofuse.datasets.base import number, span
+
+    assert number(" 2.5 ", "x", low=-3, high=3) == 2.5
+    assert number(np.float32(-3.0), "x", low=-3, high=3) == -3.0
+    assert number("4.0", "x", integer=True) == 4 and isinstance(number("4", "x", integer=True), int)
+    assert number("", "x", required=False) is None
+    span(1.0, 1.0, empty=True)
+    span(None, 3.0)

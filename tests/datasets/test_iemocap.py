@@ -187,3 +187,92 @@ def test_full_release_root(tmp_path, root):
     (full / "Session4").rmdir()
     with pytest.raises(InputError, match="Session4"):
         load_dataset("iemocap", root=root, full_release_root=full)
+
+
+# -- every number read is checked: a synthetic corpus with NaN, inf, out-of-range, bad times --
+
+_HEAD = (
+    "dialogue_id,session,utt_index,utt_id,speaker,text,text_zh,label6,label6_name,label4,"
+    "label4_name,split_cosmic\n"
+)
+_ROWS = [
+    ("0", "Ses01F_impro01_F000", "1", "2", "neutral"),
+    ("1", "Ses01F_impro01_M000", "7", "2", "neutral"),
+    ("nan", "Ses01F_impro01_F001", "1", "2", "neutral"),
+    ("3", "Ses01F_impro01_M001", "1", "inf", "neutral"),
+    ("4", "Ses01F_impro01_F002", "1", "9", "neutral"),
+    ("5", "Ses01F_impro01_M002", "1", "3", "angry"),
+    ("6", "Ses01F_impro01_F003", "1", "2", "neutral"),
+    ("7", "Ses01F_impro01_M003", "1", "2", "neutral"),
+    ("8", "Ses01F_impro01_F004", "1", "2", "neutral"),
+]
+_EVALUATION = """\
+% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]
+
+[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]
+[10.0 - 11.0]\tSes01F_impro01_M002\tang\t[nan, 3.0, 3.0]
+[12.0 - 13.0]\tSes01F_impro01_F003\tneu\t[2.0, 6.0, 2.0]
+[15.0 - 14.0]\tSes01F_impro01_M003\tneu\t[2.0, 2.0, 2.0]
+[16.0 - 17.5]\tSes01F_impro01_F004\tneu\t[1.0, 5.0, 3.5]
+"""
+
+
+def test_bad_numbers_are_reported_per_utterance_and_left_out(tmp_path):
+    root = tmp_path / "iemocap"
+    (root / "derived").mkdir(parents=True)
+    lines = [
+        f"Ses01F_impro01,{session},{index},{uid},{uid[-4]},hi,你好,{l6},{name},,,train"
+        for index, uid, session, l6, name in _ROWS
+    ]
+    (root / "derived" / "iemocap_utterances.csv").write_text(
+        _HEAD + "\n".join(lines) + "\n", encoding="utf-8"
+    )
+    table = "derived/iemocap_utterances.csv"
+    derived = {
+        "Ses01F_impro01_M000": f"{table} line 3: session 7 lies outside [1, 5]",
+        "Ses01F_impro01_F001": f"{table} line 4: utt_index 'nan' is not a finite number",
+        "Ses01F_impro01_M001": f"{table} line 5: label6 'inf' is not a finite number",
+        "Ses01F_impro01_F002": f"{table} line 6: label6 9 lies outside [0, 5]",
+    }
+    ds = load_dataset("iemocap", root=root)
+    assert ds.skipped == derived
+    assert [(u.id, u.turn, u.labels.emotion) for u in ds.all()] == [
+        ("Ses01F_impro01_F000", 0, "neutral"),
+        ("Ses01F_impro01_M002", 5, "angry"),
+        ("Ses01F_impro01_F003", 6, "neutral"),
+        ("Ses01F_impro01_M003", 7, "neutral"),
+        ("Ses01F_impro01_F004", 8, "neutral"),
+    ]
+    full = tmp_path / "IEMOCAP_full_release"
+    for n in range(1, 6):
+        (full / f"Session{n}").mkdir(parents=True)
+    (full / "Session1/dialog/EmoEvaluation").mkdir(parents=True)
+    (full / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt").write_text(_EVALUATION)
+    ds = load_dataset("iemocap", root=root, full_release_root=full)
+    evaluation = "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt line"
+    assert ds.skipped == {
+        **derived,
+        "Ses01F_impro01_M002": f"{evaluation} 4: valence 'nan' is not a finite number",
+        "Ses01F_impro01_F003": f"{evaluation} 5: arousal 6 lies outside [1, 5]",
+        "Ses01F_impro01_M003": f"{evaluation} 6: end 14 is not after start 15",
+    }
+    last = ds.all()[-1]
+    assert [u.id for u in ds.all()] == ["Ses01F_impro01_F000", "Ses01F_impro01_F004"]
+    assert {k: last.labels.extra[k] for k in ("valence", "arousal", "dominance")} == {
+        "valence": 1.0, "arousal": 5.0, "dominance": 3.5,
+    }  # fmt: skip
+    assert (last.labels.extra["dialog_start_s"], last.labels.extra["dialog_end_s"]) == (16, 17.5)
+    with pytest.raises(InputError, match=r"Ses01F_impro01\.txt: line 4 \(Ses01F_impro01_M002\): "
+                                         r"valence 'nan' is not a finite number"):  # fmt: skip
+        parse_emo_evaluation(full / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt")
+
+
+def test_unusable_table_is_one_line_naming_the_file(tmp_path):
+    (tmp_path / "derived").mkdir()
+    table = tmp_path / "derived" / "iemocap_utterances.csv"
+    table.write_bytes(b"")
+    with pytest.raises(InputError, match=r"iemocap_utterances\.csv: CSV file is empty"):
+        load_dataset("iemocap", root=tmp_path)
+    table.write_text("utt_id,session\nSes01F_impro01_F000,1\n")
+    with pytest.raises(InputError, match=r"iemocap_utterances\.csv: missing column\(s\)"):
+        load_dataset("iemocap", root=tmp_path)

@@ -187,3 +187,65 @@ def test_empty_or_broken_csvs_are_one_line_naming_the_file(tmp_path):
     (tmp_path / "test_sent_emo.csv").write_text("x\n")
     with pytest.raises(InputError, match=r"train_sent_emo\.csv: CSV file is empty"):
         load_dataset("meld", root=tmp_path)
+
+
+# -- every number read is checked: a synthetic corpus with NaN, inf, out-of-range, bad times --
+
+_HEAD = (
+    "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,"
+    "StartTime,EndTime\n"
+)
+
+
+def _row(sr, utt, season="3", episode="15", start="0:00:01,000", end="0:00:02,500", dia="0"):
+    return f'{sr},Hi.,Ross,joy,positive,{dia},{utt},{season},{episode},"{start}","{end}"\n'
+
+
+def test_bad_numbers_are_reported_per_utterance_and_left_out(tmp_path):
+    (tmp_path / "train_sent_emo.csv").write_text(
+        _HEAD
+        + _row(1, 0)
+        + _row(2, 1, season="nan")
+        + _row(3, 2, episode="inf")
+        + _row(4, 3, season="12")
+        + _row(5, 4, start="0:00:09,000", end="0:00:08,000")
+        + _row(6, 5, start="0:61:00,000")
+        + _row(7, "inf")
+        + _row(8, 7, start="0:00:04,000", end="0:00:04,000")  # zero length, as real dia155_utt3
+        + _row("1e39", 8),
+        encoding="utf-8",
+    )
+    for name in ("dev_sent_emo.csv", "test_sent_emo.csv"):
+        (tmp_path / name).write_text(_HEAD + _row(1, 0), encoding="utf-8")
+    ds = load_dataset("meld", root=tmp_path)
+    assert ds.skipped == {
+        "train_dia0_utt1": "train_sent_emo.csv line 3: Season 'nan' is not a finite number",
+        "train_dia0_utt2": "train_sent_emo.csv line 4: Episode 'inf' is not a finite number",
+        "train_dia0_utt3": "train_sent_emo.csv line 5: Season 12 lies outside [1, 10]",
+        "train_dia0_utt4": "train_sent_emo.csv line 6: EndTime 8 is not after StartTime 9",
+        "train_dia0_utt5": "train_sent_emo.csv line 7: StartTime '0:61:00,000' is a bad time, "
+        "minutes and seconds must be below 60",
+        "train_sent_emo.csv line 8": "Utterance_ID 'inf' is not a finite number",
+        "train_dia0_utt8": "train_sent_emo.csv line 10: Sr No. '1e39' is too large "
+        "(it overflows float32)",
+    }
+    kept = [(u.id, u.labels.extra["episode_start_s"], u.labels.extra["episode_end_s"])
+            for u in ds["train"]]  # fmt: skip
+    assert kept == [("train_dia0_utt0", 1.0, 2.5), ("train_dia0_utt7", 4.0, 4.0)]
+    assert len(ds["val"]) == len(ds["test"]) == 1
+
+
+def test_real_zero_length_row_is_kept():
+    """The official test CSV holds one row whose StartTime equals its EndTime (dia155_utt3)."""
+    ds = load_dataset("meld", root=shared_subdir("meld"))
+    u = next(x for x in ds["test"] if x.id == "test_dia155_utt3")
+    assert u.labels.extra["episode_start_s"] == u.labels.extra["episode_end_s"] == 752.632
+    assert ds.skipped == {}
+
+
+def test_wrong_columns_are_one_line_naming_the_file(tmp_path):
+    for name in ("train_sent_emo.csv", "dev_sent_emo.csv", "test_sent_emo.csv"):
+        (tmp_path / name).write_text(_HEAD + _row(1, 0), encoding="utf-8")
+    (tmp_path / "dev_sent_emo.csv").write_text("Utterance,Speaker\nHi.,Ross\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"dev_sent_emo\.csv: missing column\(s\) Emotion"):
+        load_dataset("meld", root=tmp_path)

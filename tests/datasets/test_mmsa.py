@@ -148,3 +148,48 @@ def test_write_errors(tmp_path, mmsa_pickle):
         write_mmsa_pickle(tmp_path / "x.pkl", splits, feats)
     with pytest.raises(InputError, match="dev"):
         write_mmsa_pickle(tmp_path / "x.pkl", {"dev": []}, feats)
+
+
+def test_labels_outside_the_scheme_are_reported_per_item_and_left_out(tmp_path):
+    block = _split(["v$_$1", "v$_$2", "v$_$3", "v$_$4"], [0.4, 1.8, -0.2, 0.0], sims=True)
+    block["regression_labels_A"][2] = np.nan
+    block["regression_labels_V"][3] = np.inf
+    p = tmp_path / "sims.pkl"
+    p.write_bytes(pickle.dumps({"train": block}))
+    ds = load_dataset("mmsa", pickle=p, scheme="sims")
+    assert ds.skipped == {
+        "v_2": "sims.pkl (train 'v$_$2'): regression label 1.8 lies outside [-1, 1]",
+        "v_3": "sims.pkl (train 'v$_$3'): sentiment_audio nan is not a finite number",
+        "v_4": "sims.pkl (train 'v$_$4'): sentiment_vision inf is not a finite number",
+    }
+    (kept,) = ds.all()
+    assert kept.id == "v_1" and kept.labels.sentiment == pytest.approx(0.4)
+    assert kept.labels.extra["sentiment_text"] == pytest.approx(0.6)
+    # the same labels are inside MOSI's [-3, 3]: only the unimodal ones are bad there
+    assert set(load_dataset("mmsa", pickle=p, scheme="mosi").skipped) == {"v_3", "v_4"}
+
+
+def test_lengths_and_exports_that_do_not_fit_are_one_line(tmp_path, mmsa_pickle):
+    path, data = mmsa_pickle
+    data["test"]["audio_lengths"][1] = float("nan")
+    bad = tmp_path / "lengths.pkl"
+    bad.write_bytes(pickle.dumps(data))
+    with pytest.raises(InputError, match=r"lengths\.pkl: split 'test': item 1, id 'vidD\$_\$10': "
+                                         r"audio_lengths nan is not a finite number"):  # fmt: skip
+        read_mmsa_pickle(bad)
+    data["test"]["audio_lengths"][1] = 7  # longer than the padded sequence (6)
+    bad.write_bytes(pickle.dumps(data))
+    with pytest.raises(InputError, match=r"audio_lengths 7 lies outside \[0, 6\]"):
+        read_mmsa_pickle(bad)
+    splits, feats = read_mmsa_pickle(path)
+    feats["vidA_1"]["audio"] = feats["vidA_1"]["audio"].astype(np.float64)
+    feats["vidA_1"]["audio"][0, 0] = 1e300  # a float64 that overflows float32
+    with pytest.raises(InputError, match=r"vidA_1: audio features hold 1 value\(s\) that are NaN, "
+                                         r"infinite or overflow float32"):  # fmt: skip
+        write_mmsa_pickle(tmp_path / "out.pkl", splits, feats)
+    splits, feats = read_mmsa_pickle(path)
+    huge = splits["train"][0].labels.model_copy(update={"sentiment": 1e300})
+    splits["train"][0] = splits["train"][0].model_copy(update={"labels": huge})
+    with pytest.raises(InputError, match=r"vidA_2: labels\.sentiment 1e\+300 is too large"):
+        write_mmsa_pickle(tmp_path / "out.pkl", splits, feats)
+    assert not (tmp_path / "out.pkl").exists()

@@ -142,3 +142,131 @@ def test_prepare_roundtrip_and_idempotent(tmp_path, name):
     stamp = (out / "test.jsonl").stat().st_mtime_ns
     recipe.prepare(out)
     assert (out / "test.jsonl").stat().st_mtime_ns == stamp
+
+
+# -- every number read is checked: synthetic corpora with NaN, inf, out-of-range, bad times --
+
+
+def _label_npz(path, corpora):
+    """A MERTools label.npz: ``{split}_corpus`` → ``{key: {'emo': 0, 'val': score}}``."""
+    import numpy as np
+
+    arrays = {}
+    for split in ("train", "val", "test"):
+        entries = {k: {"emo": 0, "val": v} for k, v in corpora.get(split, {}).items()}
+        arrays[f"{split}_corpus"] = np.array(entries, dtype=object)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_mosi_bad_numbers_are_reported_per_clip_and_left_out(tmp_path):
+    root = tmp_path / "mosi"
+    _label_npz(
+        root / "label.npz",
+        {
+            "train": {"v_1": 1.2, "v_2": float("nan"), "v_3": float("inf"), "v_5": -0.4},
+            "val": {"v_4": 4.5, "w_1": 1e300},
+            "test": {"v_6": 0.0},
+        },
+    )
+    (root / "derived").mkdir()
+    (root / "derived" / "mosi.csv").write_text(
+        "key,video_id,clip_id,split,sentiment,text,text_zh\n"
+        "v_1,v,1,train,1.2,GOOD ONE,\n"
+        "v_2,v,2,train,nan,NAN,\n"
+        "v_3,v,3,train,inf,INF,\n"
+        "v_4,v,4,val,4.5,TOO HIGH,\n"
+        "v_5,v,5,train,-0.4,GOOD TWO,\n"
+        "v_6,v,1.5,test,0,BAD CLIP,\n"
+        "w_1,w,1,val,1e300,HUGE,\n",
+        encoding="utf-8",
+    )
+    ds = load_dataset("mosi", root=root)
+    assert ds.skipped == {
+        "v_2": "label.npz (train_corpus): sentiment nan is not a finite number",
+        "v_3": "label.npz (train_corpus): sentiment inf is not a finite number",
+        "v_4": "label.npz (val_corpus): sentiment 4.5 lies outside [-3, 3]",
+        "w_1": "label.npz (val_corpus): sentiment 1e+300 is too large (it overflows float32)",
+        "v_6": "derived/mosi.csv line 7: clip_id '1.5' is not a whole number",
+    }
+    kept = [(u.id, u.split, u.labels.sentiment, u.turn, u.text) for u in ds.all()]
+    assert kept == [("v_1", "train", 1.2, 0, "GOOD ONE"), ("v_5", "train", -0.4, 1, "GOOD TWO")]
+    prepared = open_prepared(DATASETS.get("mosi")(root=root).prepare(tmp_path / "prepared"))
+    assert prepared.skipped == ds.skipped and len(prepared.all()) == 2
+
+
+def _mosei_root(tmp_path):
+    root = tmp_path / "mosei"
+    nan = float("nan")
+    _label_npz(
+        root / "label.npz",
+        {
+            "train": {"A_0": 1.0, "A_1": -2.0, "A_2": nan, "B_0": 0.5, "B_1": 0.0, "B_2": 0.5},
+            "val": {"C_0": 3.5, "C_1": -1.0},
+        },
+    )
+    (root / "derived").mkdir()
+    (root / "derived" / "mosei_text_by_merbench_key.csv").write_text(
+        "key,video_id,clip_index,start_s,split,sentiment,text\n"
+        "A_0,A,0,0.0,train,1.0,hello\n"
+        "A_1,A,1,nan,train,-2.0,bad start\n"
+        "B_0,B,0,1.5,train,inf,bad score\n"
+        "B_1,B,1,-1,train,0.0,negative start\n"
+        "B_2,B,2,3.0,train,0.5,fine\n",
+        encoding="utf-8",
+    )
+    (root / "CMU_MOSEI_Labels.csv").write_text(
+        ",file,index,start,end,label2a,label2b,label6,label7,split\n"
+        "0,A,0,-0.4,1.0,1,1,0,1,0\n"  # a negative first start is real CMU-SDK data: kept
+        "1,A,1,1.0,2.0,0,-1,1,-2,0\n"
+        "2,A,2,2.0,3.0,1,0,2,0,0\n"
+        "3,B,0,0.0,1.0,1,1,1,1,0\n"
+        "4,B,1,1.0,0.5,1,0,0,0,0\n"  # ends before it starts
+        "5,B,2,2.0,3.0,1,1,3,1,0\n"
+        "6,C,0,0.0,1.0,1,1,2,3,1\n"
+        "7,C,1,1.0,2.0,0,-1,9,-1,1\n"  # label6 9 is no class
+        "8,C,2,5.0,6.0,0,-1,nan,-1,3\n",  # fold 3 is never read
+        encoding="utf-8",
+    )
+    return root
+
+
+def test_mosei_bad_numbers_are_reported_per_clip_and_left_out(tmp_path):
+    root = _mosei_root(tmp_path)
+    text_csv = "derived/mosei_text_by_merbench_key.csv"
+    ds = load_dataset("mosei", root=root, emotions=True)
+    assert ds.skipped == {
+        "A_2": "label.npz (train_corpus): sentiment nan is not a finite number",
+        "C_0": "label.npz (val_corpus): sentiment 3.5 lies outside [-3, 3]",
+        "A_1": f"{text_csv} line 3: start_s 'nan' is not a finite number",
+        "B_0": f"{text_csv} line 4: sentiment 'inf' is not a finite number",
+        "B_1": f"{text_csv} line 5: start_s -1 is negative",
+        "CMU_MOSEI_Labels.csv line 6": "end 0.5 is not after start 1; video 'B' gets no emotion",
+        "CMU_MOSEI_Labels.csv line 9": "label6 9 lies outside [0, 5]; video 'C' gets no emotion",
+    }
+    kept = {u.id: (u.labels.sentiment, u.text, u.labels.extra.get("start_s"), u.labels.emotion)
+            for u in ds.all()}  # fmt: skip
+    assert kept == {
+        "A_0": (1.0, "hello", 0.0, "happy"),
+        "B_2": (0.5, "fine", 3.0, None),
+        "C_1": (-1.0, None, None, None),
+    }
+    assert [u.turn for u in ds["train"]] == [0, 0]  # rank among the clips kept
+
+
+def test_unusable_label_files_are_one_line_naming_the_file(tmp_path):
+    root = _mosei_root(tmp_path)
+    (root / "label.npz").write_bytes(b"")
+    with pytest.raises(InputError, match=r"label\.npz: cannot read label archive"):
+        load_dataset("mosei", root=root)
+    _label_npz(root / "label.npz", {"train": {"A_0": 1.0}})
+    (root / "derived" / "mosei_text_by_merbench_key.csv").write_text("key,text\nA_0,hi\n")
+    with pytest.raises(InputError, match=r"mosei_text_by_merbench_key\.csv: missing column"):
+        load_dataset("mosei", root=root)
+    mosi = tmp_path / "mosi"
+    (mosi / "derived").mkdir(parents=True)
+    (mosi / "label.npz").write_bytes(b"")
+    (mosi / "derived" / "mosi.csv").write_bytes(b"")
+    with pytest.raises(InputError, match=r"label\.npz: cannot read label archive"):
+        load_dataset("mosi", root=mosi)

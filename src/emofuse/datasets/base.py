@@ -7,7 +7,9 @@ its splits and its label map. ``prepare`` writes one manifest per split next to 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -19,7 +21,7 @@ from pydantic import Field, model_validator
 
 from emofuse._version import __version__
 from emofuse.config import Config, fingerprint, validate_config
-from emofuse.errors import ConfigError, InputError
+from emofuse.errors import ConfigError, EmofuseError, InputError, listing
 from emofuse.records import (
     Utterance,
     dump_json,
@@ -60,6 +62,103 @@ def read_csv_table(path: str | os.PathLike[str], **options: Any) -> Any:
     except (pd.errors.ParserError, ValueError, OSError) as err:
         problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(p, f"cannot read CSV ({problem})") from None
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""Largest float32: features and labels are stored as float32 downstream (MMSA export, tables)."""
+
+
+class BadValue(ValueError):
+    """One value of one item is unusable: the recipe reports the item and leaves it out."""
+
+
+def number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    integer: bool = False,
+    required: bool = True,
+) -> Any:
+    """A checked number read from a corpus file (a CSV cell, an archive entry).
+
+    The one check every recipe applies to every number it reads: it is a number, finite, fits
+    a float32, is a whole number when ``integer``, and lies in ``[low, high]`` (either bound
+    may be ``None``). Strings are stripped first; ``bool`` is not a number.
+
+    Args:
+        value: What the file holds (``str``, ``int``, ``float``, a NumPy scalar, ``None``).
+        name: What the value is, for the message (``"sentiment"``, ``"start"``).
+        low: Lower end of the declared range, inclusive (``None``: no lower end).
+        high: Upper end of the declared range, inclusive (``None``: no upper end).
+        integer: Require a whole number; an ``int`` is returned.
+        required: ``None``/empty is a problem; otherwise it is returned as ``None``.
+
+    Raises:
+        BadValue: saying what is wrong, e.g. ``"sentiment 'nan' is not a finite number"``.
+
+    Example:
+        >>> number("2.5", "sentiment", low=-3, high=3)
+        2.5
+        >>> number("7", "sentiment", low=-3, high=3)
+        Traceback (most recent call last):
+        ...
+        emofuse.datasets.base.BadValue: sentiment 7 lies outside [-3, 3]
+    """
+    if isinstance(value, str):
+        value = value.strip()
+    if value is None or (isinstance(value, str) and not value):
+        if required:
+            raise BadValue(f"{name} is missing")
+        return None
+    shown = repr(value) if isinstance(value, str) else None
+    if isinstance(value, bool):
+        raise BadValue(f"{name} {value!r} is not a number")
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise BadValue(f"{name} {shown or repr(value)} is not a number") from None
+    shown = shown or f"{x:g}"
+    if not math.isfinite(x):
+        raise BadValue(f"{name} {shown} is not a finite number")
+    if abs(x) > FLOAT32_MAX:
+        raise BadValue(f"{name} {shown} is too large (it overflows float32)")
+    if integer and not x.is_integer():
+        raise BadValue(f"{name} {shown} is not a whole number")
+    if low is not None and high is not None and not low <= x <= high:
+        raise BadValue(f"{name} {x:g} lies outside [{low:g}, {high:g}]")
+    if low is not None and x < low:
+        raise BadValue(
+            f"{name} {x:g} is negative" if low == 0 else f"{name} {x:g} is below {low:g}"
+        )
+    if high is not None and x > high:
+        raise BadValue(f"{name} {x:g} is above {high:g}")
+    return int(x) if integer else x
+
+
+def span(
+    start: float | None,
+    end: float | None,
+    names: tuple[str, str] = ("start", "end"),
+    *,
+    empty: bool = False,
+) -> None:
+    """Check two times already read with :func:`number`: ``end`` after ``start``.
+
+    Args:
+        start: Start time in seconds (``None``: not given, nothing to check).
+        end: End time in seconds (``None``: not given, nothing to check).
+        names: What the two values are called, for the message.
+        empty: Accept ``end == start`` (a zero-length span some corpora hold).
+
+    Raises:
+        BadValue: ``"end 1.5 is not after start 2"``.
+    """
+    if start is None or end is None:
+        return
+    if end < start or (end == start and not empty):
+        raise BadValue(f"{names[1]} {end:g} is not after {names[0]} {start:g}")
 
 
 class RecipeConfig(Config):
@@ -132,6 +231,26 @@ class DatasetRecipe(ABC):
         self.skipped: dict[str, str] = {}
         """``item → problem`` for inputs :meth:`load` left out (reported, never silent)."""
 
+    def skip(self, item: str, where: str | os.PathLike[str], problem: str) -> None:
+        """Leave ``item`` out and say why: ``skipped[item] = "<where>: <problem>"``.
+
+        ``where`` names the file (and line or array) the value came from. Several problems of
+        one item are joined with ``"; "``.
+        """
+        text = f"{os.fspath(where)}: {problem}" if os.fspath(where) else problem
+        old = self.skipped.get(item)
+        if old is None:
+            self.skipped[item] = text
+        elif text not in old.split("; "):
+            self.skipped[item] = f"{old}; {text}"
+
+    def where(self, path: str | os.PathLike[str], line: int | None = None) -> str:
+        """``path`` relative to the root when it lies inside it, with ``line N`` when given."""
+        p = Path(path)
+        with contextlib.suppress(ValueError, EmofuseError):
+            p = p.relative_to(self.root)
+        return p.as_posix() + (f" line {line}" if line is not None else "")
+
     @property
     def root(self) -> Path:
         """The dataset root, checked to exist."""
@@ -179,7 +298,10 @@ class DatasetRecipe(ABC):
     def dataset(self) -> Dataset:
         """Check the root, load, and group by split (splits in train/val/test order)."""
         self.check()
+        self.skipped.clear()
         utts = self.load()
+        if not utts and self.skipped:
+            raise InputError(None, f"{self.name}: no usable item ({listing(self.skipped)})")
         order = {"train": 0, "val": 1, "test": 2}
         splits: dict[str, list[Utterance]] = {}
         for u in utts:

@@ -51,7 +51,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
+from emofuse.datasets.base import DATASETS, BadValue, DatasetRecipe, RecipeConfig, number
 from emofuse.datasets.folder import SPLIT_ALIASES, read_csv_rows
 from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
@@ -59,6 +59,8 @@ from emofuse.spec import TaskSpec
 
 EMOTIONS = ["neutral", "happy", "sad", "angry", "surprised", "disgusted", "fearful"]
 CSV = "derived/emotiontalk_utterances.csv"
+SENTIMENT_RANGE = (-2.0, 2.0)
+"""The declared EmotionTalk sentiment range (steps of 0.2)."""
 COLUMNS = [
     "key", "group", "session", "dialogue_id", "utt_index", "split", "label_multimodal",
     "sentiment", "label_audio", "label_video", "label_text", "text_zh",
@@ -96,7 +98,7 @@ class EmotionTalkRecipe(DatasetRecipe):
         return TaskSpec(
             name=f"emotiontalk-7-{self.config.label_source}",
             emotion_labels=EMOTIONS,
-            sentiment_range=(-2.0, 2.0),
+            sentiment_range=SENTIMENT_RANGE,
             per_modality_labels=["audio", "video", "text"],
             conversational=True,
             language="zh",
@@ -108,15 +110,21 @@ class EmotionTalkRecipe(DatasetRecipe):
         return [CSV]
 
     def load(self) -> list[Utterance]:
-        """Every labelled utterance, sessions in corpus order, turns by utterance index."""
+        """Every labelled utterance, sessions in corpus order, turns by utterance index.
+
+        An utterance whose ``sentiment`` (a finite number in [-2, 2], or empty) or ``utt_index``
+        (a whole number ≥ 0) is unusable is reported in :attr:`skipped` and left out.
+        """
         path = self.root / CSV
-        header, rows = read_csv_rows(path)
+        lines: list[int] = []
+        header, rows = read_csv_rows(path, lines)
         missing = [c for c in COLUMNS if c not in header]
         if missing:
             raise InputError(path, f"missing column(s) {', '.join(missing)}; header is {header}")
         parsed = []
+        low, high = SENTIMENT_RANGE
         for n, row in enumerate(rows, 1):
-            where = f"row {n} (line {n + 1})"
+            where = f"row {n} (line {lines[n - 1]})"
             labels = {}
             for src in ("multimodal", "audio", "video", "text"):
                 value = row[f"label_{src}"]
@@ -129,10 +137,13 @@ class EmotionTalkRecipe(DatasetRecipe):
             if split is None:
                 raise InputError(path, f"{where}: unknown split {row['split']!r}")
             try:
-                index = int(row["utt_index"])
-                sentiment = float(row["sentiment"]) if row["sentiment"] else None
-            except ValueError as err:
-                raise InputError(path, f"{where}: {err}") from None
+                index = number(row["utt_index"], "utt_index", low=0, integer=True)
+                sentiment = number(
+                    row["sentiment"], "sentiment", low=low, high=high, required=False
+                )
+            except BadValue as err:  # reported, and the utterance left out
+                self.skip(row["key"], self.where(path, lines[n - 1]), str(err))
+                continue
             parsed.append((row, labels, split, index, sentiment))
         unit = "session" if self.config.context == "session" else "dialogue_id"
         order: dict[str, list[int]] = {}

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import re
 from collections.abc import Iterable
@@ -70,7 +69,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from emofuse.config import format_validation_error
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
+from emofuse.datasets.base import DATASETS, BadValue, DatasetRecipe, RecipeConfig, number, span
 from emofuse.errors import ConfigError, InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
@@ -297,7 +296,9 @@ class FolderRecipe(DatasetRecipe):
             for f in sorted(files):
                 if f.is_file():
                     st = f.stat()
-                    listing.append((f.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns))
+                    listing.append(
+                        (f.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns)
+                    )
         return fingerprint(super().fingerprint(), listing)
 
     def check(self) -> None:
@@ -380,13 +381,11 @@ class FolderRecipe(DatasetRecipe):
             where = f"row {n} (line {lines[n - 1]})"
             try:
                 utt = self._row_to_utterance(n, row, raw, base, unknown, turns)
-            except _RowError as err:
+            except BadValue as err:
                 problems.append(f"{where}: {err}")
                 continue
             if utt.id in ids:
-                fix = (
-                    "make the 'id' column unique" if row.get("id") else "add an 'id' column"
-                )
+                fix = "make the 'id' column unique" if row.get("id") else "add an 'id' column"
                 problems.append(
                     f"{where}: duplicate id {utt.id!r} (first in row {ids[utt.id]}); {fix}"
                 )
@@ -424,7 +423,9 @@ class FolderRecipe(DatasetRecipe):
                 raise _RowError(f"file not found: {full}")
             kind = media_kind(full) or probe_kind(full)
             if kind is None:
-                raise _RowError(f"{rel!r} is not audio, video or an image (it could not be decoded)")
+                raise _RowError(
+                    f"{rel!r} is not audio, video or an image (it could not be decoded)"
+                )
             media[kind] = str(full)
         elif text is None:
             raise _RowError("needs a path or a text")
@@ -432,14 +433,13 @@ class FolderRecipe(DatasetRecipe):
         label = row.get("label") or None
         if label is not None:
             label = self.config.label_map.get(label, label)
-        sentiment = _number(row.get("sentiment"), "sentiment")
+        sentiment = number(row.get("sentiment"), "sentiment", required=False)
         rng = self.config.sentiment_range
         if sentiment is not None and rng is not None and not rng[0] <= sentiment <= rng[1]:
             raise _RowError(f"sentiment {sentiment:g} lies outside sentiment_range {tuple(rng)}")
-        for column in ("start", "end"):
-            value = _number(row.get(column), column)
-            if value is not None and value < 0:
-                raise _RowError(f"{column} {value:g} is negative (seconds from the media's start)")
+        start = number(row.get("start"), "start", low=0, required=False)
+        end = number(row.get("end"), "end", low=0, required=False)
+        span(start, end)
         split = self.config.split
         if row.get("split"):
             split = SPLIT_ALIASES.get(row["split"].lower())
@@ -448,10 +448,7 @@ class FolderRecipe(DatasetRecipe):
         dialogue = row.get("dialogue") or None
         turn: int | None = None
         if row.get("turn"):
-            try:
-                turn = int(row["turn"])
-            except ValueError:
-                raise _RowError(f"turn {row['turn']!r} is not an integer") from None
+            turn = number(row["turn"], "turn", low=0, integer=True)
         elif dialogue is not None:
             turn = turns.get(dialogue, 0)
         if dialogue is not None:
@@ -465,8 +462,8 @@ class FolderRecipe(DatasetRecipe):
                 dialogue_id=dialogue,
                 turn=turn,
                 speaker=row.get("speaker") or None,
-                start=_number(row.get("start"), "start"),
-                end=_number(row.get("end"), "end"),
+                start=start,
+                end=end,
                 media=media,
                 text=text,
                 language=row.get("language") or self.config.language,
@@ -616,21 +613,8 @@ def carve_val(utts: list[Utterance], fraction: float, seed: int = 0) -> list[Utt
     ]
 
 
-class _RowError(Exception):
-    """A problem with one CSV row (collected, then raised as one InputError)."""
-
-
-def _number(value: str | None, column: str) -> float | None:
-    """A finite number from a CSV cell (``nan``, ``inf`` and overflowing values are refused)."""
-    if not value:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise _RowError(f"{column} {value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise _RowError(f"{column} {value!r} is not a finite number")
-    return number
+class _RowError(BadValue):
+    """A problem with one CSV row (collected, then reported and the row left out)."""
 
 
 def as_utterances(

@@ -90,7 +90,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig, read_csv_table
+from emofuse.datasets.base import (
+    DATASETS,
+    BadValue,
+    DatasetRecipe,
+    RecipeConfig,
+    number,
+    read_csv_table,
+    span,
+)
 from emofuse.errors import ConfigError, InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
@@ -105,16 +113,18 @@ UTTERANCES_CSV = "derived/iemocap_utterances.csv"
 _SPLITS = {"train": "train", "valid": "val", "test": "test"}
 
 _TRANSCRIPT = re.compile(r"^(Ses\S+)\s+\[[^\]]*\]:\s?(.*)$")
-_EVALUATION = re.compile(
-    r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(Ses\S+)\s+(\S+)\s+\[\s*([\d.]+),\s*([\d.]+),\s*([\d.]+)\s*\]"
-)
+_EVALUATION = re.compile(r"^\[([^\]]*)\]\s+(Ses\S+)\s+(\S+)\s+\[([^\]]*)\]")
+_TIMES = re.compile(r"^\s*(\S+?)\s*-\s*(\S+)\s*$")
+DIMENSION_RANGE = (1.0, 5.0)
+"""IEMOCAP's valence/arousal/dominance scale (annotators rate 1–5; the summary is their mean)."""
 
 
 def parse_transcription(path: str | Path) -> dict[str, str]:
     """Read one ``dialog/transcriptions/<dialogue>.txt`` of IEMOCAP_full_release.
 
     Lines look like ``Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.``; lines without an
-    utterance id (``M: [BREATHING]``, overlapping-speech notes) are skipped.
+    utterance id (``M: [BREATHING]``, overlapping-speech notes) are skipped. The times in
+    brackets are not read (``EmoEvaluation`` gives each turn's times).
 
     Returns:
         ``utterance id → text`` (whitespace collapsed).
@@ -127,30 +137,60 @@ def parse_transcription(path: str | Path) -> dict[str, str]:
     return out
 
 
-def parse_emo_evaluation(path: str | Path) -> dict[str, dict[str, float | str]]:
+def parse_emo_evaluation(
+    path: str | Path, problems: dict[str, str] | None = None
+) -> dict[str, dict[str, float | str]]:
     """Read one ``dialog/EmoEvaluation/<dialogue>.txt`` of IEMOCAP_full_release.
 
     Summary lines look like
     ``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]``; the
     per-annotator lines below them (``C-E2:``, ``A-E1:`` …) are skipped.
 
+    Every number is checked: times finite, ``start ≥ 0`` and ``end > start``; valence, arousal
+    and dominance finite and in [1, 5]. A turn with a bad one is left out of the result and,
+    when ``problems`` is given, recorded there (``utterance id → "line N: problem"``).
+
     Returns:
         ``utterance id → {"emo_evaluation", "valence", "arousal", "dominance", "dialog_start_s",
         "dialog_end_s"}``.
+
+    Raises:
+        InputError: the file cannot be read, or (without ``problems``) a number is bad.
     """
+    low, high = DIMENSION_RANGE
     out: dict[str, dict[str, float | str]] = {}
-    for line in _read_lines(path):
+    for n, line in enumerate(_read_lines(path), 1):
         m = _EVALUATION.match(line)
-        if m:
-            start, end, utt, code, v, a, d = m.groups()
-            out[utt] = {
-                "emo_evaluation": code,
-                "valence": float(v),
-                "arousal": float(a),
-                "dominance": float(d),
-                "dialog_start_s": float(start),
-                "dialog_end_s": float(end),
-            }
+        if not m:
+            continue
+        times, utt, code, dims = m.groups()
+        try:
+            t = _TIMES.match(times)
+            if t is None:
+                raise BadValue(f"times [{times}] are not [start - end]")
+            start = number(t.group(1), "start", low=0)
+            end = number(t.group(2), "end", low=0)
+            span(start, end)
+            parts = [p.strip() for p in dims.split(",")]
+            if len(parts) != 3:
+                raise BadValue(f"[{dims}] is not [valence, arousal, dominance]")
+            v, a, d = (
+                number(x, name, low=low, high=high)
+                for x, name in zip(parts, ("valence", "arousal", "dominance"), strict=True)
+            )
+        except BadValue as err:
+            if problems is None:
+                raise InputError(path, f"line {n} ({utt}): {err}") from None
+            problems[utt] = f"line {n}: {err}"
+            continue
+        out[utt] = {
+            "emo_evaluation": code,
+            "valence": v,
+            "arousal": a,
+            "dominance": d,
+            "dialog_start_s": start,
+            "dialog_end_s": end,
+        }
     return out
 
 
@@ -215,7 +255,12 @@ class Iemocap(DatasetRecipe):
         return "train"
 
     def load(self) -> list[Utterance]:
-        """Read the derived table and, when given, the full release."""
+        """Read the derived table and, when given, the full release.
+
+        An utterance whose session (1–5), index (whole, ≥ 0) or label id (in the protocol's
+        range) is unusable, or whose ``EmoEvaluation`` line holds a bad number (times, or
+        valence/arousal/dominance outside [1, 5]), is reported in :attr:`skipped` and left out.
+        """
         if self.config.protocol == "erc6" and "fold" in self.config.model_fields_set:
             raise ConfigError("dataset 'iemocap': option 'fold' only applies to protocol='ser4'")
         path = self.root / UTTERANCES_CSV
@@ -247,13 +292,19 @@ class Iemocap(DatasetRecipe):
             if ser4 and not row["label4"]:
                 continue
             try:
-                session, turn = int(row["session"]), int(row["utt_index"])
-                label = (
-                    LABELS_4[int(float(row["label4"]))] if ser4 else LABELS_6[int(row["label6"])]
-                )
+                session = number(row["session"], "session", low=1, high=5, integer=True)
+                turn = number(row["utt_index"], "utt_index", low=0, integer=True)
+                column, names = ("label4", LABELS_4) if ser4 else ("label6", LABELS_6)
+                label = names[number(row[column], column, low=0, high=len(names) - 1, integer=True)]
+            except BadValue as err:  # reported, and the utterance left out
+                self.skip(row["utt_id"], self.where(path, i + 2), str(err))
+                continue
+            try:
                 split = self._split(session, row["split_cosmic"])
-            except (ValueError, IndexError, KeyError) as err:
-                raise InputError(where, f"bad session, index, label or split ({err!r})") from None
+            except KeyError:
+                raise InputError(
+                    where, f"split_cosmic {row['split_cosmic']!r} is not one of {list(_SPLITS)}"
+                ) from None
             if not ser4 and label != row["label6_name"]:
                 raise InputError(
                     where,
@@ -269,7 +320,11 @@ class Iemocap(DatasetRecipe):
             if full is not None:
                 media = {"audio": str(full.wav(session, row["dialogue_id"], utt_id))}
                 text = full.text(session, row["dialogue_id"], utt_id) or text
-                extra.update(full.evaluation(session, row["dialogue_id"], utt_id))
+                evaluation, problem = full.evaluation(session, row["dialogue_id"], utt_id)
+                if problem:
+                    self.skip(utt_id, *problem)
+                    continue
+                extra.update(evaluation)
             out.append(
                 Utterance(
                     id=utt_id,
@@ -299,6 +354,7 @@ class _FullRelease:
             )
         self._texts: dict[str, dict[str, str]] = {}
         self._evals: dict[str, dict[str, dict[str, float | str]]] = {}
+        self._problems: dict[str, dict[str, str]] = {}
 
     def wav(self, session: int, dialogue: str, utt: str) -> Path:
         return self.root / f"Session{session}" / "sentences" / "wav" / dialogue / f"{utt}.wav"
@@ -309,8 +365,17 @@ class _FullRelease:
             self._texts[dialogue] = parse_transcription(p) if p.is_file() else {}
         return self._texts[dialogue].get(utt)
 
-    def evaluation(self, session: int, dialogue: str, utt: str) -> dict[str, float | str]:
+    def evaluation(
+        self, session: int, dialogue: str, utt: str
+    ) -> tuple[dict[str, float | str], tuple[str, str] | None]:
+        """The turn's ``EmoEvaluation`` entry, and ``(file, problem)`` when a number is bad."""
+        p = self.root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialogue}.txt"
         if dialogue not in self._evals:
-            p = self.root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialogue}.txt"
-            self._evals[dialogue] = parse_emo_evaluation(p) if p.is_file() else {}
-        return self._evals[dialogue].get(utt, {})
+            problems: dict[str, str] = {}
+            self._evals[dialogue] = parse_emo_evaluation(p, problems) if p.is_file() else {}
+            self._problems[dialogue] = problems
+        problem = self._problems[dialogue].get(utt)
+        if problem is None:
+            return self._evals[dialogue].get(utt, {}), None
+        line, _, why = problem.partition(": ")  # "line N: what is wrong"
+        return {}, (f"{p.relative_to(self.root).as_posix()} {line}", why)

@@ -83,7 +83,15 @@ from typing import Any
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig, read_csv_table
+from emofuse.datasets.base import (
+    DATASETS,
+    BadValue,
+    DatasetRecipe,
+    RecipeConfig,
+    number,
+    read_csv_table,
+    span,
+)
 from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
@@ -150,12 +158,22 @@ def parse_time(value: str, path: Path | str = "") -> float:
     """``"00:16:16,059"`` → ``976.059`` seconds.
 
     Raises:
-        InputError: naming ``path`` when the value is not an ``H:MM:SS,mmm`` time.
+        InputError: naming ``path`` when the value is not an ``H:MM:SS,mmm`` time (minutes
+            and seconds below 60).
     """
+    try:
+        return _seconds(value, "time")
+    except BadValue as err:
+        raise InputError(path or None, str(err)) from None
+
+
+def _seconds(value: str, name: str) -> float:
     m = _TIME.match(str(value).strip())
     if not m:
-        raise InputError(path or None, f"bad time {value!r}, expected H:MM:SS,mmm")
+        raise BadValue(f"{name} {value!r} is a bad time, expected H:MM:SS,mmm")
     h, mi, s, ms = m.groups()
+    if int(mi) >= 60 or int(s) >= 60:
+        raise BadValue(f"{name} {value!r} is a bad time, minutes and seconds must be below 60")
     return int(h) * 3600 + int(mi) * 60 + int(s) + int(ms.ljust(3, "0")) / 1000
 
 
@@ -224,7 +242,13 @@ class Meld(DatasetRecipe):
         return folders
 
     def load(self) -> list[Utterance]:
-        """Read the three CSVs in order train, val, test."""
+        """Read the three CSVs in order train, val, test.
+
+        A row whose ids, season, episode or times are unusable (not whole numbers ≥ 0, a season
+        outside 1–10, a time that is not ``H:MM:SS,mmm`` or ends before it starts) is reported
+        in :attr:`skipped` (by utterance id, or by file and line when the ids are bad) and left
+        out.
+        """
         raw = self._raw_folders()
         root = self.root
         cols = [
@@ -249,7 +273,10 @@ class Meld(DatasetRecipe):
             if absent:
                 raise InputError(path, f"missing column(s) {', '.join(absent)}")
             for i, row in enumerate(df.to_dict("records")):
-                out.append(self._record(row, split, path, i + 2, raw.get(split)))
+                try:
+                    out.append(self._record(row, split, path, i + 2, raw.get(split)))
+                except _Skip as bad:  # reported, and the utterance left out
+                    self.skip(bad.item or bad.where, bad.where if bad.item else "", bad.problem)
         return out
 
     def _record(
@@ -266,25 +293,34 @@ class Meld(DatasetRecipe):
                 where, f"unknown sentiment {row['Sentiment']!r}; expected one of {SENTIMENTS}"
             )
         try:
-            dia, utt = int(row["Dialogue_ID"]), int(row["Utterance_ID"])
+            dia = number(row["Dialogue_ID"], "Dialogue_ID", low=0, integer=True)
+            utt = number(row["Utterance_ID"], "Utterance_ID", low=0, integer=True)
+        except BadValue as err:
+            raise _Skip(self.where(path, line), str(err)) from None
+        uid = f"{split}_dia{dia}_utt{utt}"
+        try:
             extra: dict[str, str | float | int | None] = {
-                "season": int(row["Season"]),
-                "episode": int(row["Episode"]),
+                "season": number(row["Season"], "Season", low=1, high=10, integer=True),
+                "episode": number(row["Episode"], "Episode", low=1, integer=True),
             }
             if self.config.dyadic:
-                clip_dia, clip_utt = int(row["Old_Dialogue_ID"]), int(row["Old_Utterance_ID"])
+                clip_dia = number(row["Old_Dialogue_ID"], "Old_Dialogue_ID", low=0, integer=True)
+                clip_utt = number(row["Old_Utterance_ID"], "Old_Utterance_ID", low=0, integer=True)
                 extra.update(old_dialogue_id=clip_dia, old_utterance_id=clip_utt)
             else:
                 clip_dia, clip_utt = dia, utt
                 if row.get("Sr No."):
-                    extra["sr_no"] = int(row["Sr No."])
-        except ValueError as err:
-            raise InputError(where, f"non-integer id column ({err})") from None
-        extra["episode_start_s"] = parse_time(row["StartTime"], where)
-        extra["episode_end_s"] = parse_time(row["EndTime"], where)
+                    extra["sr_no"] = number(row["Sr No."], "Sr No.", low=1, integer=True)
+            start = _seconds(row["StartTime"], "StartTime")
+            end = _seconds(row["EndTime"], "EndTime")
+            # one official test row (dia155_utt3) has StartTime == EndTime: kept, zero-length
+            span(start, end, ("StartTime", "EndTime"), empty=True)
+        except BadValue as err:
+            raise _Skip(self.where(path, line), str(err), uid) from None
+        extra["episode_start_s"], extra["episode_end_s"] = start, end
         media = {"video": str(raw / f"dia{clip_dia}_utt{clip_utt}.mp4")} if raw is not None else {}
         return Utterance(
-            id=f"{split}_dia{dia}_utt{utt}",
+            id=uid,
             dataset=self.name,
             split=split,
             dialogue_id=f"{split}_dia{dia}",
@@ -295,3 +331,11 @@ class Meld(DatasetRecipe):
             language="en",
             labels=Labels(emotion=emotion, sentiment_class=sentiment, extra=extra),
         )
+
+
+class _Skip(Exception):
+    """A MELD row with an unusable number: where it is, what is wrong, its id if known."""
+
+    def __init__(self, where: str, problem: str, item: str | None = None) -> None:
+        super().__init__(problem)
+        self.where, self.problem, self.item = where, problem, item

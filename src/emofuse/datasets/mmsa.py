@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
+from emofuse.datasets.base import DATASETS, BadValue, DatasetRecipe, RecipeConfig, number
 from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
@@ -80,6 +80,7 @@ if TYPE_CHECKING:
 
 SPLIT_NAMES = {"train": "train", "valid": "val", "test": "test"}
 """MMSA split key → emofuse split."""
+_MMSA_SPLIT = {v: k for k, v in SPLIT_NAMES.items()}
 
 REQUIRED_KEYS = (
     "id",
@@ -189,10 +190,13 @@ def read_mmsa_pickle(
                 )
             )
             audio, vision = np.asarray(block["audio"][j]), np.asarray(block["vision"][j])
-            if "audio_lengths" in block:
-                audio = audio[: int(block["audio_lengths"][j])]
-            if "vision_lengths" in block:
-                vision = vision[: int(block["vision_lengths"][j])]
+            try:
+                if "audio_lengths" in block:
+                    audio = audio[: _length(block["audio_lengths"][j], "audio_lengths", audio)]
+                if "vision_lengths" in block:
+                    vision = vision[: _length(block["vision_lengths"][j], "vision_lengths", vision)]
+            except BadValue as err:
+                raise InputError(p, f"split {key!r}: item {j}, id {mmsa_id!r}: {err}") from None
             feats = {"text": np.asarray(block["text"][j]), "audio": audio, "vision": vision}
             if "text_bert" in block:
                 feats["text_bert"] = np.asarray(block["text_bert"][j])
@@ -222,7 +226,8 @@ def write_mmsa_pickle(
             SIMS); default: the longest sequence of each split.
 
     Raises:
-        InputError: an utterance lacks a sentiment or a feature, or shapes disagree.
+        InputError: an utterance lacks a sentiment or a feature, a label or feature value is not
+            finite or overflows float32, or shapes disagree.
     """
     import numpy as np
 
@@ -251,13 +256,19 @@ def write_mmsa_pickle(
                 mmsa_id = f"{video}$_${clip}" if video else f"{u.id}$_$0"
             block["id"].append(mmsa_id)
             block["raw_text"].append(u.text or "")
-            s = float(u.labels.sentiment)
+            try:
+                s = number(u.labels.sentiment, "labels.sentiment")
+                for name in _UNIMODAL.values():
+                    if isinstance(u.labels.extra.get(name), int | float):
+                        number(u.labels.extra[name], name)
+            except BadValue as err:
+                raise InputError(u.id, f"{err}; MMSA stores it as float32") from None
             cls = 0 if s < 0 else (1 if s == 0 else 2)
             block["annotations"].append((u.labels.sentiment_class or _CLASSES[cls]).capitalize())
             sentiments.append(s)
-            texts.append(np.asarray(f["text"], dtype=np.float32))
-            audios.append(np.asarray(f["audio"], dtype=np.float32))
-            visions.append(np.asarray(f["vision"], dtype=np.float32))
+            texts.append(_float32(f["text"], u.id, "text"))
+            audios.append(_float32(f["audio"], u.id, "audio"))
+            visions.append(_float32(f["vision"], u.id, "vision"))
             if "text_bert" in f:
                 berts.append(np.asarray(f["text_bert"]))
             for m, name in _UNIMODAL.items():
@@ -309,6 +320,27 @@ def _pad(
     return out, lengths
 
 
+def _float32(values: Any, uid: str, kind: str) -> np.ndarray:
+    """``values`` as float32; NaN, infinities and values that overflow float32 are refused."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.asarray(values, dtype=np.float32)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise InputError(
+            uid,
+            f"{kind} features hold {int(bad.sum())} value(s) that are NaN, infinite or "
+            "overflow float32; MMSA stores float32",
+        )
+    return arr
+
+
+def _length(value: Any, name: str, array: np.ndarray) -> int:
+    """A stored sequence length: a whole number in ``0 … len(array)``."""
+    return number(value, name, low=0, high=len(array), integer=True)
+
+
 def _clean(part: str) -> str:
     """An id part that is safe as a file-name stem (MMSA ids may hold ``/`` or spaces)."""
     import re
@@ -345,6 +377,7 @@ class MmsaConfig(RecipeConfig):
         # recorded in run configs: must resolve from any working folder
         object.__setattr__(self, "pickle", self.pickle.expanduser().absolute())
         return self
+
     dataset_name: str = Field(
         "mmsa", description="Task name for the TaskSpec (e.g. 'mosi', 'sims')."
     )
@@ -387,9 +420,28 @@ class Mmsa(DatasetRecipe):
     def load(self) -> list[Utterance]:
         """Utterances of every split in the pickle.
 
+        A regression label (or a SIMS unimodal one) outside the scheme's range ([-3, 3] for
+        ``mosi``, [-1, 1] for ``sims``) or not finite is reported in :attr:`skipped` and the
+        utterance left out (a non-finite overall label already stops :func:`read_mmsa_pickle`).
+
         The feature arrays are read by the ``mmsa`` extractor
         (:mod:`emofuse.features.mmsa`), so models train on them like on any cached features.
         """
-        splits, _ = read_mmsa_pickle(Path(self.config.pickle).expanduser(), dataset=self.name)
+        path = Path(self.config.pickle).expanduser()
+        splits, _ = read_mmsa_pickle(path, dataset=self.name)
         lang = self.config.language
-        return [u.model_copy(update={"language": lang}) for utts in splits.values() for u in utts]
+        low, high = self.spec().sentiment_range or (None, None)
+        out = []
+        for split, utts in splits.items():
+            for u in utts:
+                try:
+                    number(u.labels.sentiment, "regression label", low=low, high=high)
+                    for name in _UNIMODAL.values():
+                        if name in u.labels.extra:
+                            number(u.labels.extra[name], name, low=low, high=high)
+                except BadValue as err:  # reported, and the utterance left out
+                    mmsa_id = u.labels.extra["mmsa_id"]
+                    self.skip(u.id, f"{path.name} ({_MMSA_SPLIT[split]} {mmsa_id!r})", str(err))
+                    continue
+                out.append(u.model_copy(update={"language": lang}))
+        return out

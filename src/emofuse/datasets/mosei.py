@@ -74,8 +74,22 @@ from pathlib import Path
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig, read_csv_table
-from emofuse.datasets.mosi import MSA_METRICS, check_raw_root, raw_clip, read_label_npz
+from emofuse.datasets.base import (
+    DATASETS,
+    BadValue,
+    DatasetRecipe,
+    RecipeConfig,
+    number,
+    read_csv_table,
+    span,
+)
+from emofuse.datasets.mosi import (
+    MSA_METRICS,
+    SENTIMENT_RANGE,
+    check_raw_root,
+    raw_clip,
+    read_label_npz,
+)
 from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
@@ -115,7 +129,7 @@ class Mosei(DatasetRecipe):
         """``mosei``: sentiment in [-3, 3] (MOSI binning); 6 emotions with ``emotions=True``."""
         return TaskSpec(
             name="mosei",
-            sentiment_range=(-3.0, 3.0),
+            sentiment_range=SENTIMENT_RANGE,
             sentiment_scheme="mosi",
             emotion_labels=list(EMOTIONS) if self.config.emotions else None,
             metrics=list(MSA_METRICS),
@@ -126,27 +140,45 @@ class Mosei(DatasetRecipe):
         return ["label.npz", TEXT_CSV] + ([S3PRL_CSV] if self.config.emotions else [])
 
     def load(self) -> list[Utterance]:
-        """Every ``label.npz`` key, in split then key order."""
+        """Every ``label.npz`` key, in split then key order.
+
+        A clip whose score (in ``label.npz`` or the transcript table) or start time is unusable
+        is reported in :attr:`skipped` and left out.
+        """
         root = self.root
-        labels = read_label_npz(root / "label.npz")
+        bad: dict[str, str] = {}
+        labels = read_label_npz(root / "label.npz", bad)
+        keys = [*labels, *bad]  # the join to s3prl's segments counts every clip of a video
+        for key, problem in bad.items():
+            self.skip(key, "", problem)
         text_path = root / TEXT_CSV
-        tdf = read_csv_table(text_path, keep_default_na=False, dtype={"key": str, "text": str})
+        tdf = read_csv_table(text_path, keep_default_na=False, dtype=str)
         absent = [c for c in ("key", "start_s", "sentiment", "text") if c not in tdf.columns]
         if absent:
             raise InputError(text_path, f"missing column(s) {', '.join(absent)}")
         texts: dict[str, tuple[str, float]] = {}
-        for key, start, sentiment, text in zip(
-            tdf["key"], tdf["start_s"], tdf["sentiment"], tdf["text"], strict=True
+        low, high = SENTIMENT_RANGE
+        for line, (key, start, sentiment, text) in enumerate(
+            zip(tdf["key"], tdf["start_s"], tdf["sentiment"], tdf["text"], strict=True), 2
         ):
-            if key not in labels:
+            if key not in labels and key not in bad:
                 raise InputError(text_path, f"key {key!r} is not in label.npz")
-            if abs(float(sentiment) - labels[key][1]) > 1e-4:
+            try:
+                score = number(sentiment, "sentiment", low=low, high=high)
+                start_s = number(start, "start_s", low=0)
+            except BadValue as err:
+                labels.pop(key, None)
+                self.skip(key, self.where(text_path, line), str(err))
+                continue
+            if key in bad:
+                continue
+            if abs(score - labels[key][1]) > 1e-4:
                 raise InputError(
                     text_path,
                     f"{key}: sentiment {sentiment} disagrees with label.npz ({labels[key][1]})",
                 )
-            texts[key] = (" ".join(str(text).split()), float(start))
-        emotions = self._emotions(root / S3PRL_CSV, labels) if self.config.emotions else {}
+            texts[key] = (" ".join(str(text).split()), start_s)
+        emotions = self._emotions(root / S3PRL_CSV, keys, labels) if self.config.emotions else {}
 
         parsed = []
         for key, (split, sentiment) in labels.items():
@@ -186,35 +218,65 @@ class Mosei(DatasetRecipe):
         check_raw_root(raw, found)
         return out
 
-    def _emotions(self, path: Path, labels: dict[str, tuple[str, float]]) -> dict[str, str]:
-        """Join s3prl's ``label6`` to our keys (see "Records and the two joins")."""
-        df = read_csv_table(path, dtype={"file": str})
+    def _emotions(
+        self, path: Path, keys: list[str], labels: dict[str, tuple[str, float]]
+    ) -> dict[str, str]:
+        """Join s3prl's ``label6`` to our keys (see "Records and the two joins").
+
+        Every number of a segment in the standard folds is checked (times finite with
+        ``end > start``; s3prl's first segments may start up to half a second before 0, as the
+        CMU-SDK intervals do, so a negative start is kept), ``label2b`` in −1…1, ``label6``
+        in 0…5. A bad segment is reported in :attr:`skipped` and its video gets no emotion.
+        ``keys`` are every clip of ``label.npz`` (left-out ones too, so they keep their place
+        in the join); ``labels`` the usable ones.
+        """
+        df = read_csv_table(path, keep_default_na=False, dtype=str)
         absent = [c for c in ("file", "start", "label2b", "label6", "split") if c not in df.columns]
         if absent:
             raise InputError(path, f"missing column(s) {', '.join(absent)}")
-        df = df[df["split"].isin([0, 1, 2])].sort_values(["file", "start"], kind="stable")
-        segments = {video: g for video, g in df.groupby("file", sort=False)}
+        segments: dict[str, list[tuple[float, int, int, int]]] = {}
+        for line, row in enumerate(df.to_dict("records"), 2):
+            try:
+                fold = number(row["split"], "split", low=0, high=3, integer=True)
+                if fold == 3:  # outside the standard folds
+                    continue
+                start = number(row["start"], "start")
+                end = number(row.get("end", ""), "end", required=False)
+                span(start, end)
+                sign = number(row["label2b"], "label2b", low=-1, high=1, integer=True)
+                emotion = number(
+                    row["label6"], "label6", low=0, high=len(EMOTIONS) - 1, integer=True
+                )
+            except BadValue as err:
+                self.skip(
+                    self.where(path, line),
+                    "",
+                    f"{err}; video {row['file']!r} gets no emotion",
+                )
+                segments.setdefault(row["file"], []).append((math.nan, 0, 0, -1))
+                continue
+            segments.setdefault(row["file"], []).append((start, sign, emotion, fold))
         ours: dict[str, list[tuple[int, str]]] = {}
-        for key in labels:
+        for key in keys:
             video, _, index = key.rpartition("_")
-            ours.setdefault(video, []).append((int(index), key))
-        fold = {"train": 0, "val": 1, "test": 2}
+            if index.isdigit():
+                ours.setdefault(video, []).append((int(index), key))
+        fold_of = {"train": 0, "val": 1, "test": 2}
         out: dict[str, str] = {}
         for video, clips in ours.items():
             seg = segments.get(video)
-            if seg is None or len(seg) != len(clips):
+            if seg is None or len(seg) != len(clips) or any(f < 0 for *_, f in seg):
                 continue
-            for (_, key), b, e, f in zip(
-                sorted(clips), seg["label2b"], seg["label6"], seg["split"], strict=True
-            ):
+            seg = sorted(seg, key=lambda t: t[0])  # stable: ties keep the file's order
+            for (_, key), (_, b, e, f) in zip(sorted(clips), seg, strict=True):
+                if key not in labels:
+                    continue  # left out and reported
                 split, sentiment = labels[key]
                 sign = 0 if sentiment == 0 else int(math.copysign(1, sentiment))
-                if int(b) != sign or int(f) != fold[split]:
+                if b != sign or f != fold_of[split]:
                     raise InputError(
                         path,
                         f"join broke at {key}: s3prl sign/fold {b}/{f}, ours {sign}/{split}",
                     )
-                if not 0 <= int(e) < len(EMOTIONS):
-                    raise InputError(path, f"{video}: label6 {e} out of range 0–5")
-                out[key] = EMOTIONS[int(e)]
+                out[key] = EMOTIONS[e]
         return out

@@ -56,11 +56,19 @@ Records
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig, read_csv_table
+from emofuse.datasets.base import (
+    DATASETS,
+    BadValue,
+    DatasetRecipe,
+    RecipeConfig,
+    number,
+    read_csv_table,
+)
 from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
@@ -69,37 +77,60 @@ MSA_METRICS = ["non0_acc2", "has0_acc2", "non0_f1", "has0_f1", "acc7", "acc5", "
 """Metrics of the MOSI/MOSEI sentiment scheme, headline first."""
 
 NPZ_SPLITS = {"train": "train_corpus", "val": "val_corpus", "test": "test_corpus"}
+SENTIMENT_RANGE = (-3.0, 3.0)
+"""The declared MOSI/MOSEI sentiment range (mean of annotators' -3…3 ratings)."""
 
 
-def read_label_npz(path: Path) -> dict[str, tuple[str, float]]:
+def read_label_npz(
+    path: Path,
+    problems: dict[str, str] | None = None,
+    sentiment_range: tuple[float, float] = SENTIMENT_RANGE,
+) -> dict[str, tuple[str, float]]:
     """Read a MERTools ``label.npz`` (``{split}_corpus``: ``key → {'val': score}``).
 
     Only call this on the known dataset file: ``.npz`` dicts are pickled, so loading one runs
     the unpickler (``allow_pickle=True``).
 
+    Every score is checked (a finite number inside ``sentiment_range``). A key whose score
+    fails is left out of the result and, when ``problems`` is given, recorded there as
+    ``key → "label.npz (train_corpus): sentiment nan is not a finite number"``.
+
     Returns:
         ``key → (split, sentiment)`` in file order, sentiment rounded to 6 decimals.
 
     Raises:
-        InputError: naming the file when it is unreadable or lacks a split.
+        InputError: naming the file when it is unreadable or lacks a split, or (without
+            ``problems``) naming the first bad score.
     """
     import numpy as np
 
+    low, high = sentiment_range
     try:
         with np.load(path, allow_pickle=True) as z:
             corpora = {split: z[key].item() for split, key in NPZ_SPLITS.items() if key in z.files}
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise InputError(path, f"cannot read label archive ({err})") from None
     missing = [NPZ_SPLITS[s] for s in NPZ_SPLITS if s not in corpora]
     if missing:
         raise InputError(path, f"missing array(s) {', '.join(missing)}")
     out: dict[str, tuple[str, float]] = {}
     for split, corpus in corpora.items():
+        if not isinstance(corpus, dict):
+            raise InputError(
+                path, f"{NPZ_SPLITS[split]} holds a {type(corpus).__name__}, not key → entry"
+            )
         for key, value in corpus.items():
             try:
-                out[str(key)] = (split, round(float(value["val"]), 6))
-            except (TypeError, KeyError, ValueError):
-                raise InputError(path, f"{split}: entry {key!r} has no numeric 'val'") from None
+                if not isinstance(value, dict):
+                    raise BadValue(f"entry is a {type(value).__name__}, not {{'val': score}}")
+                score = number(value.get("val"), "sentiment", low=low, high=high)
+            except BadValue as err:
+                where = f"{Path(path).name} ({NPZ_SPLITS[split]})"
+                if problems is None:
+                    raise InputError(path, f"{NPZ_SPLITS[split]} {key!r}: {err}") from None
+                problems[str(key)] = f"{where}: {err}"
+                continue
+            out[str(key)] = (split, round(score, 6))
     return out
 
 
@@ -140,7 +171,7 @@ class Mosi(DatasetRecipe):
         """``mosi``: sentiment in [-3, 3], MOSI binning."""
         return TaskSpec(
             name="mosi",
-            sentiment_range=(-3.0, 3.0),
+            sentiment_range=SENTIMENT_RANGE,
             sentiment_scheme="mosi",
             metrics=list(MSA_METRICS),
         )
@@ -150,32 +181,46 @@ class Mosi(DatasetRecipe):
         return ["label.npz", "derived/mosi.csv"]
 
     def load(self) -> list[Utterance]:
-        """Clips in ``derived/mosi.csv`` order; labels and splits checked against ``label.npz``."""
-        import pandas as pd
+        """Clips in ``derived/mosi.csv`` order; labels and splits checked against ``label.npz``.
 
+        A clip whose score or clip id is unusable is reported in :attr:`skipped` and left out.
+        """
         root = self.root
-        labels = read_label_npz(root / "label.npz")
+        bad: dict[str, str] = {}
+        labels = read_label_npz(root / "label.npz", bad)
         path = root / "derived" / "mosi.csv"
-        df = read_csv_table(
-            path, keep_default_na=False, dtype={"key": str, "video_id": str, "clip_id": str}
-        )
+        df = read_csv_table(path, keep_default_na=False, dtype=str)
         absent = [
             c for c in ("key", "video_id", "clip_id", "text", "text_zh") if c not in df.columns
         ]
         if absent:
             raise InputError(path, f"missing column(s) {', '.join(absent)}")
-        unknown = sorted(set(df["key"]) ^ set(labels))
+        unknown = sorted(set(df["key"]) ^ (set(labels) | set(bad)))
         if unknown:
             raise InputError(
                 path, f"{len(unknown)} key(s) differ from label.npz, e.g. {unknown[:3]}"
             )
+        for key, problem in bad.items():
+            self.skip(key, "", problem)
+        rows = []
+        for line, row in enumerate(df.to_dict("records"), 2):
+            if row["key"] in bad:
+                continue
+            try:
+                clip = number(row["clip_id"], "clip_id", low=0, integer=True)
+            except BadValue as err:
+                self.skip(row["key"], self.where(path, line), str(err))
+                continue
+            rows.append((row, clip))
+        clips: dict[str, list[tuple[int, int]]] = {}
+        for i, (row, clip) in enumerate(rows):
+            clips.setdefault(row["video_id"], []).append((clip, i))
+        turn = {i: n for cs in clips.values() for n, (_, i) in enumerate(sorted(cs))}
         media_dir = root / "media"
         local = {p.name: str(p) for p in media_dir.iterdir()} if media_dir.is_dir() else {}
         raw = Path(self.config.raw_root).expanduser() if self.config.raw_root else None
-        df["_clip"] = pd.to_numeric(df["clip_id"], errors="coerce")
-        df["_turn"] = df.groupby("video_id")["_clip"].rank(method="first").astype(int) - 1
         out, found = [], 0
-        for row in df.to_dict("records"):
+        for i, (row, _) in enumerate(rows):
             key = row["key"]
             split, sentiment = labels[key]
             media: dict[str, str] = {}
@@ -183,16 +228,16 @@ class Mosi(DatasetRecipe):
                 media["video"] = local[f"{key}.mp4"]
             if f"{key}.wav" in local:
                 media["audio"] = local[f"{key}.wav"]
-            clip = raw_clip(raw, row["video_id"], row["clip_id"])
-            if clip:
-                media["video"], found = clip, found + 1
+            found_clip = raw_clip(raw, row["video_id"], row["clip_id"])
+            if found_clip:
+                media["video"], found = found_clip, found + 1
             out.append(
                 Utterance(
                     id=key,
                     dataset=self.name,
                     split=split,
                     dialogue_id=row["video_id"],
-                    turn=int(row["_turn"]),
+                    turn=turn[i],
                     media=media,  # type: ignore[arg-type]
                     text=row["text"].strip() or None,
                     language="en",

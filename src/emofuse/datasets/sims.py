@@ -49,13 +49,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
+from emofuse.datasets.base import DATASETS, BadValue, DatasetRecipe, RecipeConfig, number
 from emofuse.datasets.folder import SPLIT_ALIASES, read_csv_rows
 from emofuse.errors import InputError
 from emofuse.records import Labels, Utterance
 from emofuse.spec import TaskSpec
 
 _NPZ_SPLITS = {"train_corpus": "train", "val_corpus": "val", "test_corpus": "test"}
+SENTIMENT_RANGE = (-1.0, 1.0)
+"""The declared CH-SIMS sentiment range, overall and unimodal."""
+_LOW, _HIGH = SENTIMENT_RANGE
 _UNIMODAL = {
     "label_T": "sentiment_text",
     "label_A": "sentiment_audio",
@@ -92,7 +95,7 @@ class SimsRecipe(DatasetRecipe):
         """Sentiment regression in [-1, 1] under the SIMS metric scheme."""
         return TaskSpec(
             name=self.name,
-            sentiment_range=(-1.0, 1.0),
+            sentiment_range=SENTIMENT_RANGE,
             sentiment_scheme="sims",
             language=self.config.text_language,
             metrics=["acc2", "acc3", "acc5", "f1", "mae", "corr"],
@@ -123,6 +126,7 @@ class SimsRecipe(DatasetRecipe):
         else:
             rows = self._from_official(root / "label.csv")
         unimodal = self._unimodal(root)
+        rows = [r for r in rows if r["key"] not in self.skipped]
         raw = self._raw_root(root)
         order: dict[str, list[str]] = {}
         for r in sorted(rows, key=lambda r: (r["video_id"], r["clip_id"])):
@@ -162,19 +166,27 @@ class SimsRecipe(DatasetRecipe):
         return out
 
     # -- sources ---------------------------------------------------------------------------
+    # Every number read is checked with the shared ``number`` rule; a clip with a bad one is
+    # reported in ``skipped`` (its key → file, line and problem) and left out by ``load``.
     def _from_derived(self, path: Path) -> list[dict[str, Any]]:
-        header, rows = read_csv_rows(path)
+        lines: list[int] = []
+        header, rows = read_csv_rows(path, lines)
         need = ["key", "video_id", "clip_id", "split", "sentiment", "text_zh", "text_en"]
         _require(path, header, need)
         out = []
         for n, row in enumerate(rows, 1):
+            try:
+                sentiment = number(row["sentiment"], "sentiment", low=_LOW, high=_HIGH)
+            except BadValue as err:
+                self.skip(row["key"], self.where(path, lines[n - 1]), str(err))
+                continue
             out.append(
                 dict(
                     key=row["key"],
                     video_id=row["video_id"],
                     clip_id=row["clip_id"],
-                    split=_split(path, n, row["split"]),
-                    sentiment=_float(path, n, row["sentiment"]),
+                    split=_split(path, lines[n - 1], row["split"]),
+                    sentiment=sentiment,
                     text_zh=row["text_zh"] or None,
                     text_en=row["text_en"] or None,
                 )
@@ -182,6 +194,8 @@ class SimsRecipe(DatasetRecipe):
         return out
 
     def _from_npz(self, npz: Path, transcripts: Path) -> list[dict[str, Any]]:
+        import pickle
+
         import numpy as np
 
         header, rows = read_csv_rows(transcripts)
@@ -190,14 +204,26 @@ class SimsRecipe(DatasetRecipe):
         try:
             with np.load(npz, allow_pickle=True) as z:  # known MERBench file (dataset card)
                 corpora = {k: z[k].item() for k in _NPZ_SPLITS if k in z.files}
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as err:
             raise InputError(npz, f"not a MERBench label.npz ({err})") from None
         if len(corpora) != len(_NPZ_SPLITS):
             raise InputError(npz, f"needs keys {sorted(_NPZ_SPLITS)}")
         out = []
         for corpus, split in _NPZ_SPLITS.items():
+            if not isinstance(corpora[corpus], dict):
+                raise InputError(npz, f"{corpus} holds a {type(corpora[corpus]).__name__}")
             for key, ann in corpora[corpus].items():
-                video_id, clip_id = key.rsplit("_", 1)
+                key = str(key)
+                try:
+                    video_id, sep, clip_id = key.rpartition("_")
+                    if not sep or not video_id:
+                        raise BadValue("key is not <video_id>_<clip_id>")
+                    if not isinstance(ann, dict):
+                        raise BadValue(f"entry is a {type(ann).__name__}, not {{'val': score}}")
+                    sentiment = number(ann.get("val"), "sentiment", low=_LOW, high=_HIGH)
+                except BadValue as err:
+                    self.skip(key, f"{self.where(npz)} ({corpus})", str(err))
+                    continue
                 t = text.get(key, {})
                 out.append(
                     dict(
@@ -205,7 +231,7 @@ class SimsRecipe(DatasetRecipe):
                         video_id=video_id,
                         clip_id=clip_id,
                         split=split,
-                        sentiment=float(ann["val"]),
+                        sentiment=sentiment,
                         text_zh=t.get("chinese") or None,
                         text_en=t.get("english") or None,
                     )
@@ -213,18 +239,26 @@ class SimsRecipe(DatasetRecipe):
         return out
 
     def _from_official(self, path: Path) -> list[dict[str, Any]]:
-        header, rows = read_csv_rows(path)
+        lines: list[int] = []
+        header, rows = read_csv_rows(path, lines)
         _require(path, header, ["video_id", "clip_id", "text", "label", "mode"])
         out = []
         for n, row in enumerate(rows, 1):
-            clip = _clip_id(path, n, row["clip_id"])
+            item = f"{row['video_id']}_{row['clip_id']}"
+            try:
+                clip = _clip_id(row["clip_id"])
+                item = f"{row['video_id']}_{clip}"
+                sentiment = number(row["label"], "label", low=_LOW, high=_HIGH)
+            except BadValue as err:
+                self.skip(item, self.where(path, lines[n - 1]), str(err))
+                continue
             out.append(
                 dict(
                     key=f"{row['video_id']}_{clip}",
                     video_id=row["video_id"],
                     clip_id=clip,
-                    split=_split(path, n, row["mode"]),
-                    sentiment=_float(path, n, row["label"]),
+                    split=_split(path, lines[n - 1], row["mode"]),
+                    sentiment=sentiment,
                     text_zh=row["text"] or None,
                     text_en=None,
                 )
@@ -239,12 +273,22 @@ class SimsRecipe(DatasetRecipe):
                 return {}
         elif not path.is_absolute():
             path = root / path
-        header, rows = read_csv_rows(path)
+        lines: list[int] = []
+        header, rows = read_csv_rows(path, lines)
         _require(path, header, ["video_id", "clip_id", *_UNIMODAL])
         out = {}
         for n, row in enumerate(rows, 1):
-            key = f"{row['video_id']}_{_clip_id(path, n, row['clip_id'])}"
-            out[key] = {name: _float(path, n, row[col]) for col, name in _UNIMODAL.items()}
+            item = f"{row['video_id']}_{row['clip_id']}"
+            try:
+                item = f"{row['video_id']}_{_clip_id(row['clip_id'])}"
+                scores = {
+                    name: number(row[col], col, low=_LOW, high=_HIGH)
+                    for col, name in _UNIMODAL.items()
+                }
+            except BadValue as err:
+                self.skip(item, self.where(path, lines[n - 1]), str(err))
+                continue
+            out[item] = scores
         return out
 
     def _raw_root(self, root: Path) -> Path | None:
@@ -272,25 +316,13 @@ def _require(path: Path, header: list[str], need: list[str]) -> None:
         raise InputError(path, f"missing column(s) {', '.join(missing)}; header is {header}")
 
 
-def _split(path: Path, n: int, value: str) -> str:
+def _split(path: Path, line: int, value: str) -> str:
     split = SPLIT_ALIASES.get(value.lower())
     if split is None:
-        raise InputError(path, f"row {n} (line {n + 1}): unknown split {value!r}")
+        raise InputError(path, f"line {line}: unknown split {value!r}")
     return split
 
 
-def _float(path: Path, n: int, value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise InputError(path, f"row {n} (line {n + 1}): {value!r} is not a number") from None
-
-
-def _clip_id(path: Path, n: int, value: str) -> str:
+def _clip_id(value: str) -> str:
     """Official files write clip ids as integers (``1``); MERBench keys pad them (``0001``)."""
-    try:
-        return f"{int(value):04d}"
-    except ValueError:
-        raise InputError(
-            path, f"row {n} (line {n + 1}): clip_id {value!r} is not a number"
-        ) from None
+    return f"{number(value, 'clip_id', low=0, integer=True):04d}"
