@@ -166,6 +166,67 @@ def test_text_bad_input_is_a_4xx_naming_the_problem(client, body, status, says):
     assert says in error_of(r)
 
 
+@pytest.mark.parametrize("endpoint", ["/v1/analyze/text", "/v1/jobs"])
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"text": "caf\xe9 au lait"}', "the body is not UTF-8 JSON (byte 13"),
+        ('{"text": "hi"}'.encode("utf-16"), "the body is not UTF-8 JSON (byte 0"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    ],
+    ids=["latin-1", "utf-16", "nested"],
+)
+def test_a_json_body_that_cannot_be_decoded_is_a_422_saying_why(client, endpoint, body, says):
+    """Not a bare 400 'error parsing the body': every decoding failure is a 422 naming it."""
+    if endpoint == "/v1/jobs" and says == "nested too deeply":
+        says = "recursion limit"  # the jobs endpoint's own JSON reader says it its way
+    r = client.post(endpoint, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert says in error_of(r)
+
+
+def test_every_endpoint_with_a_body_refuses_another_content_type_with_415(api, client):
+    """Each operation of the OpenAPI schema that takes a body names the Content-Types it takes."""
+    schema = client.get("/openapi.json").json()
+    taking = {
+        (method.upper(), path): list(op["requestBody"]["content"])
+        for path, ops in schema["paths"].items()
+        for method, op in ops.items()
+        if "requestBody" in op
+    }
+    assert {("POST", "/v1/analyze/text"), ("POST", "/v1/analyze"), ("POST", "/v1/jobs")} <= set(
+        taking
+    )
+    for (method, path), types in taking.items():
+        for sent in ("text/plain", "application/x-www-form-urlencoded", None):
+            if sent in types:
+                continue
+            headers = {"Content-Type": sent} if sent else {}
+            r = client.request(method, path, content=b'{"text": "hi"}', headers=headers)
+            assert r.status_code == 415, (method, path, sent, r.text)
+            line = error_of(r)
+            assert all(t in line for t in types), (path, line)
+            assert (sent or "none was sent") in line
+    # the other way round: JSON to the upload endpoint, a form to the text endpoint
+    r = client.post("/v1/analyze", json={"text": "hi"})
+    assert r.status_code == 415 and "takes Content-Type: multipart/form-data" in error_of(r)
+    r = client.post("/v1/analyze/text", files={"file": ("a.wav", b"RIFF")})
+    assert r.status_code == 415 and "application/json, not multipart/form-data" in error_of(r)
+    r = client.post(
+        "/v1/analyze/text",
+        content='{"text": "hi"}'.encode("latin-1"),
+        headers={"Content-Type": "application/json; charset=latin-1"},
+    )
+    assert r.status_code == 415 and "UTF-8 JSON" in error_of(r)
+    r = client.post(
+        "/v1/analyze/text",
+        content=b'{"text": "I am glad"}',
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+    assert r.status_code == 200, r.text
+    assert "Traceback" not in api.output()
+
+
 def test_unknown_route_and_method_are_json(client):
     r = client.get("/v1/nothing")
     assert r.status_code == 404 and error_of(r)

@@ -23,6 +23,7 @@ Responses carry the one output schema, :class:`~emofuse.schema.Prediction` (insi
 """
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
@@ -193,8 +194,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "No such thing"),
         (409, "The job has no result (yet)"),
         (413, "Too large or too long"),
-        (415, "Not a supported media container"),
-        (422, "Malformed or unusable input"),
+        (415, "A Content-Type the endpoint does not take, or not a supported media container"),
+        (422, "Malformed, undecodable or unusable input"),
         (503, "Busy or not ready: retry after Retry-After seconds"),
     )
 }
@@ -288,7 +289,6 @@ class Service:
         return folder
 
 
-
 # -- the app -------------------------------------------------------------------------------------
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The FastAPI application of the service.
@@ -332,7 +332,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.service = service
     _errors(app)
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(_Bodies, limit=settings.max_body_bytes, types=lambda: body_types(app))
     _pages(app)
 
     async def require_key(request: Request) -> None:
@@ -732,9 +732,33 @@ async def _json_body(request: Request, model: type[BaseModel]) -> Any:
 
     raw = await request.body()
     try:
-        return model.model_validate_json(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise body_problem(e) from None
+    try:
+        return model.model_validate_json(text)
     except ValidationError as e:
         raise ServiceError(422, _validation_line(e.errors())) from None
+
+
+def body_problem(err: BaseException) -> ServiceError:
+    """The 422 for a request body that cannot be decoded (the one place that words them).
+
+    FastAPI answers a body its JSON decoder fails on other than by a syntax error (bytes that
+    are not UTF-8, nesting deeper than Python's recursion limit) with a bare 400; the error
+    handler and :func:`_json_body` both pass the cause here.
+    """
+    if isinstance(err, UnicodeDecodeError):
+        return ServiceError(
+            422,
+            f"the body is not UTF-8 JSON (byte {err.start} cannot be decoded: {err.reason}); "
+            "send UTF-8",
+        )
+    if isinstance(err, RecursionError):
+        return ServiceError(422, "the JSON body is nested too deeply to be read")
+    if isinstance(err, json.JSONDecodeError):
+        return ServiceError(422, f"body: malformed JSON at character {err.pos}: {err.msg}")
+    return ServiceError(422, f"the body cannot be decoded ({type(err).__name__})")
 
 
 async def _await_analysis(request: Request, future: Any, token: Token, timeout: float) -> Any:
@@ -800,6 +824,10 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_r: Request, e: StarletteHTTPException) -> JSONResponse:
+        cause = e.__cause__
+        if e.status_code == 400 and isinstance(cause, ValueError | RecursionError):
+            problem = body_problem(cause)  # FastAPI's "error parsing the body": say which
+            return body(problem.status, problem.message)
         return body(e.status_code, str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(InputError)
@@ -820,18 +848,75 @@ def _errors(app: FastAPI) -> None:
         return body(500, f"internal error ({type(e).__name__}); the service log has the details")
 
 
-class _BodyLimit:
-    """Caps every request body except the uploads' multipart (which are capped as they stream)."""
+def body_types(app: FastAPI) -> list[tuple[Any, set[str], tuple[str, ...]]]:
+    """Every operation that takes a body: ``(path regex, methods, the Content-Types it takes)``.
 
-    def __init__(self, app: Any, limit: int) -> None:
+    Read from the app's OpenAPI schema (each operation's ``requestBody``), so every endpoint
+    with a body is covered and the answer agrees with ``/openapi.json``.
+    """
+    from starlette.routing import compile_path
+
+    out = []
+    for path, operations in app.openapi().get("paths", {}).items():
+        for method, op in operations.items():
+            types = tuple(op.get("requestBody", {}).get("content", {}))
+            if types:
+                out.append((compile_path(path)[0], {method.upper()}, types))
+    return out
+
+
+def content_type_problem(
+    method: str, path: str, header: str | None, accepted: tuple[str, ...]
+) -> str | None:
+    """Why a request's ``Content-Type`` is not one its route takes (``None``: it is one)."""
+    from email.message import Message
+
+    wanted = " or ".join(accepted)
+    given = (header or "").split(";")[0].strip().lower()
+    if not given:
+        return f"{method} {path} takes Content-Type: {wanted} (none was sent)"
+    if given not in accepted:
+        return one_line(f"{method} {path} takes Content-Type: {wanted}, not {given[:60]}")
+    message = Message()
+    message["content-type"] = header or ""
+    charset = message.get_param("charset")
+    if given == "application/json" and charset is not None:
+        name = str(charset).strip().lower()
+        if name.replace("-", "") != "utf8":
+            return one_line(f"{method} {path} takes UTF-8 JSON, not charset={name[:40]}")
+    return None
+
+
+class _Bodies:
+    """Request bodies before any route reads them: their Content-Type, and a size cap.
+
+    * A body sent with a Content-Type its route does not take (or none) gets 415 naming the
+      types it takes (:func:`body_types`, read from the routes, so every endpoint with a body
+      is covered), before the body is read.
+    * Every body except the uploads' multipart (which are capped as they stream) is capped at
+      ``limit`` bytes (413).
+    """
+
+    def __init__(self, app: Any, limit: int, types: Any) -> None:
         self.app = app
         self.limit = limit
+        self._types_of = types
+        self._types: list[tuple[Any, set[str], tuple[str, ...]]] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self._types is None:
+            self._types = self._types_of()
+        method, path = scope["method"], scope["path"]
+        accepted = next((t for rx, ms, t in self._types if method in ms and rx.match(path)), None)
+        if accepted is not None:
+            problem = content_type_problem(method, path, headers.get("content-type"), accepted)
+            if problem is not None:
+                await JSONResponse({"error": problem}, status_code=415)(scope, receive, send)
+                return
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if scope["path"] in UPLOAD_PATHS and ctype == "multipart/form-data":
             await self.app(scope, receive, send)
@@ -848,12 +933,25 @@ class _BodyLimit:
             await response(scope, receive, send)
             return
         seen = 0
+        # JSON is UTF-8 (RFC 8259): checked as it arrives, the same for every JSON endpoint
+        utf8 = codecs.getincrementaldecoder("utf-8")() if ctype == "application/json" else None
 
         async def capped() -> Any:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                if utf8 is not None:
+                    pending = len(utf8.getstate()[0])
+                    try:
+                        utf8.decode(chunk, final=not message.get("more_body", False))
+                    except UnicodeDecodeError as e:
+                        at = seen - pending + e.start
+                        problem = body_problem(
+                            UnicodeDecodeError("utf-8", b"", at, at + 1, e.reason)
+                        )
+                        raise HTTPException(problem.status, problem.message) from None
+                seen += len(chunk)
                 if seen > limit:
                     raise HTTPException(
                         413, f"the request body is larger than the {limit} bytes accepted"
