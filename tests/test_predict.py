@@ -182,9 +182,7 @@ def test_bad_items_are_reported_and_skipped_not_fatal(trained, tmp_path):
     model = load_model(trained["model"])
     clip = next(SAMPLE.glob("*.wav"))
     with pytest.warns(EmofuseWarning) as caught:
-        preds = model.predict(
-            ["Fine.", "", "caf\udcff", tmp_path / "gone.wav", tmp_path, str(clip)]
-        )
+        preds = model.predict(["Fine.", "", "caf\udcff", tmp_path / "gone.wav", tmp_path, clip])
     message = str(caught[0].message)
     assert message.startswith("5 of 6 inputs not predicted") or message.startswith("4 of 6")
     for needle in (
@@ -194,9 +192,49 @@ def test_bad_items_are_reported_and_skipped_not_fatal(trained, tmp_path):
         "is a folder",
     ):
         assert needle in message, needle
-    # a string naming an existing media file is read as that file, not as a sentence
+    # a Path names a file: the clip is read as audio
     assert [p.id for p in preds] == ["text-0", clip.stem]
     assert preds[1].modalities == ["audio"] and preds[1].text is None
+
+
+def test_a_plain_string_is_text_never_a_file_even_when_it_names_one(trained, tmp_path, capsys):
+    """Front ends pass raw user strings: the library must never open them as files."""
+    from emofuse import load_model
+    from emofuse.cli import main
+    from emofuse.datasets.folder import as_utterances
+    from emofuse.errors import EmofuseWarning
+
+    clip = next(SAMPLE.glob("*.wav"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the server's private notes")
+    utts, problems = as_utterances([str(secret), str(tmp_path)])
+    assert problems == {}
+    assert [(u.text, u.media) for u in utts] == [(str(secret), {}), (str(tmp_path), {})]
+    with pytest.warns(EmofuseWarning, match=r"read as a sentence, not as a file; pass pathlib"):
+        utts, _ = as_utterances([str(clip)])
+    assert utts[0].text == str(clip) and not utts[0].media  # never opened
+
+    model = load_model(trained["model"])
+    with pytest.warns(EmofuseWarning, match="not as a file"):
+        as_text, as_file = model.predict([str(clip), clip])
+    assert as_text.id == "text-0" and as_text.text == str(clip)
+    assert as_text.modalities == ["text"]
+    assert as_file.id == clip.stem and as_file.modalities == ["audio"]
+
+    # the CLI: PATH arguments are files, --text is always a sentence
+    out = tmp_path / "p.json"
+    for argv in (
+        [str(clip)],
+        ["--text", str(clip)],
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["predict", str(trained["model"]), *argv, "--output", str(out)])
+        assert e.value.code in (0, None), capsys.readouterr().err
+        (pred,) = json.loads(out.read_text())
+        if argv[0] == "--text":
+            assert pred["text"] == str(clip) and pred["modalities"] == ["text"]
+        else:
+            assert pred["id"] == clip.stem and pred["modalities"] == ["audio"]
 
 
 def test_sentiment_is_reported_on_the_models_scale(trained):

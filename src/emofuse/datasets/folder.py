@@ -297,7 +297,9 @@ class FolderRecipe(DatasetRecipe):
             for f in sorted(files):
                 if f.is_file():
                     st = f.stat()
-                    listing.append((f.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns))
+                    listing.append(
+                        (f.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns)
+                    )
         return fingerprint(super().fingerprint(), listing)
 
     def check(self) -> None:
@@ -384,9 +386,7 @@ class FolderRecipe(DatasetRecipe):
                 problems.append(f"{where}: {err}")
                 continue
             if utt.id in ids:
-                fix = (
-                    "make the 'id' column unique" if row.get("id") else "add an 'id' column"
-                )
+                fix = "make the 'id' column unique" if row.get("id") else "add an 'id' column"
                 problems.append(
                     f"{where}: duplicate id {utt.id!r} (first in row {ids[utt.id]}); {fix}"
                 )
@@ -424,7 +424,9 @@ class FolderRecipe(DatasetRecipe):
                 raise _RowError(f"file not found: {full}")
             kind = media_kind(full) or probe_kind(full)
             if kind is None:
-                raise _RowError(f"{rel!r} is not audio, video or an image (it could not be decoded)")
+                raise _RowError(
+                    f"{rel!r} is not audio, video or an image (it could not be decoded)"
+                )
             media[kind] = str(full)
         elif text is None:
             raise _RowError("needs a path or a text")
@@ -638,11 +640,13 @@ def as_utterances(
 ) -> tuple[list[Utterance], dict[str, str]]:
     """Records for ad-hoc inputs: sentences, media files or ready records.
 
-    * ``str`` — a sentence: an utterance with that ``text`` (id ``text-<i>``); a string that
-      names an existing media file is read as that file;
-    * ``os.PathLike`` (e.g. ``pathlib.Path``) — a media file, its kind by suffix (audio, video or
-      image); a ``.txt`` file beside it with the same stem is read as its transcript; the id
-      is the file's stem (``-<i>`` added when two inputs share one);
+    * ``str`` — always a sentence: an utterance with that ``text`` (id ``text-<i>``), even when
+      it looks like the name of a file (``"clip.wav"``, ``"/etc/passwd"``): a plain string is
+      never opened, so a front end may pass raw user text safely;
+    * ``os.PathLike`` (e.g. ``pathlib.Path``) — the only way to name a file: a media file, its
+      kind by suffix (audio, video or image); a ``.txt`` file beside it with the same stem is
+      read as its transcript; the id is the file's stem (``-<i>`` added when two inputs share
+      one). Convert file names you trust to ``Path`` (the CLI does so with its arguments);
     * :class:`~emofuse.records.Utterance` — kept as it is.
 
     A bad item is reported and left out, the others are kept.
@@ -664,12 +668,21 @@ def as_utterances(
     if not items:
         raise InputError(None, "no inputs given")
     for i, item in enumerate(items):
-        if isinstance(item, str) and media_kind(item) and Path(item).expanduser().is_file():
-            item = Path(item)
         if isinstance(item, Utterance):
             utt = item
         elif isinstance(item, str):
             uid = f"text-{i}"
+            if media_kind(item) and not any(c.isspace() for c in item.strip()):
+                import warnings
+
+                from emofuse.errors import EmofuseWarning
+
+                warnings.warn(  # a string is never opened: say so to whoever meant a file
+                    f"input {i} ({item[:60]!r}) is read as a sentence, not as a file; pass "
+                    "pathlib.Path(...) to read a file",
+                    EmofuseWarning,
+                    stacklevel=3,
+                )
             if not item.strip():
                 problems[uid] = "empty sentence"
                 continue

@@ -377,9 +377,10 @@ class FusionModel(nn.Module):
         """Predict emotion and sentiment for new inputs; features are computed as needed.
 
         Args:
-            inputs: Sentences (``str``; for models that read text), media files
-                (``pathlib.Path``, or a ``str`` naming an existing one: audio, video or image,
-                with an optional ``.txt`` transcript beside it), or
+            inputs: Sentences (``str``; for models that read text: a ``str`` is always read
+                as text, never opened as a file, even when it names one), media files (only as
+                ``pathlib.Path`` or another ``os.PathLike``: audio, video or image, with an
+                optional ``.txt`` transcript beside it), or
                 :class:`~emofuse.records.Utterance` records (with ``dialogue_id`` and ``turn``
                 for a conversational model to read the dialogue).
             cache: Feature store (or folder) to reuse and fill; ``None`` = compute in memory.
@@ -503,7 +504,9 @@ class FusionModel(nn.Module):
             return
         encoder_dir = folder / "text_encoder"
         if not encoder_dir.is_dir():
-            raise InputError(folder, "text_encoder/ is missing (the config fine-tunes a text encoder)")
+            raise InputError(
+                folder, "text_encoder/ is missing (the config fine-tunes a text encoder)"
+            )
         self.text_encoder.load_pretrained(encoder_dir)
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
