@@ -168,6 +168,7 @@ def write_manifest(path: str | os.PathLike[str], utterances: Iterable[Utterance]
                     raise InputError(p, f"duplicate utterance id {utt.id!r}")
                 seen.add(utt.id)
                 fh.write(utt.model_dump_json(exclude_defaults=True) + "\n")
+        ordinary_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -260,6 +261,47 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
     except OSError as err:
         raise InputError(p, f"cannot create this folder ({err.strerror or err})") from None
     return p
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not atomic, but brief)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_mode(*paths: str | os.PathLike[str]) -> None:
+    """Give files the mode ``open()`` would have given them: ``0666`` (folders ``0777``) less the umask.
+
+    For what is written through a private temporary file and renamed into place, or by another
+    library: ``tempfile.mkstemp`` makes files ``0600`` and ``mkdtemp`` folders ``0700``, and
+    ``safetensors`` (so also ``transformers`` and ``peft`` saves) writes weight files ``0600``,
+    while a user's saved model, manifest or feature cache should be as readable as the other
+    files beside it. A folder is given its mode with everything inside; links are left alone.
+    """
+    mask = current_umask()
+    for path in paths:
+        p = Path(path)
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, 0o777 & ~mask)
+            for root, dirs, files in os.walk(p):
+                for name in dirs:
+                    if not os.path.islink(os.path.join(root, name)):
+                        os.chmod(os.path.join(root, name), 0o777 & ~mask)
+                for name in files:
+                    if not os.path.islink(os.path.join(root, name)):
+                        os.chmod(os.path.join(root, name), 0o666 & ~mask)
+        elif p.is_file():
+            os.chmod(p, 0o666 & ~mask)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -244,7 +244,19 @@ def test_save_holds_only_adapters_and_load_restores_outputs(model_name: str, tmp
     with torch.no_grad():
         expected = model(batch)
 
-    folder = model.save_pretrained(tmp_path / "saved")
+    old = os.umask(0o022)
+    try:
+        folder = model.save_pretrained(tmp_path / "saved")
+    finally:
+        os.umask(old)
+    # every file a user saves is 0644 like any other (safetensors, transformers, peft: 0600)
+    modes = {
+        f.relative_to(folder).as_posix(): oct(f.stat().st_mode & 0o777)
+        for f in folder.rglob("*")
+        if f.is_file()
+    }
+    assert "text_encoder/adapter_model.safetensors" in modes
+    assert set(modes.values()) == {"0o644"}, modes
     from safetensors.torch import load_file
 
     saved = load_file(str(folder / "model.safetensors"))

@@ -282,6 +282,10 @@ def test_save_and_load_give_identical_scores(trained, saved):
 
     m, batch = trained["model"], trained["batch"]
     assert (saved / "lm_adapter" / "adapter_model.safetensors").is_file()
+    from emofuse.records import current_umask
+
+    ordinary = 0o666 & ~current_umask()  # peft and safetensors write 0600
+    assert {f.stat().st_mode & 0o777 for f in saved.rglob("*") if f.is_file()} == {ordinary}
     meta = json.loads((saved / "lm_adapter" / "base.json").read_text())
     assert meta == {"base": "smollm2", "sha256": m.base_sha256}
     weights = saved / "model.safetensors"

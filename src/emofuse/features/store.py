@@ -43,7 +43,7 @@ from filelock import FileLock
 
 from emofuse.errors import InputError
 from emofuse.features.base import FeatureExtractor, Features
-from emofuse.records import Utterance, dump_json, process_alive
+from emofuse.records import Utterance, dump_json, ordinary_mode, process_alive
 
 _SEP = "::"
 CLAIM_LEASE_S = 1800.0
@@ -284,6 +284,7 @@ class FeatureCache:
             tmp = self.shards_dir / f".{shard}.tmp"
             try:
                 save_file(tensors, str(tmp))
+                ordinary_mode(tmp)  # safetensors writes 0600; a cache may be shared
                 _fsync(tmp)
                 os.replace(tmp, self.shards_dir / shard)
             except Exception as err:  # a full disk, a read-only or vanished folder

@@ -42,7 +42,7 @@ from emofuse.data.table import FeatureTable
 from emofuse.errors import ConfigError, InputError, listing
 from emofuse.features.text import utterance_mask
 from emofuse.models.encoders import TextEncoder, TextEncoderConfig
-from emofuse.records import dump_json, make_folder, read_json
+from emofuse.records import dump_json, make_folder, ordinary_mode, read_json
 from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
 
@@ -457,6 +457,7 @@ class FusionModel(nn.Module):
             if not k.startswith(self.part_prefixes)
         }
         save_file(state, str(out / "model.safetensors"))
+        ordinary_mode(out / "model.safetensors")  # safetensors writes 0600
         parts = self.save_parts(out)
         weights = [
             "spec.json",

@@ -42,7 +42,7 @@ from emofuse.features.text import (
     load_minilm_base,
     tokenize_texts,
 )
-from emofuse.records import DialogueContext, dump_json
+from emofuse.records import DialogueContext, dump_json, ordinary_mode
 
 _COMPONENT = "fine-tuned MiniLM text encoder"
 
@@ -241,6 +241,7 @@ class TextEncoder(nn.Module):
         with QuietHF():
             self.model.save_pretrained(str(out))
         dump_json(out / ENCODER_FILE, self.config.model_dump(mode="json"))
+        ordinary_mode(out)  # transformers and peft write weights through safetensors: 0600
         return out
 
     def load_pretrained(self, folder: str | os.PathLike[str]) -> None:

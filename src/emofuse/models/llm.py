@@ -78,7 +78,7 @@ from emofuse.models.base import (
     ModelOutput,
     build_model,
 )
-from emofuse.records import DialogueContext, dump_json, read_json
+from emofuse.records import DialogueContext, dump_json, ordinary_mode, read_json
 from emofuse.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -571,6 +571,7 @@ class LLMHead(FusionModel):
         with QuietHF():
             self.lm.save_pretrained(os.fspath(folder))
         dump_json(folder / BASE_FILE, {"base": self.base_name, "sha256": self.base_sha256})
+        ordinary_mode(folder)  # peft writes the adapter through safetensors: 0600
         return sorted(folder.glob("*.safetensors"))
 
     def load_parts(self, folder: Path) -> None:
