@@ -186,8 +186,8 @@ def test_bad_items_are_reported_and_skipped_not_fatal(trained, tmp_path):
     message = str(caught[0].message)
     assert message.startswith("5 of 6 inputs not predicted") or message.startswith("4 of 6")
     for needle in (
-        "text-1: empty sentence",
-        "text-2: sentence holds bytes",
+        "text-1: empty text",
+        "text-2: text holds bytes that are not UTF-8",
         "gone.wav: file does",
         "is a folder",
     ):
@@ -392,3 +392,35 @@ def test_a_text_only_model_ignores_precomputed_features_of_modalities_it_does_no
     utt = Utterance(id="seg0", dataset="t", text="I am so glad you came.")
     table = model.table([utt], precomputed={"audio": {"seg0": {"pooled": None}}})
     assert [it.utt.id for it in table.items] == ["seg0"]
+
+
+def test_a_text_of_only_tokenizer_control_tokens_is_left_out_with_one_reason_everywhere(
+    trained, tmp_path, capsys
+):
+    """'[CLS]' or '<|im_end|>' alone has no words: left out like the empty sentence, with the
+    same reason from model.predict, `emofuse predict` and the transcripts of `emofuse analyze`."""
+    from emofuse import load_model
+    from emofuse.analyze import Analyzer
+    from emofuse.cli import main
+    from emofuse.errors import EmofuseWarning
+
+    reason = "no words, only tokenizer control tokens ('<|im_end|>')"
+    model = load_model(trained["model"])
+    with pytest.warns(EmofuseWarning) as caught:
+        preds = model.predict(["Fine.", "<|im_end|>", "", "[CLS] [SEP]", "<|im_end|> so good!"])
+    message = str(caught[0].message)
+    assert f"text-1: {reason}" in message and "text-2: empty text" in message
+    assert "text-3: no words, only tokenizer control tokens ('[CLS]', '[SEP]')" in message
+    assert [p.id for p in preds] == ["text-0", "text-4"]  # words besides the tokens: read
+    assert preds[1].text == "<|im_end|> so good!"
+
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(trained["model"]), "-t", "<|im_end|>", "-t", "Hello."])
+    assert e.value.code in (0, None)
+    assert f"text-0: {reason}" in capsys.readouterr().err
+
+    transcript = tmp_path / "chat.json"
+    transcript.write_text(json.dumps({"turns": [{"text": "We won!"}, {"text": "<|im_end|>"}]}))
+    a = Analyzer(trained["model"]).analyze(transcript)
+    assert len(a.predictions) == 1 and a.predictions[0].text == "We won!"
+    assert [s.why for s in a.skipped if reason in s.why], a.skipped

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -224,6 +226,56 @@ def with_dialogue_context(
                 future=tuple(after[:future]),
             )
     return [u.model_copy(update={"context": found[u.id]}) for u in utts]
+
+
+# -- the one rule for text that has no words ---------------------------------------------
+CONTROL_TOKENS = re.compile(
+    r"\[(?:CLS|SEP|PAD|MASK|UNK)\]"  # BERT / MiniLM
+    r"|</?s>|<(?:pad|unk|mask)>"  # XLM-R / E5
+    r"|<\|[^<>|\s]{1,40}\|>"  # chat and document tokens: <|im_start|>, <|im_end|>, <|endoftext|>
+    r"|<(?:repo_name|reponame|file_sep|filename|gh_stars|issue_start|issue_comment"
+    r"|issue_closed|jupyter_start|jupyter_text|jupyter_code|jupyter_output|jupyter_script"
+    r"|empty_output)>"  # SmolLM2's other special tokens
+)
+"""Tokenizer control tokens written out as text (the special tokens of the tokenizers emofuse
+uses). In a user's text they are never parsed as control tokens (every tokenizer call on user
+text splits them into ordinary pieces), and a text made only of them has no words."""
+
+EMPTY_TEXT = "empty text"
+NOT_UTF8 = "text holds bytes that are not UTF-8"
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` has no words to read, or ``None`` when it has some.
+
+    The one rule for every front end (``model.predict``, ``emofuse predict``, transcripts of
+    ``emofuse analyze``, the service) and every text extractor: a text is left out when it is
+    empty or only whitespace and invisible characters, when it holds undecodable bytes, or when
+    it is made only of tokenizer control tokens such as ``[CLS]`` or ``<|im_end|>``
+    (:data:`CONTROL_TOKENS`). A text that has words besides such tokens is read, the tokens as
+    the ordinary characters they are.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (surrogateescape)
+        return NOT_UTF8
+    if not _visible(text):
+        return EMPTY_TEXT
+    found = CONTROL_TOKENS.findall(text)
+    if found and not _visible(CONTROL_TOKENS.sub(" ", text)):
+        shown = ", ".join(repr(t) for t in dict.fromkeys(found))
+        return f"no words, only tokenizer control tokens ({_cut(shown, 80)})"
+    return None
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` has a character other than whitespace, controls and format marks."""
+    return any(not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf") for c in text)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_writable(path: str | os.PathLike[str], *, folder: bool = False) -> Path:

@@ -441,3 +441,26 @@ def test_job_limits(api, client, media):
         if a.status_code == 202:
             assert wait_job(client, a.json()["id"], timeout=120)["state"] in ("cancelled", "done")
     api.assert_no_temp_files()
+
+
+def test_text_of_only_tokenizer_control_tokens_is_left_out_like_an_empty_one(client):
+    """The reason is the one of model.predict and the CLI (emofuse.records.text_problem)."""
+    r = client.post("/v1/analyze/text", json={"text": "<|im_end|>"})
+    assert r.status_code == 422
+    assert error_of(r) == (
+        "the text cannot be analysed: no words, only tokenizer control tokens ('<|im_end|>')"
+    )
+    turns = [{"text": "We won!"}, {"text": "[CLS] [SEP]"}, {"text": " \u200b "}, {"text": "Ok."}]
+    r = client.post("/v1/analyze/text", json={"turns": turns, "dialogue_id": "d"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["id"] for p in body["predictions"]] == ["d_turn000", "d_turn003"]
+    assert body["skipped"] == {
+        "d_turn001": "no words, only tokenizer control tokens ('[CLS]', '[SEP]')",
+        "d_turn002": "empty text",
+    }
+    # words around a control token: read, the token as the characters it is
+    r = client.post("/v1/analyze/text", json={"text": "<|im_end|><|im_start|>system great!"})
+    assert r.status_code == 200 and r.json()["predictions"][0]["text"].endswith("great!")
+    r = client.post("/v1/jobs", json={"turns": [{"text": "<|im_end|>"}]})
+    assert r.status_code == 422 and "no words" in error_of(r)

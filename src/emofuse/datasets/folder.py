@@ -72,7 +72,7 @@ from pydantic import Field, ValidationError
 from emofuse.config import format_validation_error
 from emofuse.datasets.base import DATASETS, DatasetRecipe, RecipeConfig
 from emofuse.errors import ConfigError, InputError
-from emofuse.records import Labels, Utterance
+from emofuse.records import EMPTY_TEXT, Labels, Utterance, text_problem
 from emofuse.spec import TaskSpec
 
 DEFAULT_CSV = "labels.csv"
@@ -683,13 +683,9 @@ def as_utterances(
                     EmofuseWarning,
                     stacklevel=3,
                 )
-            if not item.strip():
-                problems[uid] = "empty sentence"
-                continue
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                problems[uid] = "sentence holds bytes that are not UTF-8 text"
+            problem = text_problem(item)  # the rule of every text extractor, said first
+            if problem is not None:
+                problems[uid] = problem
                 continue
             utt = Utterance(id=uid, dataset=dataset, text=item)
         elif isinstance(item, os.PathLike):
@@ -716,8 +712,12 @@ def as_utterances(
                 except UnicodeDecodeError:
                     problems[str(sidecar)] = "transcript is not UTF-8; the clip is read without it"
                 else:
-                    if text is None:
-                        problems[str(sidecar)] = "transcript is empty; the clip is read without it"
+                    problem = EMPTY_TEXT if text is None else text_problem(text)
+                    if problem is not None:
+                        text = None
+                        problems[str(sidecar)] = (
+                            f"transcript: {problem}; the clip is read without it"
+                        )
             utt = Utterance(id=uid, dataset=dataset, media={kind: str(path)}, text=text)
         else:
             raise InputError(

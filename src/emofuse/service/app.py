@@ -52,7 +52,7 @@ from starlette.requests import ClientDisconnect
 from emofuse._version import __version__
 from emofuse.analyze.result import Analysis
 from emofuse.errors import ConfigError, EmofuseError, InputError
-from emofuse.records import Utterance, process_alive
+from emofuse.records import EMPTY_TEXT, NOT_UTF8, Utterance, process_alive, text_problem
 from emofuse.service.auth import key_accepted, presented_key
 from emofuse.service.errors import ServiceError, busy, one_line
 from emofuse.service.inference import (
@@ -374,7 +374,22 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """
         name = service.model_name(body.model)
         utts = _utterances(body, settings)
-        preds, skipped = await service.batchers[name].predict(utts, settings.request_timeout)
+        # no words (empty, only tokenizer control tokens): left out with the reason every
+        # front end gives (emofuse.records.text_problem), without a trip to the model
+        unread = {u.id: p for u in utts if (p := text_problem(u.text or "")) is not None}
+        if len(unread) == len(utts):
+            first, problem = next(iter(unread.items()))
+            raise ServiceError(
+                422,
+                f"the text cannot be analysed: {problem}"
+                if body.text is not None
+                else f"no turn could be analysed; {first}: {problem}",
+            )
+        todo = [u for u in utts if u.id not in unread]
+        preds, skipped = await service.batchers[name].predict(todo, settings.request_timeout)
+        skipped = {
+            u.id: unread.get(u.id) or skipped[u.id] for u in utts if u.id in unread | skipped
+        }
         return TextAnalysis(model=name, predictions=preds, skipped=skipped)
 
     # -- clips ------------------------------------------------------------------------------------
@@ -478,6 +493,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 if body.turns is None:
                     raise ServiceError(422, "a job takes a dialogue: give 'turns', not 'text'")
                 utts = _utterances(body, settings)
+                for i, u in enumerate(utts):
+                    # read as a transcript, where an empty turn is no turn: refused here, so
+                    # that turn ids stay those of the request; a turn of only control tokens
+                    # is kept, and left out by the analysis with the reason
+                    problem = text_problem(u.text or "")
+                    if problem in (EMPTY_TEXT, NOT_UTF8):
+                        raise ServiceError(422, f"turns[{i}].text: {problem}")
+                if all(text_problem(u.text or "") for u in utts):
+                    raise ServiceError(
+                        422, f"no turn could be analysed: {text_problem(utts[0].text or '')}"
+                    )
                 dialogue = body.dialogue_id or "dialogue"
                 path = folder / f"{dialogue}.json"
                 path.write_text(
@@ -704,18 +730,12 @@ def _utterances(body: TextRequest, settings: ServiceSettings) -> list[Utterance]
 
 
 def _check_text(text: str, where: str, limit: int) -> None:
-    if not text.strip():
-        raise ServiceError(422, f"{where} is empty")
     if len(text) > limit:
         raise ServiceError(
             413, f"{where} has {len(text)} characters, more than the {limit} accepted"
         )
     if "\x00" in text:
         raise ServiceError(422, f"{where} holds a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ServiceError(422, f"{where} is not valid Unicode text") from None
 
 
 def _check_language(language: str) -> str:
