@@ -424,3 +424,44 @@ def test_a_text_of_only_tokenizer_control_tokens_is_left_out_with_one_reason_eve
     a = Analyzer(trained["model"]).analyze(transcript)
     assert len(a.predictions) == 1 and a.predictions[0].text == "We won!"
     assert [s.why for s in a.skipped if reason in s.why], a.skipped
+
+
+def test_experts_of_absent_modalities_are_listed_unusable_without_probabilities(tmp_path):
+    """The bundled model reads voice, face and words; a sentence has only words."""
+    from emofuse.analyze.analyzer import default_model_dir
+    from emofuse.cli import main
+    from emofuse.schema import ExpertView
+
+    out = tmp_path / "p.json"
+    with pytest.raises(SystemExit) as e:
+        main(
+            ["predict", str(default_model_dir()), "-t", "What a lovely day!", "--output", str(out)]
+        )
+    assert e.value.code in (0, None)
+    (pred,) = json.loads(out.read_text())
+    experts = pred["experts"]
+    assert set(experts) == {"audio", "face", "text"}  # the same keys for every prediction
+    for name in ("audio", "face"):
+        assert experts[name] == {"gate": 0.0, "usable": False, "units": {}}
+    assert experts["text"]["usable"] and set(experts["text"]["probabilities"]) == set(
+        pred["probabilities"]
+    )
+    csv_out = tmp_path / "p.csv"
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "predict",
+                str(default_model_dir()),
+                "-t",
+                "What a lovely day!",
+                "--format",
+                "csv",
+                "--output",
+                str(csv_out),
+            ]
+        )
+    row = next(iter(csv.DictReader(csv_out.open())))
+    assert (row["gate_audio"], row["gate_face"], row["gate_text"]) == ("0.0", "0.0", "1.0")
+    # results written before the rule read the same way
+    old = ExpertView.model_validate({"gate": 0.0, "usable": False, "probabilities": {"joy": 1.0}})
+    assert old.probabilities is None and old.units == {}

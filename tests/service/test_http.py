@@ -107,6 +107,13 @@ def test_text_one_utterance(client):
     (p,) = [Prediction.model_validate(x) for x in body["predictions"]]
     assert p.id == "text" and p.emotion == "joy" and p.sentiment > 0
     assert abs(sum(p.probabilities.values()) - 1) < 1e-3
+    # experts of absent modalities are listed, marked unusable, with no made-up probabilities
+    experts = body["predictions"][0]["experts"]
+    assert set(experts) == {"audio", "face", "text"}
+    for name in ("audio", "face"):
+        assert experts[name] == {"gate": 0.0, "usable": False, "units": {}}, experts[name]
+    assert experts["text"]["usable"] and experts["text"]["gate"] == 1.0
+    assert abs(sum(experts["text"]["probabilities"].values()) - 1) < 1e-3
 
 
 def test_concurrent_text_requests_are_batched_and_each_gets_its_own_answer(api):
