@@ -397,12 +397,16 @@ def _as_format_1(model: FusionModel, folder: Path) -> None:
     frozen = model.frozen_pretrained_keys()
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k not in frozen}
     save_file(state, str(folder / "model.safetensors"))
-    inputs = {m: {"feature": s.feature, "dim": s.dim, "kind": s.kind} for m, s in model.inputs.items()}
+    inputs = {
+        m: {"feature": s.feature, "dim": s.dim, "kind": s.kind} for m, s in model.inputs.items()
+    }
     meta = {"model": model.name, "config": model.config.model_dump(mode="json"), "inputs": inputs}
     (folder / "config.json").write_text(json.dumps(meta))
     (folder / "spec.json").write_text(model.spec.model_dump_json())
     (folder / "features.json").write_text(
-        json.dumps({"text": {"extractor": "minilm", "output": "tokens", "options": {"batch_size": 8}}})
+        json.dumps(
+            {"text": {"extractor": "minilm", "output": "tokens", "options": {"batch_size": 8}}}
+        )
     )
 
 

@@ -247,7 +247,9 @@ class FeatureCache:
             try:
                 handle = safe_open(str(path), framework="numpy")
             except Exception as err:  # deleted or damaged after it was written
-                problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                problem = (
+                    str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                )
                 raise InputError(
                     path,
                     f"unreadable feature shard ({problem}); delete {self.dir} to extract these "
@@ -305,7 +307,9 @@ class FeatureCache:
 
 
 def _write_error(folder: Path, err: BaseException) -> InputError:
-    problem = getattr(err, "strerror", None) or str(err).strip().splitlines()[0] or type(err).__name__
+    problem = (
+        getattr(err, "strerror", None) or str(err).strip().splitlines()[0] or type(err).__name__
+    )
     return InputError(
         folder,
         f"cannot write features ({problem}); what was stored before is intact: free space or "

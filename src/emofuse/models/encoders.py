@@ -128,7 +128,6 @@ def build_minilm(config: TextEncoderConfig) -> tuple[Any, set[str]]:
     return model, {k for k in model.state_dict() if k not in trainable}
 
 
-
 class TextEncoder(nn.Module):
     """all-MiniLM-L6-v2, fine-tuned with LoRA adapters or in full.
 
@@ -256,7 +255,9 @@ class TextEncoder(nn.Module):
         try:
             saved = json.loads((root / ENCODER_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise InputError(root / ENCODER_FILE, f"unreadable text-encoder settings ({err})") from None
+            raise InputError(
+                root / ENCODER_FILE, f"unreadable text-encoder settings ({err})"
+            ) from None
         if saved != self.config.model_dump(mode="json"):
             raise InputError(
                 root / ENCODER_FILE, "text-encoder settings differ from the model's config.json"
