@@ -182,21 +182,59 @@ def test_bad_items_are_reported_and_skipped_not_fatal(trained, tmp_path):
     model = load_model(trained["model"])
     clip = next(SAMPLE.glob("*.wav"))
     with pytest.warns(EmofuseWarning) as caught:
-        preds = model.predict(
-            ["Fine.", "", "caf\udcff", tmp_path / "gone.wav", tmp_path, str(clip)]
-        )
+        preds = model.predict(["Fine.", "", "caf\udcff", tmp_path / "gone.wav", tmp_path, clip])
     message = str(caught[0].message)
     assert message.startswith("5 of 6 inputs not predicted") or message.startswith("4 of 6")
     for needle in (
-        "text-1: empty sentence",
-        "text-2: sentence holds bytes",
+        "text-1: empty text",
+        "text-2: text holds bytes that are not UTF-8",
         "gone.wav: file does",
         "is a folder",
     ):
         assert needle in message, needle
-    # a string naming an existing media file is read as that file, not as a sentence
+    # a Path names a file: the clip is read as audio
     assert [p.id for p in preds] == ["text-0", clip.stem]
     assert preds[1].modalities == ["audio"] and preds[1].text is None
+
+
+def test_a_plain_string_is_text_never_a_file_even_when_it_names_one(trained, tmp_path, capsys):
+    """Front ends pass raw user strings: the library must never open them as files."""
+    from emofuse import load_model
+    from emofuse.cli import main
+    from emofuse.datasets.folder import as_utterances
+    from emofuse.errors import EmofuseWarning
+
+    clip = next(SAMPLE.glob("*.wav"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the server's private notes")
+    utts, problems = as_utterances([str(secret), str(tmp_path)])
+    assert problems == {}
+    assert [(u.text, u.media) for u in utts] == [(str(secret), {}), (str(tmp_path), {})]
+    with pytest.warns(EmofuseWarning, match=r"read as a sentence, not as a file; pass pathlib"):
+        utts, _ = as_utterances([str(clip)])
+    assert utts[0].text == str(clip) and not utts[0].media  # never opened
+
+    model = load_model(trained["model"])
+    with pytest.warns(EmofuseWarning, match="not as a file"):
+        as_text, as_file = model.predict([str(clip), clip])
+    assert as_text.id == "text-0" and as_text.text == str(clip)
+    assert as_text.modalities == ["text"]
+    assert as_file.id == clip.stem and as_file.modalities == ["audio"]
+
+    # the CLI: PATH arguments are files, --text is always a sentence
+    out = tmp_path / "p.json"
+    for argv in (
+        [str(clip)],
+        ["--text", str(clip)],
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["predict", str(trained["model"]), *argv, "--output", str(out)])
+        assert e.value.code in (0, None), capsys.readouterr().err
+        (pred,) = json.loads(out.read_text())
+        if argv[0] == "--text":
+            assert pred["text"] == str(clip) and pred["modalities"] == ["text"]
+        else:
+            assert pred["id"] == clip.stem and pred["modalities"] == ["audio"]
 
 
 def test_sentiment_is_reported_on_the_models_scale(trained):
@@ -354,3 +392,76 @@ def test_a_text_only_model_ignores_precomputed_features_of_modalities_it_does_no
     utt = Utterance(id="seg0", dataset="t", text="I am so glad you came.")
     table = model.table([utt], precomputed={"audio": {"seg0": {"pooled": None}}})
     assert [it.utt.id for it in table.items] == ["seg0"]
+
+
+def test_a_text_of_only_tokenizer_control_tokens_is_left_out_with_one_reason_everywhere(
+    trained, tmp_path, capsys
+):
+    """'[CLS]' or '<|im_end|>' alone has no words: left out like the empty sentence, with the
+    same reason from model.predict, `emofuse predict` and the transcripts of `emofuse analyze`."""
+    from emofuse import load_model
+    from emofuse.analyze import Analyzer
+    from emofuse.cli import main
+    from emofuse.errors import EmofuseWarning
+
+    reason = "no words, only tokenizer control tokens ('<|im_end|>')"
+    model = load_model(trained["model"])
+    with pytest.warns(EmofuseWarning) as caught:
+        preds = model.predict(["Fine.", "<|im_end|>", "", "[CLS] [SEP]", "<|im_end|> so good!"])
+    message = str(caught[0].message)
+    assert f"text-1: {reason}" in message and "text-2: empty text" in message
+    assert "text-3: no words, only tokenizer control tokens ('[CLS]', '[SEP]')" in message
+    assert [p.id for p in preds] == ["text-0", "text-4"]  # words besides the tokens: read
+    assert preds[1].text == "<|im_end|> so good!"
+
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(trained["model"]), "-t", "<|im_end|>", "-t", "Hello."])
+    assert e.value.code in (0, None)
+    assert f"text-0: {reason}" in capsys.readouterr().err
+
+    transcript = tmp_path / "chat.json"
+    transcript.write_text(json.dumps({"turns": [{"text": "We won!"}, {"text": "<|im_end|>"}]}))
+    a = Analyzer(trained["model"]).analyze(transcript)
+    assert len(a.predictions) == 1 and a.predictions[0].text == "We won!"
+    assert [s.why for s in a.skipped if reason in s.why], a.skipped
+
+
+def test_experts_of_absent_modalities_are_listed_unusable_without_probabilities(tmp_path):
+    """The bundled model reads voice, face and words; a sentence has only words."""
+    from emofuse.analyze.analyzer import default_model_dir
+    from emofuse.cli import main
+    from emofuse.schema import ExpertView
+
+    out = tmp_path / "p.json"
+    with pytest.raises(SystemExit) as e:
+        main(
+            ["predict", str(default_model_dir()), "-t", "What a lovely day!", "--output", str(out)]
+        )
+    assert e.value.code in (0, None)
+    (pred,) = json.loads(out.read_text())
+    experts = pred["experts"]
+    assert set(experts) == {"audio", "face", "text"}  # the same keys for every prediction
+    for name in ("audio", "face"):
+        assert experts[name] == {"gate": 0.0, "usable": False, "units": {}}
+    assert experts["text"]["usable"] and set(experts["text"]["probabilities"]) == set(
+        pred["probabilities"]
+    )
+    csv_out = tmp_path / "p.csv"
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "predict",
+                str(default_model_dir()),
+                "-t",
+                "What a lovely day!",
+                "--format",
+                "csv",
+                "--output",
+                str(csv_out),
+            ]
+        )
+    row = next(iter(csv.DictReader(csv_out.open())))
+    assert (row["gate_audio"], row["gate_face"], row["gate_text"]) == ("0.0", "0.0", "1.0")
+    # results written before the rule read the same way
+    old = ExpertView.model_validate({"gate": 0.0, "usable": False, "probabilities": {"joy": 1.0}})
+    assert old.probabilities is None and old.units == {}

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -168,6 +170,7 @@ def write_manifest(path: str | os.PathLike[str], utterances: Iterable[Utterance]
                     raise InputError(p, f"duplicate utterance id {utt.id!r}")
                 seen.add(utt.id)
                 fh.write(utt.model_dump_json(exclude_defaults=True) + "\n")
+        ordinary_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -225,6 +228,56 @@ def with_dialogue_context(
     return [u.model_copy(update={"context": found[u.id]}) for u in utts]
 
 
+# -- the one rule for text that has no words ---------------------------------------------
+CONTROL_TOKENS = re.compile(
+    r"\[(?:CLS|SEP|PAD|MASK|UNK)\]"  # BERT / MiniLM
+    r"|</?s>|<(?:pad|unk|mask)>"  # XLM-R / E5
+    r"|<\|[^<>|\s]{1,40}\|>"  # chat and document tokens: <|im_start|>, <|im_end|>, <|endoftext|>
+    r"|<(?:repo_name|reponame|file_sep|filename|gh_stars|issue_start|issue_comment"
+    r"|issue_closed|jupyter_start|jupyter_text|jupyter_code|jupyter_output|jupyter_script"
+    r"|empty_output)>"  # SmolLM2's other special tokens
+)
+"""Tokenizer control tokens written out as text (the special tokens of the tokenizers emofuse
+uses). In a user's text they are never parsed as control tokens (every tokenizer call on user
+text splits them into ordinary pieces), and a text made only of them has no words."""
+
+EMPTY_TEXT = "empty text"
+NOT_UTF8 = "text holds bytes that are not UTF-8"
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` has no words to read, or ``None`` when it has some.
+
+    The one rule for every front end (``model.predict``, ``emofuse predict``, transcripts of
+    ``emofuse analyze``, the service) and every text extractor: a text is left out when it is
+    empty or only whitespace and invisible characters, when it holds undecodable bytes, or when
+    it is made only of tokenizer control tokens such as ``[CLS]`` or ``<|im_end|>``
+    (:data:`CONTROL_TOKENS`). A text that has words besides such tokens is read, the tokens as
+    the ordinary characters they are.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (surrogateescape)
+        return NOT_UTF8
+    if not _visible(text):
+        return EMPTY_TEXT
+    found = CONTROL_TOKENS.findall(text)
+    if found and not _visible(CONTROL_TOKENS.sub(" ", text)):
+        shown = ", ".join(repr(t) for t in dict.fromkeys(found))
+        return f"no words, only tokenizer control tokens ({_cut(shown, 80)})"
+    return None
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` has a character other than whitespace, controls and format marks."""
+    return any(not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf") for c in text)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_writable(path: str | os.PathLike[str], *, folder: bool = False) -> Path:
     """Fail before any work if a file (with ``folder``, a folder) cannot be made at ``path``.
 
@@ -260,6 +313,47 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
     except OSError as err:
         raise InputError(p, f"cannot create this folder ({err.strerror or err})") from None
     return p
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not atomic, but brief)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_mode(*paths: str | os.PathLike[str]) -> None:
+    """Give files the mode ``open()`` would have given them: ``0666`` (folders ``0777``) less the umask.
+
+    For what is written through a private temporary file and renamed into place, or by another
+    library: ``tempfile.mkstemp`` makes files ``0600`` and ``mkdtemp`` folders ``0700``, and
+    ``safetensors`` (so also ``transformers`` and ``peft`` saves) writes weight files ``0600``,
+    while a user's saved model, manifest or feature cache should be as readable as the other
+    files beside it. A folder is given its mode with everything inside; links are left alone.
+    """
+    mask = current_umask()
+    for path in paths:
+        p = Path(path)
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, 0o777 & ~mask)
+            for root, dirs, files in os.walk(p):
+                for name in dirs:
+                    if not os.path.islink(os.path.join(root, name)):
+                        os.chmod(os.path.join(root, name), 0o777 & ~mask)
+                for name in files:
+                    if not os.path.islink(os.path.join(root, name)):
+                        os.chmod(os.path.join(root, name), 0o666 & ~mask)
+        elif p.is_file():
+            os.chmod(p, 0o666 & ~mask)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -78,21 +78,34 @@ class Cue(_Schema):
 class ExpertView(_Schema):
     """One expert's part in a prediction.
 
+    Every expert of the model is listed for every prediction, so the keys are the same in each;
+    one whose input was absent (the audio expert of a sentence) is marked ``usable: false``.
+
     Attributes:
         gate: Weight the gate gave this expert (rows of all experts sum to 1); ``None`` for
             models whose experts are not gated.
         usable: Whether the expert could be used for this utterance (e.g. the cross-modal
-            expert needs two modalities); an unusable expert has gate 0.
+            expert needs two modalities); an unusable expert has gate 0 (unless no expert was
+            usable) and no ``probabilities`` or ``units``: computed from no input, they would
+            say nothing.
         probabilities: The expert's own emotion distribution, for models that train experts
-            with their own heads (MiSTER-E); otherwise ``None``.
+            with their own heads (MiSTER-E) and only when it is usable; otherwise ``None``.
         units: Level-1 weights inside the expert over its units (modalities or modality pairs
-            such as ``"text>audio"``), for EGMF's experts; empty otherwise.
+            such as ``"text>audio"``), for EGMF's usable experts; empty otherwise.
     """
 
     gate: float | None = None
     usable: bool = True
     probabilities: dict[str, float] | None = None
     units: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unusable_says_nothing(cls, data: Any) -> Any:
+        # results written before this rule (a stored job, a result.json) read the same way
+        if isinstance(data, dict) and data.get("usable") is False:
+            data = {**data, "probabilities": None, "units": {}}
+        return data
 
 
 class Prediction(_Schema):

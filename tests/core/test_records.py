@@ -1,5 +1,6 @@
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -8,7 +9,9 @@ from emofuse.errors import InputError
 from emofuse.records import (
     Labels,
     Utterance,
+    current_umask,
     group_dialogues,
+    ordinary_mode,
     read_manifest,
     write_manifest,
 )
@@ -119,3 +122,25 @@ def test_writes_go_through_links_and_never_replace_what_is_not_a_file(tmp_path):
 
     dump_json(tmp_path / "nan.json", {"std": float("nan"), "x": [1.0, float("inf")]})
     assert json.loads((tmp_path / "nan.json").read_text()) == {"std": None, "x": [1.0, None]}
+
+
+def test_files_written_through_temp_files_follow_the_umask(tmp_path):
+    """mkstemp/mkdtemp give 0600/0700; saved files get what open() gives: 0666/0777 less umask."""
+    import tempfile
+
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        manifest = write_manifest(tmp_path / "m.jsonl", [_u(0, text="hi")])
+        assert stat.S_IMODE(manifest.stat().st_mode) == 0o640
+        folder = Path(tempfile.mkdtemp(dir=tmp_path))
+        fd, name = tempfile.mkstemp(dir=folder)
+        os.close(fd)
+        (folder / "sub").mkdir(mode=0o700)
+        os.symlink("/etc/hostname", folder / "link")  # left alone, never followed
+        ordinary_mode(folder)
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+        assert stat.S_IMODE((folder / "sub").stat().st_mode) == 0o750
+        assert stat.S_IMODE(os.stat(name).st_mode) == 0o640
+    finally:
+        os.umask(old)

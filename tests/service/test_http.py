@@ -107,6 +107,13 @@ def test_text_one_utterance(client):
     (p,) = [Prediction.model_validate(x) for x in body["predictions"]]
     assert p.id == "text" and p.emotion == "joy" and p.sentiment > 0
     assert abs(sum(p.probabilities.values()) - 1) < 1e-3
+    # experts of absent modalities are listed, marked unusable, with no made-up probabilities
+    experts = body["predictions"][0]["experts"]
+    assert set(experts) == {"audio", "face", "text"}
+    for name in ("audio", "face"):
+        assert experts[name] == {"gate": 0.0, "usable": False, "units": {}}, experts[name]
+    assert experts["text"]["usable"] and experts["text"]["gate"] == 1.0
+    assert abs(sum(experts["text"]["probabilities"].values()) - 1) < 1e-3
 
 
 def test_concurrent_text_requests_are_batched_and_each_gets_its_own_answer(api):
@@ -164,6 +171,67 @@ def test_text_bad_input_is_a_4xx_naming_the_problem(client, body, status, says):
     r = client.post("/v1/analyze/text", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     assert says in error_of(r)
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/analyze/text", "/v1/jobs"])
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"text": "caf\xe9 au lait"}', "the body is not UTF-8 JSON (byte 13"),
+        ('{"text": "hi"}'.encode("utf-16"), "the body is not UTF-8 JSON (byte 0"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    ],
+    ids=["latin-1", "utf-16", "nested"],
+)
+def test_a_json_body_that_cannot_be_decoded_is_a_422_saying_why(client, endpoint, body, says):
+    """Not a bare 400 'error parsing the body': every decoding failure is a 422 naming it."""
+    if endpoint == "/v1/jobs" and says == "nested too deeply":
+        says = "recursion limit"  # the jobs endpoint's own JSON reader says it its way
+    r = client.post(endpoint, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert says in error_of(r)
+
+
+def test_every_endpoint_with_a_body_refuses_another_content_type_with_415(api, client):
+    """Each operation of the OpenAPI schema that takes a body names the Content-Types it takes."""
+    schema = client.get("/openapi.json").json()
+    taking = {
+        (method.upper(), path): list(op["requestBody"]["content"])
+        for path, ops in schema["paths"].items()
+        for method, op in ops.items()
+        if "requestBody" in op
+    }
+    assert {("POST", "/v1/analyze/text"), ("POST", "/v1/analyze"), ("POST", "/v1/jobs")} <= set(
+        taking
+    )
+    for (method, path), types in taking.items():
+        for sent in ("text/plain", "application/x-www-form-urlencoded", None):
+            if sent in types:
+                continue
+            headers = {"Content-Type": sent} if sent else {}
+            r = client.request(method, path, content=b'{"text": "hi"}', headers=headers)
+            assert r.status_code == 415, (method, path, sent, r.text)
+            line = error_of(r)
+            assert all(t in line for t in types), (path, line)
+            assert (sent or "none was sent") in line
+    # the other way round: JSON to the upload endpoint, a form to the text endpoint
+    r = client.post("/v1/analyze", json={"text": "hi"})
+    assert r.status_code == 415 and "takes Content-Type: multipart/form-data" in error_of(r)
+    r = client.post("/v1/analyze/text", files={"file": ("a.wav", b"RIFF")})
+    assert r.status_code == 415 and "application/json, not multipart/form-data" in error_of(r)
+    r = client.post(
+        "/v1/analyze/text",
+        content='{"text": "hi"}'.encode("latin-1"),
+        headers={"Content-Type": "application/json; charset=latin-1"},
+    )
+    assert r.status_code == 415 and "UTF-8 JSON" in error_of(r)
+    r = client.post(
+        "/v1/analyze/text",
+        content=b'{"text": "I am glad"}',
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+    assert r.status_code == 200, r.text
+    assert "Traceback" not in api.output()
 
 
 def test_unknown_route_and_method_are_json(client):
@@ -380,3 +448,26 @@ def test_job_limits(api, client, media):
         if a.status_code == 202:
             assert wait_job(client, a.json()["id"], timeout=120)["state"] in ("cancelled", "done")
     api.assert_no_temp_files()
+
+
+def test_text_of_only_tokenizer_control_tokens_is_left_out_like_an_empty_one(client):
+    """The reason is the one of model.predict and the CLI (emofuse.records.text_problem)."""
+    r = client.post("/v1/analyze/text", json={"text": "<|im_end|>"})
+    assert r.status_code == 422
+    assert error_of(r) == (
+        "the text cannot be analysed: no words, only tokenizer control tokens ('<|im_end|>')"
+    )
+    turns = [{"text": "We won!"}, {"text": "[CLS] [SEP]"}, {"text": " \u200b "}, {"text": "Ok."}]
+    r = client.post("/v1/analyze/text", json={"turns": turns, "dialogue_id": "d"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["id"] for p in body["predictions"]] == ["d_turn000", "d_turn003"]
+    assert body["skipped"] == {
+        "d_turn001": "no words, only tokenizer control tokens ('[CLS]', '[SEP]')",
+        "d_turn002": "empty text",
+    }
+    # words around a control token: read, the token as the characters it is
+    r = client.post("/v1/analyze/text", json={"text": "<|im_end|><|im_start|>system great!"})
+    assert r.status_code == 200 and r.json()["predictions"][0]["text"].endswith("great!")
+    r = client.post("/v1/jobs", json={"turns": [{"text": "<|im_end|>"}]})
+    assert r.status_code == 422 and "no words" in error_of(r)

@@ -71,7 +71,7 @@ from pydantic import Field, ValidationError
 from emofuse.config import format_validation_error
 from emofuse.datasets.base import DATASETS, BadValue, DatasetRecipe, RecipeConfig, number, span
 from emofuse.errors import ConfigError, InputError
-from emofuse.records import Labels, Utterance
+from emofuse.records import EMPTY_TEXT, Labels, Utterance, text_problem
 from emofuse.spec import TaskSpec
 
 DEFAULT_CSV = "labels.csv"
@@ -622,11 +622,13 @@ def as_utterances(
 ) -> tuple[list[Utterance], dict[str, str]]:
     """Records for ad-hoc inputs: sentences, media files or ready records.
 
-    * ``str`` — a sentence: an utterance with that ``text`` (id ``text-<i>``); a string that
-      names an existing media file is read as that file;
-    * ``os.PathLike`` (e.g. ``pathlib.Path``) — a media file, its kind by suffix (audio, video or
-      image); a ``.txt`` file beside it with the same stem is read as its transcript; the id
-      is the file's stem (``-<i>`` added when two inputs share one);
+    * ``str`` — always a sentence: an utterance with that ``text`` (id ``text-<i>``), even when
+      it looks like the name of a file (``"clip.wav"``, ``"/etc/passwd"``): a plain string is
+      never opened, so a front end may pass raw user text safely;
+    * ``os.PathLike`` (e.g. ``pathlib.Path``) — the only way to name a file: a media file, its
+      kind by suffix (audio, video or image); a ``.txt`` file beside it with the same stem is
+      read as its transcript; the id is the file's stem (``-<i>`` added when two inputs share
+      one). Convert file names you trust to ``Path`` (the CLI does so with its arguments);
     * :class:`~emofuse.records.Utterance` — kept as it is.
 
     A bad item is reported and left out, the others are kept.
@@ -648,19 +650,24 @@ def as_utterances(
     if not items:
         raise InputError(None, "no inputs given")
     for i, item in enumerate(items):
-        if isinstance(item, str) and media_kind(item) and Path(item).expanduser().is_file():
-            item = Path(item)
         if isinstance(item, Utterance):
             utt = item
         elif isinstance(item, str):
             uid = f"text-{i}"
-            if not item.strip():
-                problems[uid] = "empty sentence"
-                continue
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                problems[uid] = "sentence holds bytes that are not UTF-8 text"
+            if media_kind(item) and not any(c.isspace() for c in item.strip()):
+                import warnings
+
+                from emofuse.errors import EmofuseWarning
+
+                warnings.warn(  # a string is never opened: say so to whoever meant a file
+                    f"input {i} ({item[:60]!r}) is read as a sentence, not as a file; pass "
+                    "pathlib.Path(...) to read a file",
+                    EmofuseWarning,
+                    stacklevel=3,
+                )
+            problem = text_problem(item)  # the rule of every text extractor, said first
+            if problem is not None:
+                problems[uid] = problem
                 continue
             utt = Utterance(id=uid, dataset=dataset, text=item)
         elif isinstance(item, os.PathLike):
@@ -687,8 +694,12 @@ def as_utterances(
                 except UnicodeDecodeError:
                     problems[str(sidecar)] = "transcript is not UTF-8; the clip is read without it"
                 else:
-                    if text is None:
-                        problems[str(sidecar)] = "transcript is empty; the clip is read without it"
+                    problem = EMPTY_TEXT if text is None else text_problem(text)
+                    if problem is not None:
+                        text = None
+                        problems[str(sidecar)] = (
+                            f"transcript: {problem}; the clip is read without it"
+                        )
             utt = Utterance(id=uid, dataset=dataset, media={kind: str(path)}, text=text)
         else:
             raise InputError(

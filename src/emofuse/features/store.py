@@ -43,7 +43,7 @@ from filelock import FileLock
 
 from emofuse.errors import InputError
 from emofuse.features.base import FeatureExtractor, Features
-from emofuse.records import Utterance, dump_json, process_alive
+from emofuse.records import Utterance, dump_json, ordinary_mode, process_alive
 
 _SEP = "::"
 CLAIM_LEASE_S = 1800.0
@@ -247,7 +247,9 @@ class FeatureCache:
             try:
                 handle = safe_open(str(path), framework="numpy")
             except Exception as err:  # deleted or damaged after it was written
-                problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                problem = (
+                    str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                )
                 raise InputError(
                     path,
                     f"unreadable feature shard ({problem}); delete {self.dir} to extract these "
@@ -284,6 +286,7 @@ class FeatureCache:
             tmp = self.shards_dir / f".{shard}.tmp"
             try:
                 save_file(tensors, str(tmp))
+                ordinary_mode(tmp)  # safetensors writes 0600; a cache may be shared
                 _fsync(tmp)
                 os.replace(tmp, self.shards_dir / shard)
             except Exception as err:  # a full disk, a read-only or vanished folder
@@ -304,7 +307,9 @@ class FeatureCache:
 
 
 def _write_error(folder: Path, err: BaseException) -> InputError:
-    problem = getattr(err, "strerror", None) or str(err).strip().splitlines()[0] or type(err).__name__
+    problem = (
+        getattr(err, "strerror", None) or str(err).strip().splitlines()[0] or type(err).__name__
+    )
     return InputError(
         folder,
         f"cannot write features ({problem}); what was stored before is intact: free space or "

@@ -37,7 +37,13 @@ from pydantic import Field, model_validator
 from emofuse.config import Config
 from emofuse.errors import InputError, MissingDependencyError
 from emofuse.features.base import EXTRACTORS, FeatureExtractor, Features, OutputSpec
-from emofuse.records import DialogueContext, Utterance, with_dialogue_context
+from emofuse.records import (
+    CONTROL_TOKENS,
+    DialogueContext,
+    Utterance,
+    text_problem,
+    with_dialogue_context,
+)
 
 MINILM_DIM = 384
 E5_DIM = 384
@@ -47,16 +53,13 @@ def check_text(utt: Utterance) -> str:
     """Return the utterance's transcript, or raise :class:`InputError` if there is none.
 
     Raises:
-        InputError: the utterance carries no text, only whitespace, or undecodable bytes.
+        InputError: the utterance carries no text, or :func:`text_problem` finds no words.
     """
     if utt.text is None:
         raise InputError(utt.id, "utterance has no text")
-    if not utt.text.strip():
-        raise InputError(utt.id, "empty transcript")
-    try:
-        utt.text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (surrogateescape)
-        raise InputError(utt.id, "transcript holds bytes that are not UTF-8 text") from None
+    problem = text_problem(utt.text)
+    if problem is not None:
+        raise InputError(utt.id, problem)
     return utt.text
 
 
@@ -247,6 +250,8 @@ class MiniLMExtractor(_TextExtractor):
         model.max_seq_length = self.config.max_length
         self._torch = torch
         self._model = model
+        # "[SEP]" in a user's text is the characters "[", "sep", "]", never a separator
+        model.tokenizer.split_special_tokens = True
         self._unk_id = model.tokenizer.unk_token_id
         # [CLS], [SEP], [PAD], ... but not [UNK], which stands for a word piece of the text.
         self._special_ids = np.asarray(
@@ -436,12 +441,19 @@ def minilm_tokenizer() -> Any:
         except ImportError:
             raise MissingDependencyError(_FT_COMPONENT, "transformers", "text") from None
         with QuietHF():
-            _TOKENIZER = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            # user text only passes through it: special-token strings in it are plain text
+            _TOKENIZER = AutoTokenizer.from_pretrained(
+                path, local_files_only=True, split_special_tokens=True
+            )
     return _TOKENIZER
 
 
 def context_text(context: DialogueContext | None) -> str:
-    """The second segment for a fine-tuned MiniLM: past turns, ``[SEP]``, future turns."""
+    """The second segment for a fine-tuned MiniLM, as text: past turns, ``[SEP]``, future turns.
+
+    For reading; :func:`tokenize_texts` puts a real separator between the turns, and a
+    ``[SEP]`` written inside a turn stays text.
+    """
     if context is None:
         return ""
     text = " ".join(context.past)
@@ -466,6 +478,8 @@ def tokenize_texts(
     ``[CLS] … [SEP]``. With ``contexts``, each one's :func:`context_text` follows as a second
     segment (``token_type_ids`` 1), and truncation to ``max_length`` removes context before any
     word piece of the utterance. Usable without building an encoder (e.g. in data-loader workers).
+    Special-token strings inside texts and turns (``[SEP]``, ``[CLS]``) are read as the
+    characters they are; the only separators are the ones put in here.
 
     Args:
         texts: Transcripts.
@@ -490,32 +504,55 @@ def tokenize_texts(
         )
     if contexts is not None and len(contexts) != len(texts):
         raise InputError(None, f"{len(contexts)} contexts for {len(texts)} texts")
+    import torch
+
     tok = minilm_tokenizer()
     first = [t.strip() for t in texts]
-    second = [context_text(c) for c in contexts] if contexts is not None else []
-    if any(second):
-        # an utterance longer than max_length still loses its own tail, never the pair
-        enc = tok(
-            first,
-            second,
-            padding="longest",
-            truncation="longest_first",
-            max_length=max_length,
-            return_tensors="pt",
-        )
-    else:
-        enc = tok(
-            first,
-            padding="longest",
-            truncation="longest_first",
-            max_length=max_length,
-            return_tensors="pt",
-        )
-    return {
-        "input_ids": enc["input_ids"].long(),
-        "attention_mask": enc["attention_mask"].long(),
-        "token_type_ids": enc["token_type_ids"].long(),
-    }
+    ctx = list(contexts) if contexts is not None else [None] * len(texts)
+    past = [" ".join(c.past) if c is not None else "" for c in ctx]
+    future = [" ".join(c.future) if c is not None and c.future else "" for c in ctx]
+    # every piece is user text: split_special_tokens (also the tokenizer's default) makes a
+    # "[SEP]" inside it the characters it is; the one real separator is put in below
+    pieces = tok(first + past + future, add_special_tokens=False, split_special_tokens=True)
+    ids = pieces["input_ids"]
+    n = len(first)
+    cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+    pairs = any(context_text(c) for c in ctx)
+    rows: list[tuple[list[int], list[int]]] = []
+    for i in range(n):
+        a = list(ids[i])
+        if not pairs:
+            a = a[: max_length - 2]
+            rows.append(([cls, *a, sep], [0] * (len(a) + 2)))
+            continue
+        c = ctx[i]
+        b = list(ids[n + i]) + ([sep, *ids[2 * n + i]] if c is not None and c.future else [])
+        la, lb = _longest_first(len(a), len(b), max_length - 3)
+        a, b = a[:la], b[:lb]
+        rows.append(([cls, *a, sep, *b, sep], [0] * (len(a) + 2) + [1] * (len(b) + 1)))
+    width = max(len(r[0]) for r in rows)
+    input_ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    types = torch.zeros((n, width), dtype=torch.long)
+    for i, (row, kinds) in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+        types[i, : len(row)] = torch.tensor(kinds, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _longest_first(n1: int, n2: int, budget: int) -> tuple[int, int]:
+    """Lengths kept of a pair truncated longest first (as the tokenizers library does)."""
+    if n1 + n2 <= budget:
+        return n1, n2
+    swap = n1 > n2
+    if swap:
+        n1, n2 = n2, n1
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    return (n2, n1) if swap else (n1, n2)
 
 
 def load_minilm_base(component: str = _FT_COMPONENT) -> Any:
@@ -658,7 +695,9 @@ class MiniLMTunedExtractor(MiniLMExtractor):
             raise InputError(settings_file, f"unreadable text-encoder settings ({err})") from None
         if method not in ("lora", "full"):
             raise InputError(settings_file, f"unknown method {method!r}; expected lora or full")
-        weights = folder / ("adapter_model.safetensors" if method == "lora" else "model.safetensors")
+        weights = folder / (
+            "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+        )
         if not weights.is_file():
             raise InputError(folder, f"{weights.name} is missing")
         return settings, folder, weights
@@ -813,6 +852,7 @@ class MiniLMTunedExtractor(MiniLMExtractor):
 
 
 __all__ = [
+    "CONTROL_TOKENS",
     "ENCODER_FILE",
     "E5Config",
     "E5Extractor",
@@ -825,6 +865,7 @@ __all__ = [
     "context_text",
     "load_minilm_base",
     "minilm_tokenizer",
+    "text_problem",
     "tokenize_texts",
     "utterance_mask",
 ]

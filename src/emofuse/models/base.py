@@ -42,7 +42,7 @@ from emofuse.data.table import FeatureTable
 from emofuse.errors import ConfigError, InputError, listing
 from emofuse.features.text import utterance_mask
 from emofuse.models.encoders import TextEncoder, TextEncoderConfig
-from emofuse.records import dump_json, make_folder, read_json
+from emofuse.records import dump_json, make_folder, ordinary_mode, read_json
 from emofuse.registry import Registry
 from emofuse.spec import TaskSpec
 
@@ -377,9 +377,10 @@ class FusionModel(nn.Module):
         """Predict emotion and sentiment for new inputs; features are computed as needed.
 
         Args:
-            inputs: Sentences (``str``; for models that read text), media files
-                (``pathlib.Path``, or a ``str`` naming an existing one: audio, video or image,
-                with an optional ``.txt`` transcript beside it), or
+            inputs: Sentences (``str``; for models that read text: a ``str`` is always read
+                as text, never opened as a file, even when it names one), media files (only as
+                ``pathlib.Path`` or another ``os.PathLike``: audio, video or image, with an
+                optional ``.txt`` transcript beside it), or
                 :class:`~emofuse.records.Utterance` records (with ``dialogue_id`` and ``turn``
                 for a conversational model to read the dialogue).
             cache: Feature store (or folder) to reuse and fill; ``None`` = compute in memory.
@@ -456,6 +457,7 @@ class FusionModel(nn.Module):
             if not k.startswith(self.part_prefixes)
         }
         save_file(state, str(out / "model.safetensors"))
+        ordinary_mode(out / "model.safetensors")  # safetensors writes 0600
         parts = self.save_parts(out)
         weights = [
             "spec.json",
@@ -503,7 +505,9 @@ class FusionModel(nn.Module):
             return
         encoder_dir = folder / "text_encoder"
         if not encoder_dir.is_dir():
-            raise InputError(folder, "text_encoder/ is missing (the config fine-tunes a text encoder)")
+            raise InputError(
+                folder, "text_encoder/ is missing (the config fine-tunes a text encoder)"
+            )
         self.text_encoder.load_pretrained(encoder_dir)
 
     def pretrained_parameters(self) -> list[nn.Parameter]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.errors import InputError, MissingDependencyError
+from emofuse.records import ordinary_mode
 
 _COMPONENT = "LLM head"
 
@@ -209,6 +210,7 @@ def _cached_plain(gguf: Path, sha: str, root: Path) -> Path:
             + "\n",
             encoding="utf-8",
         )
+        ordinary_mode(staging)  # mkdtemp made it 0700, safetensors the weights 0600
         try:
             os.replace(staging, folder)
         except OSError:  # another process cached it first: use theirs

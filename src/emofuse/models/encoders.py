@@ -42,7 +42,7 @@ from emofuse.features.text import (
     load_minilm_base,
     tokenize_texts,
 )
-from emofuse.records import DialogueContext, dump_json
+from emofuse.records import DialogueContext, dump_json, ordinary_mode
 
 _COMPONENT = "fine-tuned MiniLM text encoder"
 
@@ -126,7 +126,6 @@ def build_minilm(config: TextEncoderConfig) -> tuple[Any, set[str]]:
     if not trainable:
         raise ConfigError(f"text_encoder: target_modules {config.target_modules} matched no layer")
     return model, {k for k in model.state_dict() if k not in trainable}
-
 
 
 class TextEncoder(nn.Module):
@@ -241,6 +240,7 @@ class TextEncoder(nn.Module):
         with QuietHF():
             self.model.save_pretrained(str(out))
         dump_json(out / ENCODER_FILE, self.config.model_dump(mode="json"))
+        ordinary_mode(out)  # transformers and peft write weights through safetensors: 0600
         return out
 
     def load_pretrained(self, folder: str | os.PathLike[str]) -> None:
@@ -255,7 +255,9 @@ class TextEncoder(nn.Module):
         try:
             saved = json.loads((root / ENCODER_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise InputError(root / ENCODER_FILE, f"unreadable text-encoder settings ({err})") from None
+            raise InputError(
+                root / ENCODER_FILE, f"unreadable text-encoder settings ({err})"
+            ) from None
         if saved != self.config.model_dump(mode="json"):
             raise InputError(
                 root / ENCODER_FILE, "text-encoder settings differ from the model's config.json"

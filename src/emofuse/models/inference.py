@@ -205,23 +205,26 @@ class Inference:
         preds = []
         for i, it in enumerate(table.items):
             utt = it.utt
-            probs = (
-                {}
-                if out.probabilities is None
-                else _distribution(labels, out.probabilities[i])
-            )
+            probs = {} if out.probabilities is None else _distribution(labels, out.probabilities[i])
             experts: dict[str, ExpertView] = {}
             names = list(dict.fromkeys([*out.gate_names, *out.expert_probabilities]))
             for name in names:
                 col = out.gate_names.index(name) if name in out.gate_names else None
                 own = out.expert_probabilities.get(name)
                 units = out.unit_weights.get(name)
+                usable = (
+                    True if col is None or out.gate_mask is None else bool(out.gate_mask[i, col])
+                )
+                # an expert without its input computed its outputs from nothing: they are left
+                # out (null), not reported as if they said something
                 experts[name] = ExpertView(
                     gate=None if col is None or out.gates is None else float(out.gates[i, col]),
-                    usable=True if col is None or out.gate_mask is None else bool(out.gate_mask[i, col]),
-                    probabilities=None if own is None else _distribution(labels, own[i]),
+                    usable=usable,
+                    probabilities=None
+                    if own is None or not usable
+                    else _distribution(labels, own[i]),
                     units={}
-                    if units is None
+                    if units is None or not usable
                     else dict(zip(out.unit_names.get(name, []), map(float, units[i]), strict=True)),
                 )
             sentiment = None
@@ -292,9 +295,11 @@ def score_predictions(
         kw["emotion_pred"] = np.asarray(emotion_pred).astype(np.int64)
     if sentiment_pred is not None:  # a NaN score (no input to score from) is left unscored
         sentiment[np.isnan(np.asarray(sentiment_pred, dtype=np.float64))] = np.nan
-    if spec.sentiment_range is not None and sentiment_pred is not None and (
-        ~np.isnan(sentiment)
-    ).any():
+    if (
+        spec.sentiment_range is not None
+        and sentiment_pred is not None
+        and (~np.isnan(sentiment)).any()
+    ):
         kw["sentiment_true"] = sentiment
         kw["sentiment_pred"] = np.asarray(sentiment_pred).astype(np.float64)
     if not kw:
@@ -308,9 +313,7 @@ def score_predictions(
 
 def labelled(table: FeatureTable) -> bool:
     """Whether any item of ``table`` carries a usable reference for the task."""
-    return any(
-        it.emotion != IGNORE_INDEX or not math.isnan(it.sentiment) for it in table.items
-    )
+    return any(it.emotion != IGNORE_INDEX or not math.isnan(it.sentiment) for it in table.items)
 
 
 def _softmax(logits: Tensor | None) -> Tensor | None:

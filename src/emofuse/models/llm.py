@@ -78,7 +78,7 @@ from emofuse.models.base import (
     ModelOutput,
     build_model,
 )
-from emofuse.records import DialogueContext, dump_json, read_json
+from emofuse.records import DialogueContext, dump_json, ordinary_mode, read_json, text_problem
 from emofuse.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ RATIONALE_PROMPT = (
     "In one or two sentences, explain why they feel {label}."
 )
 _SIGNALS, _EARLIER, _UTTERANCE = "\x1esignals\x1e", "\x1eearlier\x1e", "\x1eutterance\x1e"
+_USER = "\x1euser\x1e"
 _SHARED_FUSION_FIELDS = (
     "hidden",
     "dropout",
@@ -517,15 +518,17 @@ class LLMHead(FusionModel):
                 found = list(cues[i])[:4] if cues is not None else []
                 cue_text = f"\nObserved cues: {'; '.join(found)}." if found else ""
                 lead = f"They feel {label} because"
-                prompt = self.format.chat(
+                # the transcript and the cues (words from it) are read literally, never as
+                # control tokens: they cannot end the user's turn or start another
+                prompt = self.format.chat_ids(
                     RATIONALE_PROMPT.format(
-                        text=_clean(text or "", tok)[:400] or "(no words)",
+                        text=_plain(text)[:400] or "(no words)",
                         label=label,
                         cues=cue_text,
                     ),
                     system="You explain emotions briefly and concretely.",
                 )
-                ids = tok(prompt + lead, add_special_tokens=False, return_tensors="pt")["input_ids"]
+                ids = torch.tensor([prompt + self.format.literal_ids(lead)], dtype=torch.long)
                 ids = ids.to(next(self.lm.parameters()).device)
                 generated = self.lm.generate(
                     input_ids=ids,
@@ -571,6 +574,7 @@ class LLMHead(FusionModel):
         with QuietHF():
             self.lm.save_pretrained(os.fspath(folder))
         dump_json(folder / BASE_FILE, {"base": self.base_name, "sha256": self.base_sha256})
+        ordinary_mode(folder)  # peft writes the adapter through safetensors: 0600
         return sorted(folder.glob("*.safetensors"))
 
     def load_parts(self, folder: Path) -> None:
@@ -695,7 +699,19 @@ class AnswerFormat:
         return f"{system}\n\n{user}\n\nAnswer: "
 
     def _ids(self, text: str) -> list[int]:
+        """Tokens of the prompt's own text (its control tokens are control tokens)."""
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def literal_ids(self, text: str) -> list[int]:
+        """Tokens of a user's text: a control token written in it (``<|im_end|>``) is text."""
+        return list(
+            self.tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        )
+
+    def chat_ids(self, user: str, system: str) -> list[int]:
+        """``user`` (a user's words, read literally) in the chat template, assistant turn open."""
+        before, after = self.chat(_USER, system=system).split(_USER)
+        return self._ids(before) + self.literal_ids(user) + self._ids(after)
 
     def tokenize(
         self, texts: list[str], contexts: list[DialogueContext | None]
@@ -703,11 +719,14 @@ class AnswerFormat:
         """Left-padded prompt tokens after the pseudo-tokens, ``(N, L)`` ids and mask."""
         rows = []
         for text, context in zip(texts, contexts, strict=True):
-            words = self._ids(" " + _clean(text, self.tok))[: self.config.max_text_tokens]
+            words = self.literal_ids(" " + _plain(text))[: self.config.max_text_tokens]
             earlier: list[int] = []
-            if context is not None and context.past and self.config.context_past:
-                past = " / ".join(_clean(t, self.tok) for t in context.past)
-                earlier = self._earlier + self._ids(" " + past)[-self.config.max_context_tokens :]
+            turns = [_plain(t) for t in context.past] if context is not None else []
+            if any(turns) and self.config.context_past:
+                past = " / ".join(t for t in turns if t)
+                earlier = (
+                    self._earlier + self.literal_ids(" " + past)[-self.config.max_context_tokens :]
+                )
             rows.append(self._before + earlier + self._between + words + self._after)
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.tok.pad_token_id, dtype=torch.long)
@@ -801,13 +820,15 @@ def _number(value: float) -> str:
     return f"{value:+.1f}".replace("-0.0", "+0.0")
 
 
-def _clean(text: str, tok: Any) -> str:
-    """User text without the tokenizer's special-token strings (no prompt injection)."""
-    text = " ".join((text or "").split())
-    for special in tok.all_special_tokens:
-        if special:
-            text = text.replace(special, " ")
-    return text.strip()
+def _plain(text: str | None) -> str:
+    """A user's text on one line; ``""`` when it has no words (:func:`text_problem`).
+
+    Control tokens written in it are kept as text: the prompt encodes it with
+    :meth:`AnswerFormat.literal_ids`, so they can never close or open a turn.
+    """
+    if not text or text_problem(text) is not None:
+        return ""
+    return " ".join(text.split())
 
 
 def _trim_words(text: str, limit: int) -> str:

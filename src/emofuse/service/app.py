@@ -23,6 +23,7 @@ Responses carry the one output schema, :class:`~emofuse.schema.Prediction` (insi
 """
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
@@ -51,7 +52,7 @@ from starlette.requests import ClientDisconnect
 from emofuse._version import __version__
 from emofuse.analyze.result import Analysis
 from emofuse.errors import ConfigError, EmofuseError, InputError
-from emofuse.records import Utterance, process_alive
+from emofuse.records import EMPTY_TEXT, NOT_UTF8, Utterance, process_alive, text_problem
 from emofuse.service.auth import key_accepted, presented_key
 from emofuse.service.errors import ServiceError, busy, one_line
 from emofuse.service.inference import (
@@ -193,8 +194,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "No such thing"),
         (409, "The job has no result (yet)"),
         (413, "Too large or too long"),
-        (415, "Not a supported media container"),
-        (422, "Malformed or unusable input"),
+        (415, "A Content-Type the endpoint does not take, or not a supported media container"),
+        (422, "Malformed, undecodable or unusable input"),
         (503, "Busy or not ready: retry after Retry-After seconds"),
     )
 }
@@ -288,7 +289,6 @@ class Service:
         return folder
 
 
-
 # -- the app -------------------------------------------------------------------------------------
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The FastAPI application of the service.
@@ -332,7 +332,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.service = service
     _errors(app)
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(_Bodies, limit=settings.max_body_bytes, types=lambda: body_types(app))
     _pages(app)
 
     async def require_key(request: Request) -> None:
@@ -374,7 +374,22 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """
         name = service.model_name(body.model)
         utts = _utterances(body, settings)
-        preds, skipped = await service.batchers[name].predict(utts, settings.request_timeout)
+        # no words (empty, only tokenizer control tokens): left out with the reason every
+        # front end gives (emofuse.records.text_problem), without a trip to the model
+        unread = {u.id: p for u in utts if (p := text_problem(u.text or "")) is not None}
+        if len(unread) == len(utts):
+            first, problem = next(iter(unread.items()))
+            raise ServiceError(
+                422,
+                f"the text cannot be analysed: {problem}"
+                if body.text is not None
+                else f"no turn could be analysed; {first}: {problem}",
+            )
+        todo = [u for u in utts if u.id not in unread]
+        preds, skipped = await service.batchers[name].predict(todo, settings.request_timeout)
+        skipped = {
+            u.id: unread.get(u.id) or skipped[u.id] for u in utts if u.id in unread | skipped
+        }
         return TextAnalysis(model=name, predictions=preds, skipped=skipped)
 
     # -- clips ------------------------------------------------------------------------------------
@@ -478,6 +493,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 if body.turns is None:
                     raise ServiceError(422, "a job takes a dialogue: give 'turns', not 'text'")
                 utts = _utterances(body, settings)
+                for i, u in enumerate(utts):
+                    # read as a transcript, where an empty turn is no turn: refused here, so
+                    # that turn ids stay those of the request; a turn of only control tokens
+                    # is kept, and left out by the analysis with the reason
+                    problem = text_problem(u.text or "")
+                    if problem in (EMPTY_TEXT, NOT_UTF8):
+                        raise ServiceError(422, f"turns[{i}].text: {problem}")
+                if all(text_problem(u.text or "") for u in utts):
+                    raise ServiceError(
+                        422, f"no turn could be analysed: {text_problem(utts[0].text or '')}"
+                    )
                 dialogue = body.dialogue_id or "dialogue"
                 path = folder / f"{dialogue}.json"
                 path.write_text(
@@ -704,18 +730,12 @@ def _utterances(body: TextRequest, settings: ServiceSettings) -> list[Utterance]
 
 
 def _check_text(text: str, where: str, limit: int) -> None:
-    if not text.strip():
-        raise ServiceError(422, f"{where} is empty")
     if len(text) > limit:
         raise ServiceError(
             413, f"{where} has {len(text)} characters, more than the {limit} accepted"
         )
     if "\x00" in text:
         raise ServiceError(422, f"{where} holds a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ServiceError(422, f"{where} is not valid Unicode text") from None
 
 
 def _check_language(language: str) -> str:
@@ -732,9 +752,33 @@ async def _json_body(request: Request, model: type[BaseModel]) -> Any:
 
     raw = await request.body()
     try:
-        return model.model_validate_json(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise body_problem(e) from None
+    try:
+        return model.model_validate_json(text)
     except ValidationError as e:
         raise ServiceError(422, _validation_line(e.errors())) from None
+
+
+def body_problem(err: BaseException) -> ServiceError:
+    """The 422 for a request body that cannot be decoded (the one place that words them).
+
+    FastAPI answers a body its JSON decoder fails on other than by a syntax error (bytes that
+    are not UTF-8, nesting deeper than Python's recursion limit) with a bare 400; the error
+    handler and :func:`_json_body` both pass the cause here.
+    """
+    if isinstance(err, UnicodeDecodeError):
+        return ServiceError(
+            422,
+            f"the body is not UTF-8 JSON (byte {err.start} cannot be decoded: {err.reason}); "
+            "send UTF-8",
+        )
+    if isinstance(err, RecursionError):
+        return ServiceError(422, "the JSON body is nested too deeply to be read")
+    if isinstance(err, json.JSONDecodeError):
+        return ServiceError(422, f"body: malformed JSON at character {err.pos}: {err.msg}")
+    return ServiceError(422, f"the body cannot be decoded ({type(err).__name__})")
 
 
 async def _await_analysis(request: Request, future: Any, token: Token, timeout: float) -> Any:
@@ -800,6 +844,10 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_r: Request, e: StarletteHTTPException) -> JSONResponse:
+        cause = e.__cause__
+        if e.status_code == 400 and isinstance(cause, ValueError | RecursionError):
+            problem = body_problem(cause)  # FastAPI's "error parsing the body": say which
+            return body(problem.status, problem.message)
         return body(e.status_code, str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(InputError)
@@ -820,18 +868,75 @@ def _errors(app: FastAPI) -> None:
         return body(500, f"internal error ({type(e).__name__}); the service log has the details")
 
 
-class _BodyLimit:
-    """Caps every request body except the uploads' multipart (which are capped as they stream)."""
+def body_types(app: FastAPI) -> list[tuple[Any, set[str], tuple[str, ...]]]:
+    """Every operation that takes a body: ``(path regex, methods, the Content-Types it takes)``.
 
-    def __init__(self, app: Any, limit: int) -> None:
+    Read from the app's OpenAPI schema (each operation's ``requestBody``), so every endpoint
+    with a body is covered and the answer agrees with ``/openapi.json``.
+    """
+    from starlette.routing import compile_path
+
+    out = []
+    for path, operations in app.openapi().get("paths", {}).items():
+        for method, op in operations.items():
+            types = tuple(op.get("requestBody", {}).get("content", {}))
+            if types:
+                out.append((compile_path(path)[0], {method.upper()}, types))
+    return out
+
+
+def content_type_problem(
+    method: str, path: str, header: str | None, accepted: tuple[str, ...]
+) -> str | None:
+    """Why a request's ``Content-Type`` is not one its route takes (``None``: it is one)."""
+    from email.message import Message
+
+    wanted = " or ".join(accepted)
+    given = (header or "").split(";")[0].strip().lower()
+    if not given:
+        return f"{method} {path} takes Content-Type: {wanted} (none was sent)"
+    if given not in accepted:
+        return one_line(f"{method} {path} takes Content-Type: {wanted}, not {given[:60]}")
+    message = Message()
+    message["content-type"] = header or ""
+    charset = message.get_param("charset")
+    if given == "application/json" and charset is not None:
+        name = str(charset).strip().lower()
+        if name.replace("-", "") != "utf8":
+            return one_line(f"{method} {path} takes UTF-8 JSON, not charset={name[:40]}")
+    return None
+
+
+class _Bodies:
+    """Request bodies before any route reads them: their Content-Type, and a size cap.
+
+    * A body sent with a Content-Type its route does not take (or none) gets 415 naming the
+      types it takes (:func:`body_types`, read from the routes, so every endpoint with a body
+      is covered), before the body is read.
+    * Every body except the uploads' multipart (which are capped as they stream) is capped at
+      ``limit`` bytes (413).
+    """
+
+    def __init__(self, app: Any, limit: int, types: Any) -> None:
         self.app = app
         self.limit = limit
+        self._types_of = types
+        self._types: list[tuple[Any, set[str], tuple[str, ...]]] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self._types is None:
+            self._types = self._types_of()
+        method, path = scope["method"], scope["path"]
+        accepted = next((t for rx, ms, t in self._types if method in ms and rx.match(path)), None)
+        if accepted is not None:
+            problem = content_type_problem(method, path, headers.get("content-type"), accepted)
+            if problem is not None:
+                await JSONResponse({"error": problem}, status_code=415)(scope, receive, send)
+                return
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if scope["path"] in UPLOAD_PATHS and ctype == "multipart/form-data":
             await self.app(scope, receive, send)
@@ -848,12 +953,25 @@ class _BodyLimit:
             await response(scope, receive, send)
             return
         seen = 0
+        # JSON is UTF-8 (RFC 8259): checked as it arrives, the same for every JSON endpoint
+        utf8 = codecs.getincrementaldecoder("utf-8")() if ctype == "application/json" else None
 
         async def capped() -> Any:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                if utf8 is not None:
+                    pending = len(utf8.getstate()[0])
+                    try:
+                        utf8.decode(chunk, final=not message.get("more_body", False))
+                    except UnicodeDecodeError as e:
+                        at = seen - pending + e.start
+                        problem = body_problem(
+                            UnicodeDecodeError("utf-8", b"", at, at + 1, e.reason)
+                        )
+                        raise HTTPException(problem.status, problem.message) from None
+                seen += len(chunk)
                 if seen > limit:
                     raise HTTPException(
                         413, f"the request body is larger than the {limit} bytes accepted"
