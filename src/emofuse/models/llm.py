@@ -503,7 +503,7 @@ class LLMHead(FusionModel):
         Args:
             texts: The transcripts (``None`` or empty for none).
             labels: The predicted emotion of each.
-            cues: Descriptions of the supporting cues of each (``Cue.description``), if known.
+            cues: The supporting cues of each in words (``Cue.phrase``), if known.
 
         Returns:
             One rationale each, at most ``rationale_words`` words, that begins by naming the
@@ -543,12 +543,23 @@ class LLMHead(FusionModel):
         return results
 
     def explain(self, predictions: list[Prediction]) -> list[Prediction]:
-        """Copies of ``predictions`` with a rationale in ``explanation`` (from label and cues)."""
+        """Copies of ``predictions`` with a rationale in ``explanation``.
+
+        The rationale is conditioned on the predicted label and on the cues that support it
+        (``Cue.phrase`` of each cue whose contribution is positive or unknown, in their order).
+        """
         todo = [i for i, p in enumerate(predictions) if p.emotion is not None]
         written = self.rationales(
             [predictions[i].text for i in todo],
             [predictions[i].emotion or "" for i in todo],
-            [[c.description for c in predictions[i].cues] for i in todo],
+            [
+                [
+                    c.phrase
+                    for c in predictions[i].cues
+                    if c.contribution is None or c.contribution > 0
+                ]
+                for i in todo
+            ],
         )
         out = list(predictions)
         for i, text in zip(todo, written, strict=True):
