@@ -89,7 +89,10 @@ def test_sqlite_restart_with_jobs_in_flight(tmp_path, media):
                 b'Content-Disposition: form-data; name="file"; filename="x.wav"\r\n\r\nRIFF'
             )
             s.settimeout(30)
-            answer = s.recv(4096).decode("latin-1")
+            raw = b""
+            while chunk := s.recv(4096):  # headers and body may arrive apart: read to the close
+                raw += chunk
+            answer = raw.decode("latin-1")
         assert answer.startswith("HTTP/1.1 408") and "did not arrive within 3 s" in answer, answer
         d.assert_no_temp_files()
     finally:
