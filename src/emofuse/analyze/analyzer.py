@@ -384,7 +384,7 @@ class Analyzer:
     def _load_in_background(self) -> None:
         """Load the model's text encoder in a thread while speech is transcribed.
 
-        It takes seconds (the sentence-transformers and transformers imports, the weights)
+        It takes seconds (the transformers import, the weights)
         that would otherwise wait until the segments are known. Transcription spends its time
         in long native calls that free the interpreter; the thread is joined before work made
         of many short steps (face frames) would have to share the interpreter with it. It
