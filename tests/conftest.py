@@ -38,3 +38,12 @@ def shared_subdir(name: str) -> Path:
             f"real data folder {name!r} not found under ../shared/data (or $EMOFUSE_SHARED_DATA)"
         )
     return SHARED / name
+
+
+@pytest.fixture(autouse=True)
+def _library_collector(monkeypatch):
+    """Tests that call the CLI's ``main()`` in-process must not leave the collector managed
+    (emofuse._loading.own_process) for the tests after them: each test starts as a library."""
+    from emofuse import _loading
+
+    monkeypatch.setattr(_loading, "_owned", False)

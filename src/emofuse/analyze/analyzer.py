@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+from emofuse._loading import loading
 from emofuse.analyze.result import Analysis, Segmentation, Skipped
 from emofuse.analyze.transcripts import Turn, is_transcript, read_transcript, transcript_beside
 from emofuse.datasets.folder import IMAGE_SUFFIXES
@@ -70,7 +71,6 @@ def language_tag(value: str) -> str:
     return f"{primary}-{rest}" if rest else primary
 
 
-
 class Analyzer:
     """Analyse media files, transcripts and folders of them with one model.
 
@@ -104,14 +104,15 @@ class Analyzer:
         hook: Hook | None = None,
         cues: bool = True,
     ) -> None:
-        from emofuse.models.base import FusionModel, load_model
+        with loading():  # torch and the model's weights
+            from emofuse.models.base import FusionModel, load_model
 
-        if isinstance(model, FusionModel):
-            self.model = model
-            self.model_dir: Path | None = None
-        else:
-            self.model_dir = Path(model) if model is not None else default_model_dir()
-            self.model = load_model(self.model_dir)
+            if isinstance(model, FusionModel):
+                self.model = model
+                self.model_dir: Path | None = None
+            else:
+                self.model_dir = Path(model) if model is not None else default_model_dir()
+                self.model = load_model(self.model_dir)
         self.cache = cache
         self.language = language_tag(language)
         self.batch_size = batch_size
@@ -384,7 +385,7 @@ class Analyzer:
     def _load_in_background(self) -> None:
         """Load the model's text encoder in a thread while speech is transcribed.
 
-        It takes seconds (the sentence-transformers and transformers imports, the weights)
+        It takes seconds (the transformers import, the weights)
         that would otherwise wait until the segments are known. Transcription spends its time
         in long native calls that free the interpreter; the thread is joined before work made
         of many short steps (face frames) would have to share the interpreter with it. It
@@ -634,4 +635,11 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "media"
 
 
-__all__ = ["FACE_WINDOW_S", "MIN_SPEECH_COVERAGE", "WHOLE_CLIP_S", "Analyzer", "default_model_dir", "language_tag"]
+__all__ = [
+    "FACE_WINDOW_S",
+    "MIN_SPEECH_COVERAGE",
+    "WHOLE_CLIP_S",
+    "Analyzer",
+    "default_model_dir",
+    "language_tag",
+]

