@@ -1707,6 +1707,7 @@ def _serve(settings: Any, access_log: bool) -> None:
 
     from emofuse.errors import ConfigError
     from emofuse.service.app import create_app
+    from emofuse.service.net import listening_socket
 
     application = create_app(settings)
     from sqlalchemy.engine import make_url
@@ -1721,21 +1722,9 @@ def _serve(settings: Any, access_log: bool) -> None:
     except Exception as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ConfigError(f"cannot open the job database {shown_db}: {reason}") from None
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # accepted connections inherit it: without it a keep-alive client waits for a delayed ACK
-    # (~40 ms) before the second half of every answer (asyncio sets it only on sockets it made)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((settings.host, settings.port))
-    except OSError as e:
-        sock.close()
-        raise ConfigError(
-            f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}"
-        ) from None
+    sock = listening_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
-    shown = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
+    shown = f"[{settings.host}]" if sock.family == socket.AF_INET6 else settings.host
     where = "every interface" if settings.host in ("0.0.0.0", "::") else "this machine only"
     out.print(
         f"emofuse service listening on http://{shown}:{port} ({where}): web page /, API docs "
