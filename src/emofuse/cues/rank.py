@@ -14,6 +14,11 @@ all the evidence (the absolute shares of the modalities sum to 1).
 
 Models that fine-tune their text encoder read token ids, which have no gradient: their words
 get no attribution here, and their word cues no contribution.
+
+A model may name a stand-in for the differentiation
+(:attr:`~emofuse.models.base.FusionModel.attribution_model`): the LM head names its fusion
+model, whose jointly trained emotion head is differentiated at the label the LM predicted
+(:attr:`Attribution.through` records which model it was).
 """
 
 from __future__ import annotations
@@ -46,11 +51,14 @@ class Attribution:
         steps: ``modality → (T,)`` attribution of each valid input step (summed over the
             feature dimensions), in the model's logit units.
         shares: ``modality → signed share`` of all the evidence (absolute values sum to 1).
+        through: Name of the model whose logit was differentiated (the predicting model's, or
+            its :attr:`~emofuse.models.base.FusionModel.attribution_model`'s).
     """
 
     label: int
     steps: dict[str, np.ndarray] = field(default_factory=dict)
     shares: dict[str, float] = field(default_factory=dict)
+    through: str = ""
 
     @property
     def carried_by(self) -> str | None:
@@ -60,13 +68,20 @@ class Attribution:
 
 
 def attribute(
-    model: FusionModel, table: FeatureTable, *, n_steps: int = 16, batch_size: int = 64
+    model: FusionModel,
+    table: FeatureTable,
+    *,
+    n_steps: int = 16,
+    batch_size: int = 64,
+    targets: Sequence[int] | None = None,
 ) -> list[Attribution]:
     """Integrated gradients of each item's predicted-emotion logit (see the module docstring).
 
     Args:
         model: A model with an emotion head.
         table: Its features (``model.table(...)``).
+        targets: The label index to explain per table item (``-1``: ``model``'s
+            prediction); default: ``model``'s own prediction, computed here.
         n_steps: Riemann steps of the path integral (Captum's default is 50; 16 keeps the
             completeness error of the small heads here below 1 %).
         batch_size: Utterances per forward pass (dialogues stay whole for conversational
@@ -87,6 +102,9 @@ def attribute(
     from emofuse.data.samplers import batch_sampler
 
     model = model.eval()
+    through = model.attribution_model.eval()
+    if targets is not None and len(targets) != len(table):
+        raise ValueError(f"{len(targets)} targets for {len(table)} items")
     collate = model.collator(table)
     sampler = batch_sampler(
         table,
@@ -99,11 +117,16 @@ def attribute(
     out: list[Attribution | None] = [None] * len(table)
     for idx in sampler:
         batch = collate(idx)
-        with torch.no_grad():
-            logits = model(batch).emotion_logits
-        if logits is None:
-            raise ValueError(f"model {model.name!r} predicts no emotion: nothing to attribute")
-        target = logits.argmax(dim=-1)
+        given = None if targets is None else torch.tensor([targets[i] for i in idx])
+        if given is None or bool((given < 0).any()):
+            with torch.no_grad():
+                logits = model(batch).emotion_logits
+            if logits is None:
+                raise ValueError(f"model {model.name!r} predicts no emotion: nothing to attribute")
+            argmax = logits.argmax(dim=-1)
+            target = argmax if given is None else torch.where(given < 0, argmax, given)
+        else:
+            target = given
         keys = [
             m
             for m in model.inputs
@@ -114,11 +137,11 @@ def attribute(
         if keys:
             inputs = tuple(batch[m].float() for m in keys)
             baselines = tuple(
-                getattr(model, f"input_mean_{m}").to(x).expand_as(x)
+                getattr(through, f"input_mean_{m}").to(x).expand_as(x)
                 for m, x in zip(keys, inputs, strict=True)
             )
 
-            forward = _with_inputs(model, batch, keys)
+            forward = _with_inputs(through, batch, keys)
             with torch.enable_grad():
                 attrs = IntegratedGradients(forward).attribute(
                     inputs,
@@ -140,7 +163,9 @@ def attribute(
             steps = result[j]
             total = sum(abs(float(s.sum())) for s in steps.values())
             shares = {m: float(s.sum()) / total for m, s in steps.items()} if total > 0 else {}
-            out[i] = Attribution(label=int(target[j]), steps=steps, shares=shares)
+            out[i] = Attribution(
+                label=int(target[j]), steps=steps, shares=shares, through=through.name
+            )
     return [a if a is not None else Attribution(label=-1) for a in out]
 
 

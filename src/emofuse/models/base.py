@@ -480,6 +480,17 @@ class FusionModel(nn.Module):
 
     writes_rationales: ClassVar[bool] = False
     """True for models whose :meth:`explain` writes rationales (an LLM head)."""
+
+    @property
+    def attribution_model(self) -> FusionModel:
+        """The model whose emotion logits cue attribution differentiates (:mod:`emofuse.cues.rank`).
+
+        The model itself, by default. A model whose prediction is too costly to differentiate
+        a few dozen times per utterance (the LM head: a causal LM scoring every label) names a
+        stand-in trained jointly on the same inputs and labels; the stand-in must accept this
+        model's batches and hold the same input statistics.
+        """
+        return self
     part_prefixes: ClassVar[tuple[str, ...]] = ("text_encoder.",)
     """State-dict prefixes of the modules saved by :meth:`save_parts` (not in
     ``model.safetensors``)."""

@@ -266,6 +266,23 @@ class LLMHead(FusionModel):
         trainable = {k for k, p in self.lm.named_parameters() if p.requires_grad}
         return {f"lm.{k}" for k in self.lm.state_dict() if k not in trainable}
 
+    @property
+    def attribution_model(self) -> FusionModel:
+        """The fusion model, when its own emotion head was trained (``fusion_loss_weight > 0``).
+
+        Integrated gradients through the LM would run the 135M-parameter LM forward and
+        backward, scoring every label, once per path step: minutes per utterance on a CPU. The
+        fusion model reads the same features, and its emotion head learns the same labels from
+        the same fused representation that becomes the pseudo-tokens; cue attribution
+        differentiates that head's logit of the label the LM predicted. It does not see the
+        transcript's tokens in the prompt, so word cues are weighed by the text features only.
+        With ``fusion_loss_weight = 0`` the fusion head is untrained, and the LM head itself is
+        differentiated.
+        """
+        if self.config.fusion_loss_weight > 0 and self.spec.emotion_labels:
+            return self.fusion
+        return self
+
     # -- forward ----------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
         """Training: the answer's loss in ``aux``; eval: label scores and sentiment.
