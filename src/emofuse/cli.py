@@ -1310,6 +1310,14 @@ def analyze(
     cache: Annotated[
         Path | None, typer.Option(help="Feature cache to reuse and fill (default: in memory).")
     ] = None,
+    rationale: Annotated[
+        bool,
+        typer.Option(
+            "--rationale",
+            help="Explain each segment with a rationale written by the model's LLM head "
+            "(egmf-llm models; slow on a CPU: several seconds a segment).",
+        ),
+    ] = False,
 ) -> None:
     """Analyse your own media: emotion and sentiment per segment, with an HTML report.
 
@@ -1348,6 +1356,7 @@ def analyze(
             language=language,
             report=report,
             transcript=transcript,
+            rationale=rationale,
             hook=hook,
             on_result=show,
         )

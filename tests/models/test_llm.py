@@ -732,3 +732,55 @@ def test_cli_predict_explain_on_a_model_without_llm_head_is_one_line(tmp_path):
     )
     assert res.exit_code == 2
     assert "egmf-llm" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_cli_analyze_rationale_explains_each_segment_with_the_lm_head(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from emofuse import cli
+
+    words = tmp_path / "talk.txt"
+    words.write_text("I won the lottery, I can't believe it!\nLeave me alone, I hate this.\n")
+    args = ["analyze", str(words), "--model", str(run["result"].model_dir), "--no-report"]
+    env = {"COLUMNS": "200", "NO_COLOR": "1"}
+    plain = CliRunner().invoke(cli.app, [*args, "--out", str(tmp_path / "plain")], env=env)
+    assert plain.exit_code == 0, plain.output
+    res = CliRunner().invoke(
+        cli.app, [*args, "--rationale", "--out", str(tmp_path / "out")], env=env
+    )
+    assert res.exit_code == 0, res.output
+    preds = json.loads((tmp_path / "out" / "talk.json").read_text())["predictions"]
+    before = json.loads((tmp_path / "plain" / "talk.json").read_text())["predictions"]
+    assert len(preds) == len(before) == 2
+    for p, q in zip(preds, before, strict=True):
+        assert p["emotion"] == q["emotion"] and p["probabilities"] == q["probabilities"]
+        assert p["explanation"].startswith(f"They feel {p['emotion']} because")
+        assert p["explanation"] != q["explanation"]
+    # the option is part of what a result depends on: the plain results are not reused
+    assert "analysed before" not in res.output
+
+
+def test_analyze_rationale_with_a_model_without_llm_head_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from emofuse import cli
+
+    build_model("mlp", SPEC, INPUTS, {"hidden": 8}).save_pretrained(tmp_path / "mlp")
+    words = tmp_path / "talk.txt"
+    words.write_text("I won!\n")
+    res = CliRunner().invoke(
+        cli.app,
+        [
+            "analyze",
+            str(words),
+            "--model",
+            str(tmp_path / "mlp"),
+            "--rationale",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        env={"COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    assert res.exit_code == 2
+    assert "egmf-llm" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before any work

@@ -86,6 +86,13 @@ class Analyzer:
         hook: Progress hook (steps ``"segment"``, ``"features …"``, ``"inference"``).
         cues: Find each segment's cues (voice, face, words), rank them by what the model made
             of each modality and explain the prediction in words (:mod:`emofuse.cues`).
+        rationale: Have the model's LLM head write each segment's explanation instead: a short
+            free-text rationale conditioned on the predicted label and the segment's cues
+            (:meth:`~emofuse.models.llm.LLMHead.explain`; models with an LLM head only, and
+            several seconds a segment on 2 CPU cores: ``docs/analyze.md``).
+
+    Raises:
+        ConfigError: ``rationale`` with a model that has no LLM head, or a bad ``language``.
 
     Example:
         >>> from emofuse import Analyzer  # doctest: +SKIP
@@ -103,6 +110,7 @@ class Analyzer:
         batch_size: int = 64,
         hook: Hook | None = None,
         cues: bool = True,
+        rationale: bool = False,
     ) -> None:
         with loading():  # torch and the model's weights
             from emofuse.models.base import FusionModel, load_model
@@ -120,6 +128,14 @@ class Analyzer:
         if not isinstance(cues, bool):
             raise ConfigError(f"cues must be True or False, got {cues!r}")
         self.cues = cues
+        if not isinstance(rationale, bool):
+            raise ConfigError(f"rationale must be True or False, got {rationale!r}")
+        if rationale and not self.model.writes_rationales:
+            raise ConfigError(
+                f"rationale: model {self.model.name!r} has no LLM head to write rationales "
+                "(train an egmf-llm model); its cue-level explanations need no option"
+            )
+        self.rationale = rationale
         self._explainer: Any = None
         self._asr: Any = None
         self._loading: threading.Thread | None = None
@@ -521,6 +537,8 @@ class Analyzer:
                     notes += [
                         str(w.message) for w in caught if issubclass(w.category, EmofuseWarning)
                     ]
+                if self.rationale:  # written from the label and the cues found above
+                    predictions = self.model.explain(predictions)
             if not predictions:
                 notes.append("no segment could be analysed (see skipped)")
         return Analysis(

@@ -116,6 +116,7 @@ def analyze_files(
     language: str = "en",
     report: bool = True,
     transcript: str | os.PathLike[str] | None = None,
+    rationale: bool = False,
     hook: Hook | None = None,
     on_result: Callable[[Path, Analysis | None, str | None], None] | None = None,
 ) -> BatchResult:
@@ -132,6 +133,7 @@ def analyze_files(
         language: Language spoken in the media (ASR only for English).
         report: Also write each file's HTML report.
         transcript: The transcript of the one media file given (default: one beside it).
+        rationale: Explanations written by the model's LLM head (see :class:`Analyzer`).
         hook: Progress hook (step ``"analyze"`` counts files).
         on_result: Called per file with ``(path, analysis, error)`` as results arrive.
 
@@ -139,7 +141,8 @@ def analyze_files(
         InputError: a path does not exist, the model folder is unusable, or the engine
             options do not fit (``address`` or ``workers`` without ``engine="ray"``, a Ray
             address that is not a Ray cluster).
-        ConfigError: ``language`` is not a BCP-47 language tag.
+        ConfigError: ``language`` is not a BCP-47 language tag, or ``rationale`` with a model
+            that has no LLM head.
     """
     files = expand(paths)
     if transcript is not None:
@@ -156,7 +159,11 @@ def analyze_files(
     # the model is loaded (and a folder that is no model refused) before the output folder
     # is touched
     analyzer = Analyzer(
-        model_dir, cache=cache, language=language, hook=None if engine == "ray" else hook
+        model_dir,
+        cache=cache,
+        language=language,
+        rationale=rationale,
+        hook=None if engine == "ray" else hook,
     )
     folder = make_folder(out)
     lock = FileLock(folder / ".emofuse-analyze.lock")
@@ -227,8 +234,9 @@ def _analyze_into(
             # the words count too: a transcript given, or one beside the media
             words = transcript if transcript is not None else transcript_beside(f)
             tkey = "" if words is None or is_transcript(f) else f"-{file_digest(words)[:16]}"
-            # everything that changes the result: content, words, model, language
+            # everything that changes the result: content, words, model, language, rationales
             key = f"{file_digest(f)}-{mkey}{tkey}-{language.lower()}"
+            key += "-rationale" if analyzer.rationale else ""
         except OSError as err:
             result.failed[here] = f"{f}: cannot read ({err.strerror or err})"
             if on_result:
@@ -285,7 +293,9 @@ def _analyze_into(
             else:
                 keep(f, key, name, analysis, None)
     elif todo:
-        _run_ray(todo, model_dir, cache, language, transcript, address, workers, keep)
+        _run_ray(
+            todo, model_dir, cache, language, analyzer.rationale, transcript, address, workers, keep
+        )
     order = {os.fspath(f): i for i, f in enumerate(files)}
     result.analyses = dict(sorted(result.analyses.items(), key=lambda kv: order.get(kv[0], 0)))
     if result.analyses:  # a run where every file failed leaves the last table as it was
@@ -391,6 +401,7 @@ def _run_ray(
     model_dir: Path,
     cache: str | os.PathLike[str] | None,
     language: str,
+    rationale: bool,
     transcript: str | os.PathLike[str] | None,
     address: str | None,
     workers: int | None,
@@ -400,7 +411,7 @@ def _run_ray(
 
     words = None if transcript is None else os.fspath(transcript)
 
-    args = (os.fspath(model_dir), None if cache is None else os.fspath(cache), language)
+    args = (os.fspath(model_dir), None if cache is None else os.fspath(cache), language, rationale)
     by_path = {os.fspath(f): (f, key, name) for f, key, name in todo}
     with ray_actor_pool(_RayAnalyzer, args, address, workers, len(todo)) as pool:
         for path, payload, error in pool.map_unordered(
@@ -414,10 +425,10 @@ def _run_ray(
 class _RayAnalyzer:
     """A Ray actor holding one :class:`Analyzer` (the model is loaded once per worker)."""
 
-    def __init__(self, model_dir: str, cache: str | None, language: str) -> None:
+    def __init__(self, model_dir: str, cache: str | None, language: str, rationale: bool) -> None:
         from emofuse.analyze.analyzer import Analyzer
 
-        self.analyzer = Analyzer(model_dir, cache=cache, language=language)
+        self.analyzer = Analyzer(model_dir, cache=cache, language=language, rationale=rationale)
 
     def run(
         self, path: str, transcript: str | None = None, name: str | None = None
