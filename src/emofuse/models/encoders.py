@@ -98,18 +98,59 @@ def build_minilm(config: TextEncoderConfig) -> tuple[Any, set[str]]:
         for param in base.parameters():
             param.requires_grad_(True)
         return base, set()
+    model = with_lora(
+        base,
+        r=config.r,
+        alpha=config.alpha,
+        dropout=config.lora_dropout,
+        targets=list(config.target_modules),
+        where="text_encoder",
+        component=_COMPONENT,
+    )
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return model, {k for k in model.state_dict() if k not in trainable}
+
+
+def with_lora(
+    base: Any,
+    *,
+    r: int,
+    alpha: float,
+    dropout: float,
+    targets: list[str],
+    where: str,
+    component: str,
+    task_type: str | None = None,
+) -> Any:
+    """``base`` wrapped in a ``peft`` LoRA model in which only the adapter matrices train.
+
+    Args:
+        base: A ``transformers`` model.
+        r: LoRA rank (Hu et al., 2022).
+        alpha: LoRA scaling numerator (the update is scaled by ``alpha / r``).
+        dropout: Dropout on the adapters' input.
+        targets: Names of the modules that get adapters (``peft``'s ``target_modules``).
+        where: The option a configuration error names (e.g. ``"text_encoder"``).
+        component: What needs ``peft``, named when it is missing.
+        task_type: ``peft``'s task type (``"CAUSAL_LM"`` for a causal LM), if any.
+
+    Raises:
+        MissingDependencyError: ``peft`` is not installed.
+        ConfigError: a target matches no layer, or ``peft`` refuses the targets.
+    """
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise MissingDependencyError(_COMPONENT, "peft", "text") from None
+        raise MissingDependencyError(component, "peft", "text") from None
     import warnings
 
     lora = LoraConfig(
-        r=config.r,
-        lora_alpha=config.alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
         bias="none",
+        task_type=task_type,
     )
     try:
         with warnings.catch_warnings():
@@ -117,15 +158,14 @@ def build_minilm(config: TextEncoderConfig) -> tuple[Any, set[str]]:
             warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
             model = get_peft_model(base, lora)
     except ValueError as err:  # e.g. a target module the model does not have
-        raise ConfigError(f"text_encoder: cannot add LoRA adapters ({err})") from None
+        raise ConfigError(f"{where}: cannot add LoRA adapters ({err})") from None
     # get_peft_model already freezes the base; make it explicit and independent of peft
     # defaults: only the adapter matrices train.
     for name, param in model.named_parameters():
         param.requires_grad_("lora_" in name)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    if not trainable:
-        raise ConfigError(f"text_encoder: target_modules {config.target_modules} matched no layer")
-    return model, {k for k in model.state_dict() if k not in trainable}
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"{where}: target modules {targets} matched no layer")
+    return model
 
 
 class TextEncoder(nn.Module):

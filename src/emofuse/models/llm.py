@@ -69,7 +69,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from emofuse.config import validate_config
-from emofuse.errors import ConfigError, EmofuseError, InputError, MissingDependencyError
+from emofuse.errors import ConfigError, EmofuseError, InputError
 from emofuse.models.base import (
     MODELS,
     FusionModel,
@@ -78,6 +78,7 @@ from emofuse.models.base import (
     ModelOutput,
     build_model,
 )
+from emofuse.models.encoders import with_lora
 from emofuse.records import DialogueContext, dump_json, ordinary_mode, read_json, text_problem
 from emofuse.spec import TaskSpec
 
@@ -957,30 +958,16 @@ def _cache_tensors(cache: Any) -> list[tuple[Tensor, Tensor]]:
 
 
 def _with_lora(base: BaseLM, config: LLMHeadConfig) -> Any:
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise MissingDependencyError(_COMPONENT, "peft", "text") from None
-    import warnings
-
-    lora = LoraConfig(
+    model = with_lora(
+        base.model,
         r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_targets),
-        bias="none",
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        targets=list(config.lora_targets),
+        where="lora_targets",
+        component=_COMPONENT,
         task_type="CAUSAL_LM",
     )
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-            model = get_peft_model(base.model, lora)
-    except ValueError as err:
-        raise ConfigError(f"lora_targets: cannot add LoRA adapters ({err})") from None
-    for name, param in model.named_parameters():
-        param.requires_grad_("lora_" in name)
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ConfigError(f"lora_targets {config.lora_targets} matched no layer of the base LM")
     model.train()
     return model
 
