@@ -294,3 +294,24 @@ def test_asr_and_the_whisper_encoder_share_one_model():
     encoder.ensure_ready()
     assert Transcriber()._ensure_model().model is encoder._model
     assert Transcriber(threads=1)._ensure_model().model is not encoder._model
+
+
+def test_voice_activity_detection_leaves_the_process_torch_threads_alone(tmp_path):
+    """silero_vad's import sets torch to one thread for the whole process; a fresh process that
+    detects speech keeps the threads it set (the analysis ran all its torch work on one)."""
+    import subprocess
+    import sys
+
+    wav = write_wav(tmp_path / "s.wav", np.zeros(16000, dtype=np.float32))
+    script = (
+        "import torch\n"
+        "torch.set_num_threads(3)\n"
+        "from emofuse.features.vad import detect_speech\n"
+        f"detect_speech({str(wav)!r})\n"
+        "print(torch.get_num_threads())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "3"

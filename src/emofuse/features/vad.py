@@ -62,12 +62,32 @@ class VadConfig(Config):
     max_gain_db: float = Field(40.0, ge=0.0, description="Most a recording is raised by, in dB.")
 
 
-@functools.lru_cache(maxsize=2)
-def _model(onnx: bool) -> Any:
+def _silero() -> Any:
+    """The ``silero_vad`` module, imported without touching the process's torch threads.
+
+    Importing it runs ``torch.set_num_threads(1)`` (``silero_vad/model.py``), for the whole
+    process: every later torch computation of the caller (MiniLM, the fusion model, training)
+    then ran on one thread, with other float sums. The caller's setting is put back.
+
+    Raises:
+        MissingDependencyError: silero-vad is not installed.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
     try:
-        from silero_vad import load_silero_vad
+        import silero_vad
     except ImportError:
         raise MissingDependencyError("voice activity detection", "silero-vad", "audio") from None
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return silero_vad
+
+
+@functools.lru_cache(maxsize=2)
+def _model(onnx: bool) -> Any:
+    load_silero_vad = _silero().load_silero_vad
     try:
         return load_silero_vad(onnx=onnx)
     except ImportError as err:  # onnx=True without onnxruntime
@@ -129,8 +149,8 @@ class SpeechDetector:
 
     def _detect(self, wave: np.ndarray) -> list[tuple[float, float]]:
         import torch
-        from silero_vad import get_speech_timestamps
 
+        get_speech_timestamps = _silero().get_speech_timestamps
         cfg = self.config
         model = _model(cfg.onnx)
         model.reset_states()
