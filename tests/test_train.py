@@ -16,7 +16,7 @@ import yaml
 from emofuse.features import FeatureStore, get_extractor
 from emofuse.records import dump_json, write_manifest
 from emofuse.spec import TaskSpec
-from emofuse.testing import make_utterances
+from emofuse.testing import cache_minilm_like, make_utterances, write_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = TaskSpec(
@@ -34,20 +34,8 @@ def data(tmp_path_factory):
     """A prepared synthetic dialogue dataset and a cache holding minilm-shaped features for it."""
     root = tmp_path_factory.mktemp("train")
     utts = make_utterances(80, ("text",), dialogue_size=4)
-    prep = root / "prep"
-    for s in ("train", "val", "test"):
-        write_manifest(prep / f"{s}.jsonl", [u for u in utts if u.split == s])
-    dump_json(prep / "spec.json", SPEC.model_dump(mode="json"))
-    ext = get_extractor("minilm")
-    rng = np.random.default_rng(0)
-    proto = rng.normal(size=(4, 384)).astype(np.float32)
-    rows = []
-    for u in utts:
-        tokens = proto[SPEC.emotion_index(u.labels.emotion)] + rng.normal(
-            scale=2.0, size=(4 + len(u.text.split()), 384)
-        ).astype(np.float32)
-        rows.append((u, ext.signature(u), {"pooled": tokens.mean(0), "tokens": tokens}))
-    FeatureStore(root / "cache").cache(ext).write(rows)
+    prep = write_prepared(root / "prep", utts, SPEC)
+    cache_minilm_like(root / "cache", utts, SPEC)
     return {"root": root, "prep": prep, "cache": root / "cache", "utts": utts}
 
 
@@ -108,6 +96,29 @@ def test_fit_learns_and_selects_on_val_only(data, tmp_path, monkeypatch):
 
 def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_fit_gives_the_callers_global_state_back(data, tmp_path, monkeypatch):
+    """Training seeds every generator and switches on deterministic algorithms; the caller's
+    process gets its random streams, flags and environment back (a later torch call in the
+    caller ran other kernels: a fine-tuned encoder's outputs moved by 1.4e-5)."""
+    import os
+    import random
+
+    from emofuse.train import fit
+
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    threads = torch.get_num_threads()
+    fit(_config(data, tmp_path / "run", epochs=1, seed=3))
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert "PL_GLOBAL_SEED" not in os.environ
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    assert torch.get_num_threads() == threads
 
 
 def test_resume_after_interrupt_equals_uninterrupted(data, tmp_path):

@@ -195,8 +195,52 @@ def fit(
     Raises:
         ConfigError: ``out_dir`` holds a run with a different config.
     """
-    with torch_threads(config.num_threads):
+    with caller_state_kept(), torch_threads(config.num_threads):
         return _fit(config, hook, callbacks)
+
+
+#: Environment variables Lightning sets for seeding and determinism (and never unsets).
+_LIGHTNING_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+
+
+@contextlib.contextmanager
+def caller_state_kept() -> Iterator[None]:
+    """Give the caller's process-wide state back after training.
+
+    A run seeds every generator (``seed_everything``) and, through Lightning's
+    ``deterministic=True``, switches on ``torch.use_deterministic_algorithms`` and sets
+    environment variables: left on, a caller's later torch code would run other kernels (with
+    other rounding) and its random streams would restart from the run's seed. Restored here:
+    the random states of ``random``, NumPy and torch (CPU and CUDA), the deterministic-algorithms
+    flags, cuDNN's ``benchmark``/``deterministic`` and those environment variables.
+    """
+    import random
+
+    import numpy as np
+
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    algorithms = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    env = {k: os.environ.get(k) for k in _LIGHTNING_ENV}
+    try:
+        yield
+    finally:
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        torch.use_deterministic_algorithms(algorithms[0], warn_only=algorithms[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager
