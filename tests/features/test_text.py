@@ -312,3 +312,22 @@ def test_tokenize_texts_equals_the_tokenizers_pair_encoding_and_keeps_sep_in_tur
     # a [SEP] written in a turn is text; the one separator between past and future is real
     batch = tokenize_texts(["a [SEP] b"], 32, [DialogueContext(past=("x [SEP]",), future=("y",))])
     assert batch["input_ids"][0].tolist().count(tok.sep_token_id) == 3  # utterance, turns, end
+
+
+def test_quiet_loading_gives_transformers_logging_back_as_it_was():
+    from transformers.utils import logging as hf_logging
+
+    from emofuse.features.text import QuietHF
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    try:
+        for want_bars in (False, True):
+            (hf_logging.enable_progress_bar if want_bars else hf_logging.disable_progress_bar)()
+            hf_logging.set_verbosity_info()
+            with QuietHF():
+                assert not hf_logging.is_progress_bar_enabled()
+            assert hf_logging.is_progress_bar_enabled() is want_bars
+            assert hf_logging.get_verbosity() == hf_logging.INFO
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()

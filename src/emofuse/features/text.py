@@ -405,6 +405,7 @@ class QuietHF:
 
         self._logging = hf_logging
         self._verbosity = hf_logging.get_verbosity()
+        self._bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self._warnings = warnings.catch_warnings()
@@ -414,7 +415,8 @@ class QuietHF:
     def __exit__(self, *exc: object) -> None:
         self._warnings.__exit__(*exc)
         self._logging.set_verbosity(self._verbosity)
-        self._logging.enable_progress_bar()
+        if self._bars:  # as the caller had it
+            self._logging.enable_progress_bar()
 
 
 _TOKENIZER: Any = None
