@@ -3,7 +3,7 @@
 Measures, on the real benchmark data (``$EMOFUSE_SHARED_DATA`` or ``../shared/data``):
 
 * ``minilm``: items/s encoding real MELD utterances in ``extract_batch`` calls (the encoder
-  alone);
+  alone), and one utterance per call (what arrays independent of the batch would cost);
 * ``meld-all``: the user's path (target >= 300/s on 2 cores): ``emofuse features extract
   --dataset meld -e minilm`` in fresh processes on an empty cache, for all 13,708 MELD
   utterances and for the test split; the job's rate and, separately, the rate over the whole
@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         res["minilm"]["data"] = "MELD train utterances"
         res["minilm_pooled_only"] = bench_text("minilm", train, args.text_chunk, token_states=False)
         res["minilm_pooled_only"]["data"] = "MELD train utterances"
+        # what batch-independent arrays would cost: one utterance per forward pass (the float32
+        # kernels are chosen by the matrix shape, so a batch's arrays differ in the last bits)
+        res["minilm_one_at_a_time"] = bench_text("minilm", train[:400], 1)
+        res["minilm_one_at_a_time"]["data"] = "MELD train utterances"
     if "meld-all" in wanted and available("minilm"):
         for key, splits in (("meld_all_minilm", []), ("meld_test_minilm", ["test"])):
             log(f"emofuse features extract -e minilm on MELD {splits or 'all'} (fresh processes) …")
