@@ -7,6 +7,7 @@ PKG = Path(__file__).resolve().parents[2] / "src" / "emofuse"
 
 RANKS = {
     "_version": 0,
+    "_loading": 0,
     "errors": 0,
     "registry": 0,
     "config": 0,
