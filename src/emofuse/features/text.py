@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -236,7 +237,6 @@ class MiniLMExtractor(_TextExtractor):
         ``tests/features/test_text.py``) without importing sentence-transformers and
         scikit-learn, which take seconds.
         """
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         component = f"extractor {self.name!r}"
         try:
             import torch
@@ -391,6 +391,24 @@ def _minilm_path(component: str = _FT_COMPONENT) -> str:
     return str(path)
 
 
+_PEFT_QUESTION = "`is_gradient_checkpointing`"
+
+
+def ignore_peft_question() -> None:
+    """Ignore peft's question to transformers about a deprecated attribute, for good.
+
+    A ``FutureWarning`` with nothing for the user to act on. One narrow filter, added once,
+    instead of ``warnings.catch_warnings()`` around each load: that saves and restores the whole
+    filter list, which is not thread-safe, and models load in background threads while the
+    analysis records warnings in the main one (a filter of the analysis was left behind).
+    """
+    for action, message, category, _module, _lineno in warnings.filters:
+        pattern = getattr(message, "pattern", None)
+        if action == "ignore" and category is FutureWarning and pattern == _PEFT_QUESTION:
+            return
+    warnings.filterwarnings("ignore", _PEFT_QUESTION, FutureWarning)
+
+
 class QuietHF:
     """Silence transformers' load report and progress bar while a bundled model loads or saves.
 
@@ -399,7 +417,6 @@ class QuietHF:
     """
 
     def __enter__(self) -> None:
-        import warnings
 
         from transformers.utils import logging as hf_logging
 
@@ -408,12 +425,9 @@ class QuietHF:
         self._bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        ignore_peft_question()
 
     def __exit__(self, *exc: object) -> None:
-        self._warnings.__exit__(*exc)
         self._logging.set_verbosity(self._verbosity)
         if self._bars:  # as the caller had it
             self._logging.enable_progress_bar()
@@ -431,7 +445,6 @@ def minilm_tokenizer(component: str = _FT_COMPONENT) -> Any:
     """
     global _TOKENIZER
     if _TOKENIZER is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = _minilm_path(component)
         try:
             from transformers import AutoTokenizer
@@ -562,7 +575,6 @@ def load_minilm_base(component: str = _FT_COMPONENT) -> Any:
     """
     import torch
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = _minilm_path(component)
     try:
         from transformers import AutoModel

