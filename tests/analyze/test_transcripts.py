@@ -165,6 +165,31 @@ def test_a_cue_webvtt_would_drop_is_an_error_naming_its_line(tmp_path, name, tex
         read_transcript(p)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "line", "shown"),
+    [
+        (  # webvtt-py dropped this cue without a word; the rest was analysed
+            "garbled.srt",
+            "1\n00:00:01,000 --> 00:00:02,000\nfirst words\n\n"
+            "2\n00:00:0x,000 --> 00:00:03,000\ngarbled time\n",
+            6,
+            "00:00:0x,000",
+        ),
+        (  # was "transcript has no words"
+            "inner.srt",
+            "1\n00:00:-1,000 --> 00:00:02,000\nnegative\n",
+            2,
+            "00:00:-1,000",
+        ),
+        ("inner.vtt", "WEBVTT\n\n00:0x.500 --> 00:01.000\nFirst.\n", 3, "00:0x.500"),
+    ],
+)
+def test_every_unreadable_time_line_is_an_error_naming_it(tmp_path, name, text, line, shown):
+    p = write(tmp_path, name, text)
+    with pytest.raises(InputError, match=rf"{name}: line {line}: unreadable cue times '{shown}"):
+        read_transcript(p)
+
+
 def test_an_arrow_in_the_words_is_not_a_cue(tmp_path):
     p = write(tmp_path, "a.srt", "1\n00:00:01,000 --> 00:00:02,000\nthis --> that\n")
     assert read_transcript(p) == [Turn(text="this --> that", start=1.0, end=2.0)]

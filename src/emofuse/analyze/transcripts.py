@@ -37,7 +37,9 @@ _SPEAKER = re.compile(r"^\s*([^:\s][^:]{0,40}):\s+(\S.*)$")
 _LABEL = re.compile(r"^\s*([^:\s][^:]{0,40}):\s*$")
 """A line that is only ``Name:`` (a speaker over the lines below it, or a heading)."""
 
-_CUE_TIMING = re.compile(r"^\s*-?\d[\d:.,]*\s*-->")
+_CUE_TIMING = re.compile(r"^\s*-?\d\S*\s*-->")
+"""A cue's time line, readable or not: a time-like run (``00:00:0x,000``, ``00:00:-1,000``)
+starting with a digit, then ``-->`` (words such as ``this --> that`` are not one)."""
 _GOOD_TIMING = re.compile(
     r"^\s*(\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}\s*-->\s*(\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}(\s.*)?$"
 )
