@@ -1380,6 +1380,9 @@ def analyze(
         "run's files: analysis.csv)",
         soft_wrap=True,
     )
+    if result.ignored:
+        for path, why in result.ignored.items():
+            err.print(f"ignored: {path}: {why}", soft_wrap=True, markup=False, highlight=False)
     if failures:
         err.print(
             f"[yellow]{len(failures)} of {len(failures) + len(result.analyses)} "

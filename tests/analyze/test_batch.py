@@ -49,6 +49,8 @@ def test_local_batch_isolates_failures_and_reuses_by_content(folder, tmp_path):
     ]
     assert list(first.failed) == [str(folder / "broken.mp4")]
     assert "broken.mp4" in first.failed[str(folder / "broken.mp4")]
+    # every file of the folder is accounted for: analysed, failed, or ignored saying why
+    assert first.ignored == {str(folder / "notes.md"): "not a media or transcript file type (.md)"}
     table = rows(out / "analysis.csv")
     assert [r["file"].rsplit("/", 1)[1] for r in table] == [
         "chat.txt",
@@ -317,3 +319,22 @@ def test_an_index_of_the_first_format_is_read(tmp_path):
     old = {entry["key"]: {"name": entry["name"], "source": str(wav)}}
     (out / "index.json").write_text(json.dumps(old), encoding="utf-8")
     assert analyze_files([wav], out, report=False).reused == 1
+
+
+def test_a_file_reached_by_a_relative_path_is_the_same_file(tmp_path, monkeypatch):
+    """The index is keyed by the absolute path: a relative path from another folder, or the
+    absolute one, finds the same entry (a second result and a stale first one were left)."""
+    (tmp_path / "in").mkdir()
+    words = tmp_path / "in" / "talk.txt"
+    words.write_text("I love this!\n", encoding="utf-8")
+    out = tmp_path / "out"
+    first = analyze_files([words], out)
+    monkeypatch.chdir(tmp_path / "in")
+    again = analyze_files(["talk.txt"], out)
+    assert again.reused == 1 and list(again.analyses) == list(first.analyses) == [str(words)]
+    words.write_text("I hate this!\n", encoding="utf-8")  # changed: replaces its own result
+    third = analyze_files(["talk.txt"], out)
+    assert third.reused == 0 and list(third.analyses) == [str(words)]
+    assert sorted(f.name for f in out.glob("*.json")) == ["index.json", "talk.json"]
+    assert json.loads((out / "talk.json").read_text())["source"] == str(words)
+

@@ -49,6 +49,7 @@ class BatchResult:
         analyses: ``file → Analysis`` of every file analysed now or before (reused).
         failed: ``file → reason`` of the files that could not be analysed.
         reused: Files whose earlier result was found by content and kept.
+        ignored: ``file → why`` of the files in the folders given that were not analysed.
         names: ``file → name`` of its ``<name>.json`` / ``<name>.html`` in the output folder.
         out: The output folder.
     """
@@ -56,43 +57,51 @@ class BatchResult:
     analyses: dict[str, Analysis] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     reused: int = 0
+    ignored: dict[str, str] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     out: Path | None = None
 
 
-def expand(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The files to analyse, each once.
+def expand(
+    paths: Iterable[str | os.PathLike[str]], ignored: dict[str, str] | None = None
+) -> list[Path]:
+    """The files to analyse, each once, as absolute paths.
 
     Files as given; folders searched recursively (sorted) for media files and for transcripts
-    with no media beside them.
+    with no media beside them. Absolute, so a file reached from another working directory (or
+    by a relative and an absolute path) is the same file of the output folder's index.
+
+    Args:
+        paths: Files and folders.
+        ignored: Filled with ``file → why`` for the files of the folders that are not analysed
+            (not a media or transcript type; hidden files are passed over silently).
 
     Raises:
         InputError: a path does not exist, or a folder holds nothing to analyse.
     """
     out: list[Path] = []
     for raw in paths:
-        p = Path(raw)
+        p = Path(os.path.abspath(raw))
         if p.is_dir():
-            found = [
-                f
-                for f in sorted(p.rglob("*"))
-                if f.is_file()
-                and not f.name.startswith(".")
-                and (
-                    f.suffix.lower() in MEDIA_SUFFIXES
-                    or (
-                        is_transcript(f)
-                        and not any(f.with_suffix(s).is_file() for s in MEDIA_SUFFIXES)
-                    )
-                )
-            ]
+            found = []
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.suffix.lower() in MEDIA_SUFFIXES:
+                    found.append(f)
+                elif is_transcript(f):
+                    if not any(f.with_suffix(s).is_file() for s in MEDIA_SUFFIXES):
+                        found.append(f)
+                elif ignored is not None:
+                    kind = f.suffix.lower() or "no suffix"
+                    ignored[os.fspath(f)] = f"not a media or transcript file type ({kind})"
             if not found:
                 raise InputError(p, "holds no media or transcript files to analyse")
             out += found
         elif p.is_file():
             out.append(p)
         else:
-            raise InputError(p, "no such file or folder")
+            raise InputError(raw, "no such file or folder")
     unique: dict[str, Path] = {}
     for f in out:
         unique.setdefault(os.path.realpath(f), f)
@@ -144,7 +153,8 @@ def analyze_files(
         ConfigError: ``language`` is not a BCP-47 language tag, or ``rationale`` with a model
             that has no LLM head.
     """
-    files = expand(paths)
+    ignored: dict[str, str] = {}
+    files = expand(paths, ignored)
     if transcript is not None:
         if len(files) != 1:
             raise InputError(transcript, "a transcript goes with exactly one media file")
@@ -174,7 +184,7 @@ def analyze_files(
             folder, "another emofuse analyze is writing here; wait for it or use another --out"
         ) from None
     try:
-        return _analyze_into(
+        result = _analyze_into(
             files,
             folder,
             analyzer,
@@ -191,6 +201,8 @@ def analyze_files(
         )
     finally:
         lock.release()
+    result.ignored = ignored
+    return result
 
 
 def _analyze_into(
