@@ -14,6 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import emofuse
 from emofuse import cli, resources
 from emofuse.records import Utterance, write_manifest
 
@@ -133,6 +134,17 @@ def test_extract_needs_a_source():
     res = invoke("features", "extract")
     assert res.exit_code == 2
     assert "--dataset" in res.output
+
+
+def test_extract_with_nothing_an_extractor_reads_is_one_line_exit_2(tmp_path):
+    """An audio file given to a text extractor printed an empty table and exited 0."""
+    wav = Path(emofuse.__file__).parent / "datasets" / "sample" / "03-01-05-02-01-01-01.wav"
+    res = invoke("features", "extract", str(wav), "-e", "minilm", "--cache", str(tmp_path))
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == (
+        "error: nothing to extract: minilm reads text, which no utterance of "
+        "03-01-05-02-01-01-01.wav has"
+    )
 
 
 def test_interrupt_exits_130_and_says_resume(monkeypatch):

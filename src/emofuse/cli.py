@@ -603,6 +603,7 @@ def features_extract(
 
     reports: list[tuple[ExtractionReport, str, int]] = []
     skipped: list[tuple[str, str, str]] = []
+    unread: list[str] = []
     if threads is not None:
         import torch
 
@@ -615,7 +616,8 @@ def features_extract(
         lacking = len(candidates) - len(items)
         if not items:
             needs = _NEEDS.get(ext.modality, ext.modality)
-            out.print(f"[dim]{ext_name}: skipped, no utterance has {needs} input[/dim]")
+            unread.append(f"{ext_name} reads {needs}, which no utterance of {name} has")
+            out.print(f"[yellow]{ext_name}: skipped, no utterance has {needs} input[/yellow]")
             continue
         with ProgressHook(sys.stderr) as hook:
             report = extract_features(
@@ -632,6 +634,8 @@ def features_extract(
         reports.append((report, items[0].id, lacking))
         skipped += [(ext_name, k, v) for k, v in report.failed.items()]
 
+    if not reports:  # every extractor asked for reads an input these utterances lack
+        raise _fail("nothing to extract: " + "; ".join(unread))
     _print_reports(reports)
     if skipped:
         out.print(f"[yellow]{len(skipped)} item(s) skipped[/yellow] (unusable input):")
