@@ -560,7 +560,9 @@ def features_extract(
     workers: RayWorkersOption = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Utterances per batch and per shard (default: the extractor's own)."),
+        typer.Option(
+            min=1, help="Utterances per batch and per shard (default: the extractor's own)."
+        ),
     ] = None,
     retry_failed: Annotated[bool, typer.Option(help="Retry items that failed before.")] = False,
     json_out: Annotated[
@@ -1200,7 +1202,7 @@ def predict(
         Path | None,
         typer.Option(help="Feature cache to reuse and fill (default: compute in memory)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Utterances per forward pass.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Utterances per forward pass.")] = 64,
     explain: Annotated[
         bool,
         typer.Option(
