@@ -193,6 +193,11 @@ def test_cli_single_bad_file_is_exactly_its_own_line(tmp_path):
     assert result.exit_code == 2
     errors = [ln for ln in result.output.splitlines() if "error" in ln or "failed" in ln]
     assert errors == [f"error: {empty}: file is empty (0 bytes)"]  # nothing about index.json
+    assert not (tmp_path / "new").exists()  # a run that wrote nothing leaves no folder
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    again = CliRunner().invoke(app, ["analyze", str(empty), "--out", str(kept)])
+    assert again.exit_code == 2 and kept.is_dir()  # a folder the user made stays
     nope = CliRunner().invoke(
         app, ["analyze", str(HAPPY), "--transcript", str(tmp_path / "nope.srt")]
     )

@@ -18,6 +18,7 @@ the model once. Results are identical to the local engine's: the same code analy
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
@@ -175,6 +176,7 @@ def analyze_files(
         rationale=rationale,
         hook=None if engine == "ray" else hook,
     )
+    created = not Path(out).exists()
     folder = make_folder(out)
     lock = FileLock(folder / ".emofuse-analyze.lock")
     try:
@@ -201,6 +203,11 @@ def analyze_files(
         )
     finally:
         lock.release()
+        if created:  # a run that wrote nothing leaves no folder behind (only its lock was made)
+            with contextlib.suppress(OSError):
+                if [f.name for f in folder.iterdir()] == [".emofuse-analyze.lock"]:
+                    (folder / ".emofuse-analyze.lock").unlink()
+                    folder.rmdir()
     result.ignored = ignored
     return result
 
