@@ -326,3 +326,36 @@ print("gc", gc.isenabled(), gc.get_freeze_count())
         "threads": "2",
         "gc": "True 0",
     }, proc.stdout
+
+
+def test_a_video_without_speech_is_not_read_by_its_voice(tmp_path, analyzer):
+    """A 440 Hz tone under faceless frames: no speech, so no voice either. It was analysed as
+    'sadness, carried by the voice', with a 'flat, monotone pitch' cue."""
+    from emofuse.testing import write_bad_media
+
+    video = write_bad_media(tmp_path)["video"]
+    a = analyzer.analyze(video)
+    assert a.segmentation == "windows"
+    assert a.predictions == []
+    assert [(s.id, s.what) for s in a.skipped] == [("video_win000", "segment")]
+    assert a.skipped[0].why.startswith("face:") and "no face found" in a.skipped[0].why
+
+
+def test_without_voice_keeps_the_face_and_skips_what_has_nothing_left():
+    from emofuse.analyze.analyzer import _without_voice
+    from emofuse.data.table import FeatureTable, Item
+    from emofuse.records import Utterance
+    from emofuse.spec import TaskSpec
+
+    def item(uid, *modalities):
+        feats = {m: np.zeros((2, 4), np.float32) for m in modalities}
+        return Item(utt=Utterance(id=uid, dataset="t"), features=feats, emotion=0)
+
+    spec = TaskSpec(name="t", emotion_labels=["a", "b"], metrics=["weighted_f1"])
+    table = FeatureTable(
+        spec=spec, inputs={}, items=[item("f", "audio", "face"), item("v", "audio")]
+    )
+    table.missing = {"v": ["face: no face found"]}
+    _without_voice(table)
+    assert [(it.utt.id, sorted(it.features)) for it in table.items] == [("f", ["face"])]
+    assert table.skipped == {"v": "face: no face found"} and table.missing == {}

@@ -137,6 +137,7 @@ class Analyzer:
             )
         self.rationale = rationale
         self._explainer: Any = None
+        self._faceonly: Any = None
         self._asr: Any = None
         self._loading: threading.Thread | None = None
 
@@ -460,15 +461,27 @@ class Analyzer:
         encoder = self.model.extractor("audio")
         return encoder if encoder.config.pad else None
 
-    def _cue_explainer(self) -> Any:
-        """The cue explainer (built once), or ``None`` without cues or an emotion head."""
+    def _cue_explainer(self, voice: bool = True) -> Any:
+        """The cue explainer (built once), or ``None`` without cues or an emotion head.
+
+        ``voice=False``: one without the voice's detectors, for media where no speech was found
+        (a tone or noise has a pitch, but no prosody).
+        """
         if not self.cues or not self.model.spec.emotion_labels:
             return None
         if self._explainer is None:
             from emofuse.cues.explain import CueExplainer
 
             self._explainer = CueExplainer(self.model)
-        return self._explainer
+        if voice:
+            return self._explainer
+        if self._faceonly is None:
+            from emofuse.cues.explain import CueExplainer
+
+            kept = [d for d in self._explainer.detectors if d.modality != "audio"]
+            self._faceonly = CueExplainer(self.model, kept)
+            self._faceonly._extractors = self._explainer._extractors  # loaded once
+        return self._faceonly
 
     def _transcriber(self) -> Any:
         if self._asr is None:
@@ -498,7 +511,7 @@ class Analyzer:
         if self._loading is not None:
             self._loading.join()  # a failure there is raised again where it is used
         if utts:
-            explainer = self._cue_explainer()
+            explainer = self._cue_explainer(voice=segmentation != "windows")
             also: dict[str, list[str]] = {"face": ["faces"]}
             for modality, outputs in (explainer.also() if explainer else {}).items():
                 also[modality] = sorted({*also.get(modality, []), *outputs})
@@ -512,6 +525,8 @@ class Analyzer:
                     precomputed=precomputed,
                 )
             notes += [str(w.message) for w in caught if issubclass(w.category, EmofuseWarning)]
+            if segmentation == "windows":
+                _without_voice(table)
             by_id = {u.id: u for u in utts}
             for uid, why in table.skipped.items():
                 u = by_id[uid]
@@ -556,6 +571,24 @@ class Analyzer:
             notes=notes,
             seconds=round(time.perf_counter() - t0, 3),
         )
+
+
+def _without_voice(table: Any) -> None:
+    """Windows of a video where no speech was found: the model reads the face alone.
+
+    The audio track there is silence, music or noise, not a voice: its features are dropped
+    (the voice of a pure tone read as "sadness, carried by the voice" before). A window left
+    with no input is skipped, with its modalities' problems as the reason.
+    """
+    kept = []
+    for item in table.items:
+        item.features.pop("audio", None)
+        if item.features:
+            kept.append(item)
+        else:
+            problems = table.missing.pop(item.utt.id, [])
+            table.skipped[item.utt.id] = "; ".join(problems) or "no input left without the voice"
+    table.items = kept
 
 
 def _quietly(load: Any, *args: Any) -> None:
