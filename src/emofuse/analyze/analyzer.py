@@ -476,11 +476,7 @@ class Analyzer:
         if voice:
             return self._explainer
         if self._faceonly is None:
-            from emofuse.cues.explain import CueExplainer
-
-            kept = [d for d in self._explainer.detectors if d.modality != "audio"]
-            self._faceonly = CueExplainer(self.model, kept)
-            self._faceonly._extractors = self._explainer._extractors  # loaded once
+            self._faceonly = self._explainer.without("audio")
         return self._faceonly
 
     def _transcriber(self) -> Any:

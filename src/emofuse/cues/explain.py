@@ -59,6 +59,20 @@ class CueExplainer:
         self.n_steps = n_steps
         self._extractors: dict[str, Any] = {}
 
+    def without(self, modality: str) -> CueExplainer:
+        """The same explainer without ``modality``'s detectors, sharing the loaded extractors.
+
+        E.g. ``"audio"`` for media where no speech was found: a tone has a pitch, not prosody.
+        """
+        other = CueExplainer(
+            self.model,
+            [d for d in self.detectors if d.modality != modality],
+            max_cited=self.max_cited,
+            n_steps=self.n_steps,
+        )
+        other._extractors = self._extractors
+        return other
+
     def also(self) -> dict[str, list[str]]:
         """``modality → outputs`` to keep in ``FusionModel.table``'s ``extras``.
 
